@@ -1,0 +1,355 @@
+"""The Particle platform table: ids, names, MCU family, USB identity, DFU layout, module addresses.
+
+Everything here is data. Sources: ../shared/reference/module-format.md section 3 and
+../shared/reference/usb-serial-protocols.md sections 1.1-1.2 (Particle's device-constants and the
+Device OS linker scripts). Where the reference marks a fact UNVERIFIED the entry says so.
+
+    >>> boron = platform_by_name("boron")
+    >>> boron.id, boron.mcu.name, hex(boron.usb_pid_dfu)
+    (13, 'nrf52840', '0xd00d')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from firmware.memory_map import MemoryMap, parse_memory_map
+
+
+class Function(IntEnum):
+    """module_function, the byte at +14 of the module prefix."""
+
+    NONE = 0
+    RESOURCE = 1
+    BOOTLOADER = 2
+    MONO_FIRMWARE = 3
+    SYSTEM_PART = 4
+    USER_PART = 5
+    SETTINGS = 6
+    NCP_FIRMWARE = 7
+    RADIO_STACK = 8
+    ASSET = 9
+
+
+#: The names the kiosk prints and accepts (also the JSON vocabulary).
+FUNCTION_NAMES: dict[int, str] = {
+    Function.NONE: "none",
+    Function.RESOURCE: "resource",
+    Function.BOOTLOADER: "bootloader",
+    Function.MONO_FIRMWARE: "mono",
+    Function.SYSTEM_PART: "system-part",
+    Function.USER_PART: "user-part",
+    Function.SETTINGS: "settings",
+    Function.NCP_FIRMWARE: "ncp",
+    Function.RADIO_STACK: "radio-stack",
+    Function.ASSET: "asset",
+}
+
+#: How `particle binary inspect` words each function, for the human-readable output.
+FUNCTION_PHRASES: dict[int, str] = {
+    Function.NONE: "an undefined module",
+    Function.RESOURCE: "a resource module",
+    Function.BOOTLOADER: "a bootloader module",
+    Function.MONO_FIRMWARE: "a monolithic firmware module",
+    Function.SYSTEM_PART: "a system module",
+    Function.USER_PART: "an application module",
+    Function.SETTINGS: "a settings module",
+    Function.NCP_FIRMWARE: "a network co-processor (NCP) module",
+    Function.RADIO_STACK: "a radio stack module",
+    Function.ASSET: "an asset module",
+}
+
+
+def function_name(value: int) -> str:
+    """The kiosk's name for a module function number, or ``function-N`` for an unknown one."""
+    return FUNCTION_NAMES.get(value, f"function-{value}")
+
+
+class Storage(IntEnum):
+    """Where a module lives, which decides whether an address check makes sense."""
+
+    INTERNAL = 0  # the MCU's own flash, at the module's start address
+    EXTERNAL_MCU = 1  # another chip (the NCP); its address is in that chip's space
+    ANYWHERE = 2  # assets: stored by the device wherever it likes
+
+
+@dataclass(frozen=True)
+class ModuleSlot:
+    """Where a platform keeps one kind of module: ``[start, end)`` in bytes of flash address.
+
+    A module fits when its first byte is at or after ``start`` and its CRC ends at or before
+    ``end``. ``grows_left`` slots (rtl872x user parts) end at ``end`` and start wherever the
+    module's size puts them.
+    """
+
+    function: Function
+    index: int
+    start: int
+    end: int
+    storage: Storage = Storage.INTERNAL
+    grows_left: bool = False
+    encrypted: bool = False
+    name: str = ""
+    note: str = ""
+
+    def fits(self, start_address: int, end_address: int) -> bool:
+        if self.storage is not Storage.INTERNAL:
+            return True
+        return self.start <= start_address < end_address and end_address + 4 <= self.end
+
+
+@dataclass(frozen=True)
+class Mcu:
+    """An MCU family: where its modules keep their prefix, and what a vector table looks like.
+
+    ``prefix_offsets`` maps module function to the byte offset of ``module_info_t`` in the file
+    (after the vector table or image header), ``default_prefix_offset`` covers the rest.
+    ``initial_stack_pointer`` is a plausible first vector-table word, used by the builder so that
+    a built module is found the way the device finds it.
+    """
+
+    name: str
+    prefix_offsets: dict[int, int] = field(default_factory=dict)
+    default_prefix_offset: int = 0
+    initial_stack_pointer: int = 0x20000000
+
+    def prefix_offset(self, function: int) -> int:
+        return self.prefix_offsets.get(function, self.default_prefix_offset)
+
+
+STM32F1 = Mcu("stm32f1xx", {Function.MONO_FIRMWARE: 0x10C, Function.BOOTLOADER: 0x10C}, 0, 0x20005000)
+STM32F2 = Mcu(
+    "stm32f2xx",
+    {Function.BOOTLOADER: 0x184, Function.SYSTEM_PART: 0x184, Function.MONO_FIRMWARE: 0x184},
+    0,
+    0x20020000,
+)
+NRF52840 = Mcu(
+    "nrf52840",
+    {Function.BOOTLOADER: 0x200, Function.SYSTEM_PART: 0x200, Function.MONO_FIRMWARE: 0x200},
+    0,
+    0x2003F000,
+)
+# RTL872x bootloaders carry a 32-byte Realtek image header before module_info_t.
+RTL872X = Mcu("rtl872x", {Function.BOOTLOADER: 0x20}, 0, 0x20000000)
+# Bluz (third-party nRF51): the one fixture keeps its prefix at 0xC0. UNVERIFIED beyond that file.
+NRF51 = Mcu("nrf51", {Function.SYSTEM_PART: 0xC0}, 0, 0x20004000)
+OTHER = Mcu("other")
+
+MCUS: dict[str, Mcu] = {m.name: m for m in (STM32F1, STM32F2, NRF52840, RTL872X, NRF51, OTHER)}
+
+#: Bytes of the Realtek image header signature that opens an rtl872x bootloader file.
+RTL_IMAGE_SIGNATURE = bytes.fromhex("99999696 3fcc66fc".replace(" ", ""))
+
+# --- DFU alt-setting strings (usb-serial-protocols.md 1.2) ----------------------------------
+_DCT_GEN2 = "@DCT Flash   /0x00000000/01*016Kg"
+_DCT_GEN3 = "@DCT Flash   /0x00000000/1*016Ke"
+DFU_ALTS_GEN2 = ("@Internal Flash   /0x08000000/03*016Ka,01*016Kg,01*064Kg,07*128Kg", _DCT_GEN2)
+DFU_ALTS_P1 = (*DFU_ALTS_GEN2, "@Serial Flash   /0x00000000/256*004Kg")
+_GEN3_INTERNAL = "@Internal Flash   /0x00000000/1*004Ka,47*004Kg,192*004Kg,4*004Kg,4*004Kg,8*004Ka"
+DFU_ALTS_GEN3_4MB = (_GEN3_INTERNAL, _DCT_GEN3, "@External Flash   /0x80000000/1024*004Kg")
+DFU_ALTS_GEN3_8MB = (_GEN3_INTERNAL, _DCT_GEN3, "@External Flash   /0x80000000/2048*004Kg")
+DFU_ALTS_RTL872X = ("@Internal Flash   /0x08000000/2048*004Kg", _DCT_GEN3)
+# UNVERIFIED: the Core's own strings are not in the sources read; this is the STM32F10X_CL string
+# of the Device OS STM32 USB driver. Alt 1 is the external SPI flash (factory image at 0x20000).
+DFU_ALTS_CORE = ("@Internal Flash   /0x08000000/06*002Ka,122*002Kg", "@SPI Flash : SST25x/0x00000000/512*04Kg")
+
+# --- Module layouts (module-format.md 3.3) ---------------------------------------------------
+F = Function
+LAYOUT_CORE = (
+    ModuleSlot(F.BOOTLOADER, 0, 0x08000000, 0x08005000, name="bootloader"),
+    ModuleSlot(F.MONO_FIRMWARE, 0, 0x08005000, 0x08020000, name="firmware"),
+)
+_GEN2_BOOTLOADER = ModuleSlot(F.BOOTLOADER, 0, 0x08000000, 0x08004000, name="bootloader")
+LAYOUT_PHOTON = (
+    _GEN2_BOOTLOADER,
+    ModuleSlot(F.SYSTEM_PART, 1, 0x08020000, 0x08060000, name="system-part1"),
+    ModuleSlot(F.SYSTEM_PART, 2, 0x08060000, 0x080A0000, name="system-part2"),
+    ModuleSlot(F.USER_PART, 1, 0x080A0000, 0x080C0000, name="user-part"),
+    # UNVERIFIED end: a monolithic build spans the system and user regions.
+    ModuleSlot(F.MONO_FIRMWARE, 0, 0x08020000, 0x080C0000, name="firmware"),
+)
+# Electron release names do not match indices (module-format.md 3.3): the release file
+# "system-part1" builds index 3, "system-part2" index 1, "system-part3" index 2. UNVERIFIED.
+LAYOUT_ELECTRON = (
+    _GEN2_BOOTLOADER,
+    ModuleSlot(F.SYSTEM_PART, 1, 0x08020000, 0x08040000, name="system-part2"),
+    ModuleSlot(F.SYSTEM_PART, 2, 0x08040000, 0x08060000, name="system-part3"),
+    ModuleSlot(F.SYSTEM_PART, 3, 0x08060000, 0x08080000, name="system-part1"),
+    ModuleSlot(F.USER_PART, 1, 0x08080000, 0x080A0000, name="user-part"),
+    ModuleSlot(F.MONO_FIRMWARE, 0, 0x08020000, 0x080A0000, name="firmware"),  # UNVERIFIED end
+)
+LAYOUT_NRF52840 = (
+    ModuleSlot(F.BOOTLOADER, 0, 0x000F4000, 0x00100000, name="bootloader"),
+    ModuleSlot(F.RADIO_STACK, 0, 0x00001000, 0x00027000, name="softdevice"),
+    # 0x30000 up to 6.1.x, 0x28000 from 6.2.0; the end was 0xD4000 while user parts lived there.
+    ModuleSlot(F.SYSTEM_PART, 1, 0x00028000, 0x000D4000, name="system-part1"),
+    ModuleSlot(F.USER_PART, 1, 0x000D4000, 0x000F4000, name="user-part", note="Device OS <= 3.0.x"),
+    ModuleSlot(F.USER_PART, 2, 0x000B4000, 0x000F4000, name="user-part", note="Device OS >= 3.1.0"),
+    ModuleSlot(F.MONO_FIRMWARE, 0, 0x00028000, 0x000F4000, name="firmware"),
+)
+_NCP_SLOT = ModuleSlot(F.NCP_FIRMWARE, 0, 0, 0, storage=Storage.EXTERNAL_MCU, name="ncp-firmware")
+LAYOUT_NRF52840_NCP = (*LAYOUT_NRF52840, _NCP_SLOT)
+LAYOUT_RTL872X = (
+    ModuleSlot(F.BOOTLOADER, 0, 0x08004000, 0x08014000, name="bootloader"),
+    ModuleSlot(F.BOOTLOADER, 1, 0x08000000, 0x08004000, encrypted=True, name="prebootloader-mbr"),
+    ModuleSlot(F.BOOTLOADER, 2, 0x08014000, 0x0805E000, name="prebootloader-part1"),
+    ModuleSlot(F.SYSTEM_PART, 1, 0x08060000, 0x081E0000, name="system-part1"),
+    ModuleSlot(F.USER_PART, 1, 0x08480000, 0x08600000, grows_left=True, name="user-part"),
+    ModuleSlot(F.MONO_FIRMWARE, 0, 0x08060000, 0x08600000, name="firmware"),  # UNVERIFIED end
+)
+del F
+
+#: USB quirk of rtl872x devices in normal mode: a control OUT transfer needs a 1-byte data stage.
+QUIRK_CONTROL_OUT_DATA_STAGE = "control-out-requires-data-stage"
+QUIRK_NO_CONTROL_REQUESTS = "control-requests-not-supported"
+
+
+@dataclass(frozen=True)
+class Platform:
+    """One Particle platform.
+
+    ``usb_vid`` with ``usb_pid_normal`` (CDC serial + control requests) or ``usb_pid_dfu`` (the
+    DFU bootloader) identify it on USB. ``dfu_alts`` are the DfuSe strings of alt settings 0, 1,
+    ... and ``layout`` where each kind of module lives. ``system_parts`` is how many system parts
+    a Device OS release has for it. ``supported`` says the kiosk knows enough to flash it.
+    """
+
+    id: int
+    name: str
+    display_name: str
+    generation: int | None
+    mcu: Mcu
+    usb_vid: int | None = None
+    usb_pid_normal: int | None = None
+    usb_pid_dfu: int | None = None
+    dfu_alts: tuple[str, ...] = ()
+    layout: tuple[ModuleSlot, ...] = ()
+    quirks: frozenset[str] = frozenset()
+    note: str = ""
+
+    @property
+    def supported(self) -> bool:
+        return bool(self.layout) and self.usb_pid_dfu is not None
+
+    @property
+    def system_parts(self) -> tuple[int, ...]:
+        return tuple(s.index for s in self.layout if s.function == Function.SYSTEM_PART)
+
+    @property
+    def has_ncp(self) -> bool:
+        return any(s.function == Function.NCP_FIRMWARE for s in self.layout)
+
+    def memory_map(self, alt: int) -> MemoryMap | None:
+        return parse_memory_map(self.dfu_alts[alt]) if alt < len(self.dfu_alts) else None
+
+    def slots_for(self, function: int, index: int) -> tuple[ModuleSlot, ...]:
+        return tuple(s for s in self.layout if s.function == function and s.index == index)
+
+    def slot_for_module(self, function: int, index: int, start: int, end: int) -> ModuleSlot | None:
+        """The slot a module with this identity and address range fits into, if any."""
+        for slot in self.slots_for(function, index):
+            if slot.fits(start, end):
+                return slot
+        return None
+
+
+def _particle(
+    pid: int,
+    name: str,
+    display: str,
+    gen: int | None,
+    mcu: Mcu,
+    alts: tuple[str, ...] = (),
+    layout: tuple[ModuleSlot, ...] = (),
+    quirks: frozenset[str] = frozenset(),
+    note: str = "",
+) -> Platform:
+    """A platform on Particle's VID 0x2B04: normal PID 0xC0xx and DFU PID 0xD0xx, xx = id."""
+    return Platform(pid, name, display, gen, mcu, 0x2B04, 0xC000 | pid, 0xD000 | pid, alts, layout, quirks, note)
+
+
+_RTL_QUIRKS = frozenset({QUIRK_CONTROL_OUT_DATA_STAGE})
+
+PLATFORMS: tuple[Platform, ...] = (
+    Platform(0, "core", "Core", 1, STM32F1, 0x1D50, 0x607D, 0x607F, DFU_ALTS_CORE, LAYOUT_CORE),
+    Platform(3, "gcc", "GCC", None, OTHER, note="virtual host platform"),
+    Platform(4, "dev-photon", "Photon (development)", 2, STM32F2, note="pre-release; Device OS v1.5.2 only"),
+    Platform(5, "dev-teacup-bm14", "Teacup BM-14 (development)", 2, STM32F2, note="pre-release"),
+    _particle(6, "photon", "Photon", 2, STM32F2, DFU_ALTS_GEN2, LAYOUT_PHOTON),
+    Platform(7, "teacup-bm14", "Teacup BM-14", 2, STM32F2, note="pre-release"),
+    _particle(8, "p1", "P1", 2, STM32F2, DFU_ALTS_P1, LAYOUT_PHOTON),
+    Platform(9, "ethernet", "Ethernet", 2, STM32F2, 0x2B04, 0xC009, 0xD009, note="pre-release"),
+    _particle(10, "electron", "Electron / E-Series", 2, STM32F2, DFU_ALTS_GEN2, LAYOUT_ELECTRON),
+    Platform(11, "esp32", "ESP32", None, OTHER, note="not public"),
+    _particle(12, "argon", "Argon", 3, NRF52840, DFU_ALTS_GEN3_4MB, LAYOUT_NRF52840_NCP, note="NCP: ESP32"),
+    _particle(13, "boron", "Boron", 3, NRF52840, DFU_ALTS_GEN3_4MB, LAYOUT_NRF52840),
+    _particle(14, "xenon", "Xenon", 3, NRF52840, DFU_ALTS_GEN3_4MB, LAYOUT_NRF52840, note="removed after 1.5.x"),
+    _particle(15, "esomx", "E-SoM-X", 3, NRF52840, DFU_ALTS_GEN3_8MB, LAYOUT_NRF52840),
+    Platform(20, "mesh-virtual", "Mesh virtual", None, OTHER, note="Device OS v1.5.2 only"),
+    _particle(22, "asom", "A-SoM", 3, NRF52840, DFU_ALTS_GEN3_4MB, LAYOUT_NRF52840_NCP, note="not public"),
+    _particle(23, "bsom", "B-SoM", 3, NRF52840, DFU_ALTS_GEN3_4MB, LAYOUT_NRF52840),
+    _particle(24, "xsom", "X-SoM", 3, NRF52840, DFU_ALTS_GEN3_4MB, LAYOUT_NRF52840, note="not public"),
+    _particle(25, "b5som", "B5-SoM", 3, NRF52840, DFU_ALTS_GEN3_8MB, LAYOUT_NRF52840),
+    _particle(26, "tracker", "Asset Tracker / Monitor One", 3, NRF52840, DFU_ALTS_GEN3_8MB, LAYOUT_NRF52840_NCP),
+    _particle(28, "trackerm", "Tracker M", 3, RTL872X, DFU_ALTS_RTL872X, LAYOUT_RTL872X, _RTL_QUIRKS),
+    Platform(31, "raspi", "Raspberry Pi", None, OTHER),
+    # device-constants says generation 4, Device OS' platform-id.mk says PLATFORM_GEN=3.
+    _particle(32, "p2", "P2 / Photon 2", 4, RTL872X, DFU_ALTS_RTL872X, LAYOUT_RTL872X, _RTL_QUIRKS),
+    _particle(35, "msom", "M-SoM", 4, RTL872X, DFU_ALTS_RTL872X, LAYOUT_RTL872X, _RTL_QUIRKS),
+    # Electron 2 and Sulu are only in device-constants: layouts by MCU family, UNVERIFIED.
+    _particle(37, "electron2", "Electron 2", 3, NRF52840, DFU_ALTS_GEN3_4MB, LAYOUT_NRF52840),
+    _particle(38, "sulu", "Sulu", 4, RTL872X, DFU_ALTS_RTL872X, LAYOUT_RTL872X, _RTL_QUIRKS),
+    Platform(
+        42, "tachyon", "Tachyon", None, OTHER, 0x2B04, 0xC02A, None,
+        quirks=frozenset({QUIRK_NO_CONTROL_REQUESTS}), note="Linux SBC; not flashed by the kiosk",
+    ),
+    Platform(43, "linux", "Linux", None, OTHER),
+    Platform(82, "oak", "Oak (third party)", None, OTHER),
+    Platform(88, "duo", "RedBear Duo (third party)", None, STM32F2),
+    Platform(103, "bluz", "Bluz (third party)", None, NRF51),
+    Platform(60000, "newhal", "newhal (Device OS test)", 0, OTHER, 0x2B04, 0x607D, 0x607F),
+)
+
+_BY_ID = {p.id: p for p in PLATFORMS}
+_BY_NAME = {p.name: p for p in PLATFORMS}
+# Names technicians type for the same board.
+_ALIASES = {"photon2": "p2", "photon-2": "p2", "e-series": "electron", "assettracker": "tracker", "m-som": "msom"}
+
+
+class UnknownPlatformError(LookupError):
+    """A platform id or name that is not in the table."""
+
+
+def platform_by_id(platform_id: int) -> Platform | None:
+    return _BY_ID.get(platform_id)
+
+
+def platform_by_name(name: str) -> Platform:
+    """Look a platform up by its name or number (``boron``, ``13``); raise UnknownPlatformError."""
+    key = name.strip().lower()
+    if key.isdigit() and int(key) in _BY_ID:
+        return _BY_ID[int(key)]
+    key = _ALIASES.get(key, key)
+    if key in _BY_NAME:
+        return _BY_NAME[key]
+    known = ", ".join(p.name for p in PLATFORMS if p.supported)
+    raise UnknownPlatformError(f"unknown platform {name!r}; the kiosk knows: {known}")
+
+
+def platform_by_usb(vid: int, pid: int) -> tuple[Platform, str] | None:
+    """The platform and mode (``normal`` or ``dfu``) a USB VID:PID belongs to, if any."""
+    for p in PLATFORMS:
+        if p.usb_vid != vid:
+            continue
+        if p.usb_pid_normal == pid:
+            return p, "normal"
+        if p.usb_pid_dfu == pid:
+            return p, "dfu"
+    return None
+
+
+def platform_label(platform_id: int) -> str:
+    p = _BY_ID.get(platform_id)
+    return p.name if p else f"unknown platform {platform_id}"
