@@ -34,7 +34,6 @@ from firmware.module import (
     Module,
     ModuleFlag,
     encode_prefix,
-    encode_suffix,
     seal_module,
 )
 from firmware.platforms import (
@@ -141,7 +140,8 @@ def build_module(
     ``suffix`` is ``auto`` (the platform's style), ``base`` (36 bytes, no product data, as Device
     OS 0.4.x and create_module.py wrappers), ``product`` (40 bytes; any ``suffix_extensions`` end
     with END, then the raw product data, as nRF52) or ``extensions`` (TLVs ending in PRODUCT_DATA,
-    with DYNAMIC_LOCATION before it when ``dynamic_location``, the rtl872x default). ``body`` defaults to ``body_size`` deterministic pseudo-random
+    with DYNAMIC_LOCATION before it when ``dynamic_location``, the rtl872x default). ``body``
+    defaults to ``body_size`` deterministic pseudo-random
     bytes from ``seed``; addresses default to the platform's slot for the function and index.
     """
     platform = platform_by_id(platform_id)

@@ -562,13 +562,9 @@ def parse_module(data: bytes) -> Module:
     """Parse one module (the first, for a COMBINED file). Raise NotAModuleError for non-modules."""
     data = bytes(data)
     if len(data) < MIN_MODULE_SIZE:
-        raise NotAModuleError(
-            f"{len(data)} bytes is too short for a Particle module (at least {MIN_MODULE_SIZE})"
-        )
+        raise NotAModuleError(f"{len(data)} bytes is too short for a Particle module (at least {MIN_MODULE_SIZE})")
     offset, found_by, score = find_prefix(data)
-    start, end, reserved, flags, version, platform_id, function, index, d1, d2 = _PREFIX.unpack_from(
-        data, offset
-    )
+    start, end, reserved, flags, version, platform_id, function, index, d1, d2 = _PREFIX.unpack_from(data, offset)
     deps = [Dependency(*_DEPENDENCY.unpack(d1)), Dependency(*_DEPENDENCY.unpack(d2))]
     problems: list[str] = []
     if found_by == "search" and score < _FULL_SCORE:
@@ -582,9 +578,7 @@ def parse_module(data: bytes) -> Module:
         data = data[:declared]  # another module follows; see split_modules()
     elif declared != len(data):
         kind = "truncated" if declared > len(data) else "padded or followed by other data"
-        problems.append(
-            f"file is {len(data)} bytes but the header says {declared} (end - start + 4): {kind}"
-        )
+        problems.append(f"file is {len(data)} bytes but the header says {declared} (end - start + 4): {kind}")
 
     prefix_exts: tuple[Extension, ...] = ()
     body_start = offset + PREFIX_SIZE
