@@ -48,7 +48,7 @@ MIN_MODULE_SIZE = PREFIX_SIZE + SUFFIX_BASE_SIZE + CRC_SIZE
 EXTENSION_HEADER_SIZE = 4
 COMPRESSION_HEADER_SIZE = 8
 
-_PREFIX = struct.Struct("<IIBBHHBB4s4s")
+PREFIX_STRUCT = struct.Struct("<IIBBHHBB4s4s")  # module_info_t
 _DEPENDENCY = struct.Struct("<BBH")
 _EXT_HEADER = struct.Struct("<HH")
 _COMPRESSION = struct.Struct("<HBBI")
@@ -392,7 +392,7 @@ def _score(data: bytes, offset: int) -> _Candidate:
     """How much a 24-byte window at ``offset`` looks like module_info_t (Particle's 7 checks)."""
     if offset < 0 or offset + PREFIX_SIZE > len(data):
         return _Candidate(offset, -1, False, False, False)
-    start, end, _res, flags, _ver, platform, function, _idx, dep1, dep2 = _PREFIX.unpack_from(data, offset)
+    start, end, _res, flags, _ver, platform, function, _idx, dep1, dep2 = PREFIX_STRUCT.unpack_from(data, offset)
     deps = [Dependency(*_DEPENDENCY.unpack(d)) for d in (dep1, dep2)]
     length = end - start + CRC_SIZE
     fits = length <= len(data) if flags & ModuleFlag.COMBINED else length == len(data)
@@ -564,7 +564,7 @@ def parse_module(data: bytes) -> Module:
     if len(data) < MIN_MODULE_SIZE:
         raise NotAModuleError(f"{len(data)} bytes is too short for a Particle module (at least {MIN_MODULE_SIZE})")
     offset, found_by, score = find_prefix(data)
-    start, end, reserved, flags, version, platform_id, function, index, d1, d2 = _PREFIX.unpack_from(data, offset)
+    start, end, reserved, flags, version, platform_id, function, index, d1, d2 = PREFIX_STRUCT.unpack_from(data, offset)
     deps = [Dependency(*_DEPENDENCY.unpack(d1)), Dependency(*_DEPENDENCY.unpack(d2))]
     problems: list[str] = []
     if found_by == "search" and score < _FULL_SCORE:
@@ -678,7 +678,7 @@ def split_modules(data: bytes) -> list[Module]:
 def encode_prefix(module: Module) -> bytes:
     """The 24-byte module_info_t and its prefix extensions, from the module's fields."""
     d1, d2 = module.dependencies
-    prefix = _PREFIX.pack(
+    prefix = PREFIX_STRUCT.pack(
         module.start_address,
         module.end_address,
         module.reserved,
