@@ -1,0 +1,1 @@
+"""The `kiosk` subcommands, one module per group; `common` has what they share."""
