@@ -1,0 +1,121 @@
+"""Synthetic Device OS releases: the modules a real release has, built with real identities.
+
+Real binaries are not redistributable, so the demo library, the simulator and the tests use
+releases made here: for each platform family the parts Particle ships (module-format.md section 5:
+Gen2 bootloader + 2 or 3 system parts, Gen3 bootloader + SoftDevice + system part (+ NCP),
+rtl872x prebootloaders + bootloader + system part), with the version numbers of the release table
+and the dependency patterns seen in real files (module-format.md 1.4), plus Tinker.
+
+    >>> files = synthetic_release("boron", "6.1.1")
+    >>> sorted(files)[:2]
+    ['boron-bootloader@6.1.1.bin', 'boron-softdevice@6.1.1.bin']
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from firmware.builder import build_module
+from firmware.module import ModuleFlag
+from firmware.platforms import Function, Platform, platform_by_name
+from firmware.versions import bootloader_version_for, system_version_for
+
+#: SoftDevice firmware id the Gen3 system parts of the last releases depend on (S140 7.x); the
+#: fixture argon-system-part1@4.1.0 depends on radio stack 202.
+SOFTDEVICE_VERSION = 202
+NCP_VERSION = 7  # the ESP32 NCP firmware a Tracker system part depends on (tracker-system-part1 fixture)
+NCP_ESP32 = 0x21  # reserved byte of NCP modules: the NCP id (module-format.md 1.1)
+PREBOOTLOADER_VERSION = 7  # the P2 bootloader fixture depends on prebootloader-part1 7
+BODY = 4096  # bytes of body per synthetic module: small, so tests stay fast
+
+
+def _versions(release: str) -> tuple[int, int]:
+    system = system_version_for(release)
+    bootloader = bootloader_version_for(release)
+    if system is None or bootloader is None:
+        raise ValueError(f"Device OS {release} is not in the release table with a bootloader version")
+    return system, bootloader
+
+
+def synthetic_release(
+    platform: str | Platform, release: str, *, tinker: bool = True, seed: int = 0, body_size: int = BODY
+) -> dict[str, bytes]:
+    """``{file name: bytes}`` of a Device OS release for the platform, named as Particle names them."""
+    p = platform if isinstance(platform, Platform) else platform_by_name(platform)
+    system, bootloader = _versions(release)
+    F = Function
+
+    def module(name: str, function: int, version: int, index: int, deps=(), **kw) -> tuple[str, bytes]:
+        data = build_module(
+            platform_id=p.id,
+            function=function,
+            version=version,
+            index=index,
+            dependencies=deps,
+            body_size=body_size,
+            seed=seed + zlib.crc32(name.encode()),  # deterministic: the same release, the same bytes
+            **kw,
+        )
+        return f"{p.name}-{name}@{release}.bin", data
+
+    parts: list[tuple[str, bytes]] = []
+    family = p.mcu.name
+    if family == "stm32f2xx":
+        parts.append(module("bootloader", F.BOOTLOADER, bootloader, 0))
+        indices = p.system_parts
+        for index in indices:
+            slot = p.slots_for(F.SYSTEM_PART, index)[0]
+            deps = [(F.BOOTLOADER, 0, bootloader)] if index == 1 else [(F.SYSTEM_PART, index - 1, system)]
+            parts.append(module(slot.name, F.SYSTEM_PART, system, index, deps))
+        app_dep = (F.SYSTEM_PART, 2, system)
+        app_index = 1
+    elif family == "nrf52840":
+        parts.append(module("bootloader", F.BOOTLOADER, bootloader, 0))
+        parts.append(
+            module(
+                "softdevice",
+                F.RADIO_STACK,
+                SOFTDEVICE_VERSION,
+                0,
+                [(F.SYSTEM_PART, 1, 1321), (F.BOOTLOADER, 0, 501)],
+                flags=ModuleFlag.DROP_MODULE_INFO,
+                suffix="base",
+            )
+        )
+        deps = [(F.BOOTLOADER, 0, bootloader), (F.RADIO_STACK, 0, SOFTDEVICE_VERSION)]
+        if p.has_ncp:
+            parts.append(module("ncp-firmware", F.NCP_FIRMWARE, NCP_VERSION, 0, reserved=NCP_ESP32, suffix="base"))
+        parts.append(module("system-part1", F.SYSTEM_PART, system, 1, deps))
+        app_dep = (F.SYSTEM_PART, 1, system)
+        app_index = 2 if system >= 3100 else 1
+    elif family == "rtl872x":
+        parts.append(
+            module(
+                "prebootloader-mbr",
+                F.BOOTLOADER,
+                PREBOOTLOADER_VERSION,
+                1,
+                flags=ModuleFlag.ENCRYPTED | ModuleFlag.DROP_MODULE_INFO,
+            )
+        )
+        parts.append(
+            module("prebootloader-part1", F.BOOTLOADER, PREBOOTLOADER_VERSION, 2, flags=ModuleFlag.DROP_MODULE_INFO)
+        )
+        parts.append(module("bootloader", F.BOOTLOADER, bootloader, 0, [(F.BOOTLOADER, 2, PREBOOTLOADER_VERSION)]))
+        parts.append(module("system-part1", F.SYSTEM_PART, system, 1, [(F.BOOTLOADER, 0, bootloader)]))
+        app_dep = (F.SYSTEM_PART, 1, system)
+        app_index = 1
+    else:
+        raise ValueError(f"no synthetic Device OS release for {p.name} ({family})")
+    files = dict(parts)
+    if tinker:
+        files[f"{p.name}-tinker@{release}.bin"] = build_module(
+            platform_id=p.id,
+            function=F.USER_PART,
+            version=6,
+            index=app_index,
+            dependencies=[app_dep],
+            body_size=body_size,
+            seed=seed + 7,
+        )
+    return files
