@@ -99,7 +99,7 @@ class ModuleSlot:
         return self.start <= start_address < end_address and end_address + 4 <= self.end
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one instance per family: compared and hashed by identity
 class Mcu:
     """An MCU family: where its modules keep their prefix, and what a vector table looks like.
 

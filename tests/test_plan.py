@@ -218,7 +218,7 @@ def test_installed_module_that_breaks_is_a_warning():
     )
     older = [(n, m) for n, m in release("boron", "5.9.0") if m.function != F.USER_PART]
     plan = plan_flash(
-        device("boron", system_version=6101, modules=installed + (InstalledModule(F.BOOTLOADER, 0, 3001),)), older
+        device("boron", system_version=6101, modules=(*installed, InstalledModule(F.BOOTLOADER, 0, 3001))), older
     )
     assert any("user-part 2 will not run" in w for w in plan.warnings)
 
