@@ -1,0 +1,68 @@
+"""Figures for the firmware toolkit: parse throughput over the real corpus, and library import time.
+
+Run with ``make bench`` (or ``python -m tests.benchmarks.firmware_bench``). It prints measured
+numbers; it asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from firmware.library import FirmwareLibrary
+from firmware.module import NotAModuleError, parse_module
+from tests.fixture_paths import CORPUS, FIXTURES
+
+ROUNDS = 7
+
+
+def real_files() -> list[tuple[str, bytes]]:
+    paths = sorted([*FIXTURES.glob("*.bin"), *CORPUS.glob("*.bin")])
+    return [(p.name, p.read_bytes()) for p in paths]
+
+
+def parse_throughput(files: list[tuple[str, bytes]]) -> tuple[float, float, int]:
+    total = sum(len(d) for _, d in files)
+    times = []
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        for _, data in files:
+            with contextlib.suppress(NotAModuleError):
+                parse_module(data)
+        times.append(time.perf_counter() - start)
+    best, median = min(times), statistics.median(times)
+    return total / best / 1e6, total / median / 1e6, total
+
+
+def import_time() -> tuple[float, float, int, int]:
+    times, added, quarantined = [], 0, 0
+    for _ in range(ROUNDS):
+        with tempfile.TemporaryDirectory() as tmp:
+            lib = FirmwareLibrary(Path(tmp) / "lib")
+            start = time.perf_counter()
+            first = lib.import_path(FIXTURES)  # the 13 files and the corpus below them
+            times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            lib.import_path(FIXTURES)
+            again = time.perf_counter() - start
+            added, quarantined = len(first.added), len(first.quarantined)
+    return statistics.median(times), again, added, quarantined
+
+
+def main() -> None:
+    files = real_files()
+    best, median, total = parse_throughput(files)
+    print(f"parse: {len(files)} real module files, {total / 1e6:.2f} MB")
+    print(f"parse throughput: {median:.0f} MB/s median, {best:.0f} MB/s best of {ROUNDS} (CRC-32 + SHA-256 included)")
+    seconds, again, added, quarantined = import_time()
+    print(
+        f"library import of fixtures + corpus: {seconds * 1000:.0f} ms median of {ROUNDS} "
+        f"({added} added, {quarantined} quarantined); importing it again: {again * 1000:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
