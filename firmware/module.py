@@ -718,11 +718,19 @@ def encode_module(module: Module, *, seal: bool = False) -> bytes:
 
 
 def seal_module(front: bytes, module: Module, *, recompute: bool = True) -> bytes:
-    """``front`` (everything before the suffix) + the module's suffix + CRC-32."""
+    """``front`` (everything before the suffix) + the module's suffix + CRC-32.
+
+    With ``recompute``, the SHA-256 is taken over the range the module was hashed over: the whole
+    module before the hash (the Device OS build), or only the payload between prefix and suffix
+    (``sha_range == "payload"``: create_module.py wrappers such as NCP firmware).
+    """
     if not recompute:
         image = front + encode_suffix(module)
         return image + module.crc32.to_bytes(4, "big")
-    provisional = front + encode_suffix(module, sha256=bytes(32))
-    digest = hashlib.sha256(provisional[: len(provisional) - 34]).digest()
+    if module.sha_range == "payload":
+        digest = hashlib.sha256(front[module.body_start :]).digest()
+    else:
+        provisional = front + encode_suffix(module, sha256=bytes(32))
+        digest = hashlib.sha256(provisional[: len(provisional) - 34]).digest()
     image = front + encode_suffix(module, sha256=digest)
     return image + zlib.crc32(image).to_bytes(4, "big")
