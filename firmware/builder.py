@@ -173,9 +173,11 @@ def build_module(
         dynamic_location = is_rtl
     suffix_exts = tuple(suffix_extensions)
     raw_product = suffix == "product"
+    location: tuple[Extension, ...] = ()
     if suffix == "extensions":
         # the dynamic location needs the start address, fixed below; its room is reserved now
-        location = (dynamic_location_extension(0),) if dynamic_location else ()
+        given = any(e.type == ExtensionType.DYNAMIC_LOCATION for e in suffix_exts)
+        location = (dynamic_location_extension(0),) if dynamic_location and not given else ()
         suffix_exts = (*suffix_exts, *location, product_data_extension(product_id, product_version))
     elif suffix == "product" and suffix_exts:
         suffix_exts = _with_end(suffix_exts)
@@ -196,10 +198,9 @@ def build_module(
             total = slot.end - start_address
         else:
             start_address = slot.start
-    if suffix == "extensions":
+    if location:  # the one the builder added: now that the start address is known
         suffix_exts = tuple(
-            dynamic_location_extension(start_address) if e.type == ExtensionType.DYNAMIC_LOCATION else e
-            for e in suffix_exts
+            e if e is not location[0] else dynamic_location_extension(start_address) for e in suffix_exts
         )
     # rtl872x user parts end exactly at their slot's end: pad the body to make it so
     pad = total - (prefix_offset + prefix_size + len(stored_body) + suffix_size + CRC_SIZE)

@@ -695,12 +695,20 @@ def encode_prefix(module: Module) -> bytes:
 
 def encode_suffix(module: Module, sha256: bytes | None = None) -> bytes:
     """Suffix bytes (without the CRC) from the module's fields."""
-    parts = [e.encode() for e in module.suffix_extensions]
+    parts = [_with_product(e, module).encode() for e in module.suffix_extensions]
     if module.raw_product_data:
         parts.append(struct.pack("<HH", module.product_id or 0, module.product_version or 0))
     body = b"".join(parts) + struct.pack("<H", module.suffix_reserved)
     size = len(body) + 32 + 2
     return body + (module.sha256 if sha256 is None else sha256) + struct.pack("<H", size)
+
+
+def _with_product(ext: Extension, module: Module) -> Extension:
+    """A PRODUCT_DATA extension carrying the module's product id and version fields (rtl872x style)."""
+    if ext.type != ExtensionType.PRODUCT_DATA or len(ext.payload) < 6 or module.product_id is None:
+        return ext
+    fields = struct.pack("<HH", module.product_id, module.product_version or 0)
+    return Extension(ext.type, ext.payload[:2] + fields + ext.payload[6:], ext.offset)
 
 
 def encode_module(module: Module, *, seal: bool = False) -> bytes:
