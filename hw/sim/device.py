@@ -1,0 +1,469 @@
+"""A simulated Particle device, modelled over device time on the simulator's clock.
+
+It reacts to its RESET, MODE, VBUS and EN lines and to USB control requests the way Device OS and the
+bootloader do (../shared/reference/led-buttons-restore.md, timing-model.md, usb-serial-protocols.md):
+
+- power and brown-out (a LiPo keeps it alive without VBUS; EN pulled low powers it down);
+- the bootloader's MODE timeline after RESET: magenta at 1 s, yellow at 3 s, factory restore past 6.5 s,
+  settings wipe past 10 s (both recorded as hazards; the kiosk's guard must never let them happen);
+- module validation at boot with ``firmware.module`` (CRC-32, platform, dependencies): no valid system
+  firmware -> DFU; dependencies unmet -> safe mode; no bootloader -> no LED, no USB;
+- the LED with real timings (``hw.sim.led_timeline``), including SOS followed by a reboot;
+- runtime MODE: listening mode after 3 s, credential wipe at 10 s, double click = soft power off;
+- USB presence and identity (normal or DFU PID) and the control-request handler.
+
+All of its state is guarded by the clock's lock (``clock.lock``); timer callbacks run under it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from firmware.module import Module, NotAModuleError, parse_module
+from firmware.platforms import Function, Platform
+from firmware.versions import release_name
+from hw.clock import VirtualClock
+from hw.sim import led_timeline as led
+
+Rgb = tuple[bool, bool, bool]
+
+
+class Mode(StrEnum):
+    OFF = "off"  # no power
+    IN_RESET = "in-reset"  # RESET held low
+    BOOTLOADER = "bootloader"  # MODE held through reset: the bootloader is timing the hold
+    DFU = "dfu"
+    BOOTING = "booting"
+    NORMAL = "normal"
+    SAFE = "safe"
+    LISTENING = "listening"
+    PANIC = "panic"  # red SOS, then a reboot
+    FROZEN = "frozen"  # app stuck: LED frozen, USB present, control requests time out
+    HUNG = "hung"  # stuck until power is removed (a reset does not help)
+    SOFT_OFF = "soft-off"  # powered itself off after a MODE double click
+    NO_BOOTLOADER = "no-bootloader"  # nothing runs: no LED, no USB
+
+
+@dataclass(frozen=True)
+class BootTiming:
+    """Seconds from reset release: USB CDC enumerated, and the white boot LED handing over."""
+
+    usb_after_s: float
+    white_s: float
+
+
+#: Per MCU family (timing-model.md 3): Photon boots fast; P2's KM0 validates the image for ~2.3 s;
+#: Gen3 is an estimate (UNVERIFIED: 0.3-1 s). The white LED at boot lasts ~1 s (DOCS-LED).
+BOOT_TIMING = {
+    "stm32f1xx": BootTiming(0.5, 1.0),
+    "stm32f2xx": BootTiming(0.5, 1.0),
+    "nrf52840": BootTiming(0.8, 1.0),
+    "rtl872x": BootTiming(2.4, 2.4),
+}
+DFU_ENUMERATE_S = 0.2  # bootloader to DFU enumerated (timing-model.md 3, simulator minimum)
+CONTROL_RESET_DELAY_S = 1.0  # requests 40/50/60: reply, wait 1 s, reset
+BOOTLOADER_SAFE_S, BOOTLOADER_DFU_S, BOOTLOADER_RESTORE_S, BOOTLOADER_WIPE_S, BOOTLOADER_END_S = (
+    1.0,
+    3.0,
+    6.5,
+    10.0,
+    12.0,
+)
+LISTEN_HOLD_S, CREDENTIAL_WIPE_S = 3.0, 10.0
+CLICK_MIN_S, CLICK_MAX_S, DOUBLE_CLICK_S = 0.03, 0.5, 1.0
+DRAIN_S = 5.0
+
+
+@dataclass
+class Faults:
+    """What is wrong with the device (scenario data; see ``hw.sim.scenarios``)."""
+
+    app_panic: int | None = None  # SOS code the user app hits, over and over
+    app_panic_after_s: float = 2.0  # seconds after the app starts
+    frozen: bool = False  # the app freezes: solid cyan, USB serial present, control requests time out
+    hung_until_power_cycle: bool = False  # solid LED until power is removed; resets do not help
+    battery: bool = False  # a LiPo keeps it running without VBUS
+    en_wired: bool = False  # the bench can pull EN low
+    protected: bool = False  # Device Protection: control requests that write answer DEVICE_PROTECTED
+    dead: bool = False  # damaged: nothing ever answers
+    control_unreliable: bool = False  # old Gen2 firmware: mode-switch control requests are ignored
+    # Faults of the flashing paths (the simulated DFU and update, hw/sim/dfu.py):
+    drops_dfu_after_writes: int | None = None  # leaves DFU after this many modules written
+    needs_tinker_first: bool = False  # a Device OS update only takes once Tinker has been written
+    flaky_transfer_every: int | None = None  # one USB transfer in N fails
+
+
+@dataclass
+class Hazard:
+    """Something the kiosk must never cause, recorded with its device time."""
+
+    at: float
+    what: str
+
+
+@dataclass
+class InstalledModule:
+    function: int
+    index: int
+    data: bytes
+    module: Module | None  # None when the bytes do not parse at all
+
+    @property
+    def valid_integrity(self) -> bool:
+        return self.module is not None and not self.module.problems
+
+
+@dataclass
+class SimDevice:
+    """One simulated Particle device in one bench slot."""
+
+    platform: Platform
+    clock: VirtualClock
+    device_id: str
+    modules: dict[tuple[int, int], InstalledModule]
+    faults: Faults = field(default_factory=Faults)
+    led_out: Callable[[Rgb], None] = lambda rgb: None
+
+    def __post_init__(self) -> None:
+        self.mode = Mode.OFF
+        self.hazards: list[Hazard] = []
+        self.usb_mode: str | None = None  # "normal", "dfu" or None (not on the bus)
+        self.usb_responsive = False
+        self.usb_generation = 0  # bumps on every (re-)enumeration, so the bus gives a new address
+        self.log: list[tuple[float, str]] = []
+        self._vbus = False
+        self._en_low = False
+        self._reset_low = False
+        self._mode_low = False
+        self._mode_pressed_at: float | None = None
+        self._last_click_at: float | None = None
+        self._power_off_at: float | None = None
+        self._power_cycled = False
+        self._flags: set[str] = set()  # one-shot boot requests: "dfu", "safe"
+        self._epoch = 0  # invalidates timers of an earlier boot
+        self._bootloader_started = 0.0
+        self._program: led.LedProgram = led.off()
+        self._led_timer = None
+        self._rgb: Rgb = (False, False, False)
+        self._credentials_cleared = False
+
+    # --- the lines -------------------------------------------------------------------------
+    @property
+    def powered(self) -> bool:
+        return (self._vbus or self.faults.battery) and not self._en_low
+
+    def set_vbus(self, on: bool) -> None:
+        with self.clock.lock:
+            was = self.powered
+            self._vbus = on
+            self._power_changed(was)
+            self._usb_update()
+
+    def set_en_low(self, low: bool) -> None:
+        with self.clock.lock:
+            was = self.powered
+            self._en_low = low
+            self._power_changed(was)
+
+    def _power_changed(self, was: bool) -> None:
+        now = self.clock.now()
+        if was and not self.powered:
+            self._power_off_at = now
+            self._enter(Mode.OFF, led.off())
+            self._usb_set(None)
+        elif not was and self.powered:
+            if self._power_off_at is not None and now - self._power_off_at < DRAIN_S:
+                self._hazard(f"power restored after {now - self._power_off_at:.2f} s, before the {DRAIN_S} s drain")
+            self._power_cycled = self._power_off_at is not None
+            self._credentials_cleared = False
+            self._start("power")
+
+    def set_reset_low(self, low: bool) -> None:
+        with self.clock.lock:
+            if low == self._reset_low:
+                return
+            self._reset_low = low
+            if not self.powered:
+                return
+            if low:
+                self._enter(Mode.IN_RESET, led.off())
+                self._usb_set(None)
+            else:
+                self._start("reset")
+
+    def set_mode_low(self, low: bool) -> None:
+        with self.clock.lock:
+            if low == self._mode_low:
+                return
+            self._mode_low = low
+            now = self.clock.now()
+            if low:
+                self._mode_pressed_at = now
+                if self.mode in (Mode.NORMAL, Mode.SAFE, Mode.LISTENING):
+                    self._after(LISTEN_HOLD_S, self._runtime_hold_3s)
+                    self._after(CREDENTIAL_WIPE_S, self._runtime_hold_10s)
+                return
+            held = now - (self._mode_pressed_at or now)
+            self._mode_pressed_at = None
+            if self.mode == Mode.BOOTLOADER:
+                self._bootloader_release(now - self._bootloader_started)
+            elif self.mode in (Mode.NORMAL, Mode.SAFE, Mode.LISTENING) and CLICK_MIN_S <= held < CLICK_MAX_S:
+                if self._last_click_at is not None and now - self._last_click_at <= DOUBLE_CLICK_S:
+                    self._hazard("MODE double click: the device powers itself off")
+                    self._last_click_at = None
+                    self._enter(Mode.SOFT_OFF, led.off())
+                    self._usb_set(None)
+                else:
+                    self._last_click_at = now
+
+    # --- boot ------------------------------------------------------------------------------
+    def _start(self, reason: str) -> None:
+        """The bootloader starts (power-on or reset release)."""
+        self._epoch += 1
+        self._log(f"start ({reason})")
+        self._usb_set(None)
+        if self.faults.dead or not self._bootloader_ok():
+            self._enter(Mode.NO_BOOTLOADER, led.off())
+            return
+        if self._mode_low:
+            self._bootloader_started = self.clock.now()
+            self._enter(Mode.BOOTLOADER, led.off())
+            for at, step in (
+                (BOOTLOADER_SAFE_S, lambda: self._set_led(led.steady("magenta", "blink-normal", self.clock.now()))),
+                (BOOTLOADER_DFU_S, lambda: self._set_led(led.steady("yellow", "blink-normal", self.clock.now()))),
+                (
+                    BOOTLOADER_RESTORE_S,
+                    lambda: self._hazard("MODE held past 6.5 s in the bootloader (factory restore)"),
+                ),
+                (BOOTLOADER_WIPE_S, self._bootloader_wipe),
+                (BOOTLOADER_END_S, lambda: self._bootloader_release(BOOTLOADER_END_S)),
+            ):
+                self._after(at, step, when_mode=Mode.BOOTLOADER)
+            return
+        self._after_bootloader(None)
+
+    def _bootloader_wipe(self) -> None:
+        self._hazard("MODE held past 10 s in the bootloader (settings and credentials wiped)")
+        self._credentials_cleared = True
+        self._set_led(led.steady("white", "blink-fast", self.clock.now()))
+
+    def _bootloader_release(self, held: float) -> None:
+        if self.mode != Mode.BOOTLOADER:
+            return
+        stage = None
+        if BOOTLOADER_SAFE_S <= held < BOOTLOADER_DFU_S:
+            stage = "safe"
+        elif BOOTLOADER_DFU_S <= held < BOOTLOADER_WIPE_S:
+            stage = "dfu"  # no factory image on the sim: the 6.5 s stage stays yellow, i.e. DFU
+        self._log(f"bootloader: MODE released after {held:.2f} s -> {stage or 'boot'}")
+        self._after_bootloader(stage)
+
+    def _after_bootloader(self, stage: str | None) -> None:
+        requested = self._flags
+        self._flags = set()
+        if stage == "dfu" or "dfu" in requested or not self._system_ok():
+            self._enter(Mode.DFU, led.steady("yellow", "blink-normal", self.clock.now()))
+            self._after(DFU_ENUMERATE_S, lambda: self._usb_set("dfu"), when_mode=Mode.DFU)
+            return
+        timing = BOOT_TIMING.get(self.platform.mcu.name, BOOT_TIMING["nrf52840"])
+        self._enter(Mode.BOOTING, led.steady("white", "solid", self.clock.now()))
+        safe = stage == "safe" or "safe" in requested
+        self._after(timing.usb_after_s, lambda: self._usb_set("normal"), when_mode=Mode.BOOTING)
+        self._after(timing.white_s, lambda: self._run(safe), when_mode=Mode.BOOTING)
+
+    def _run(self, safe: bool) -> None:
+        if self.faults.hung_until_power_cycle and not self._power_cycled:
+            self._enter(Mode.HUNG, led.steady("green", "solid", self.clock.now()))
+            self._usb_set("normal", responsive=False)
+            return
+        if safe or not self._system_dependencies_ok() or not self._app_ok():
+            self._enter(Mode.SAFE, led.steady("green", "blink-normal", self.clock.now()))  # no network on the bench
+            self._usb_set("normal")
+            return
+        if self.faults.frozen:
+            self._enter(Mode.FROZEN, led.steady("cyan", "solid", self.clock.now()))
+            self._usb_set("normal", responsive=False)
+            return
+        self._enter(Mode.NORMAL, led.steady("green", "blink-normal", self.clock.now()))
+        self._usb_set("normal")
+        if self.faults.app_panic is not None:
+            self._after(self.faults.app_panic_after_s, self._panic, when_mode=Mode.NORMAL)
+
+    def _panic(self) -> None:
+        code = self.faults.app_panic or 1
+        program = led.sos(code, self.clock.now())
+        self._enter(Mode.PANIC, program)
+        self._usb_set("normal", responsive=False)  # interrupts off: USB stops answering
+        self._after(program.duration_s, lambda: self._start("panic"), when_mode=Mode.PANIC)
+
+    # --- runtime MODE -----------------------------------------------------------------------
+    def _runtime_hold_3s(self) -> None:
+        if self._mode_low and self.mode in (Mode.NORMAL, Mode.SAFE):
+            self._enter_listening()
+
+    def _runtime_hold_10s(self) -> None:
+        if self._mode_low and self.mode == Mode.LISTENING:
+            self._hazard("MODE held 10 s in listening mode (credentials cleared)")
+            self._credentials_cleared = True
+
+    def _enter_listening(self) -> None:
+        self._resume_mode = self.mode if self.mode != Mode.LISTENING else Mode.NORMAL
+        self._enter(Mode.LISTENING, led.steady("blue", "blink-slow", self.clock.now()), keep_timers=True)
+
+    # --- modules -------------------------------------------------------------------------------
+    def _installed(self, function: int, index: int) -> InstalledModule | None:
+        return self.modules.get((function, index))
+
+    def _bootloader_ok(self) -> bool:
+        boot = self._installed(Function.BOOTLOADER, 0)
+        return boot is not None and boot.valid_integrity
+
+    def _system_ok(self) -> bool:
+        """Every system part present, intact and for this platform (what the bootloader checks)."""
+        for index in self.platform.system_parts:
+            part = self._installed(Function.SYSTEM_PART, index)
+            if part is None or not part.valid_integrity or part.module.platform_id != self.platform.id:
+                return False
+        return True
+
+    def dependencies_met(self, module: Module) -> bool:
+        for dep in module.real_dependencies:
+            have = self._installed(dep.function, dep.index)
+            if have is None or have.module is None or have.module.version < dep.version:
+                return False
+        return True
+
+    def _system_dependencies_ok(self) -> bool:
+        parts = [self._installed(Function.SYSTEM_PART, i) for i in self.platform.system_parts]
+        return all(p is not None and p.module is not None and self.dependencies_met(p.module) for p in parts)
+
+    def _app_ok(self) -> bool:
+        apps = [m for (f, _), m in self.modules.items() if f == Function.USER_PART]
+        return bool(apps) and all(
+            a.valid_integrity and a.module.platform_id == self.platform.id and self.dependencies_met(a.module)
+            for a in apps
+        )
+
+    @property
+    def system_version(self) -> int | None:
+        part = self._installed(Function.SYSTEM_PART, 1)
+        return part.module.version if part is not None and part.module is not None else None
+
+    @property
+    def system_version_string(self) -> str:
+        version = self.system_version
+        return (release_name(version) if version is not None else None) or "unknown"
+
+    def write_module(self, data: bytes) -> InstalledModule:
+        """Install a module as a completed flash write would (used by DFU and updates)."""
+        try:
+            module = parse_module(data)
+        except NotAModuleError:
+            module = None
+        key = (module.function, module.index) if module is not None else (0, 0)
+        entry = InstalledModule(key[0], key[1], bytes(data), module)
+        with self.clock.lock:
+            self.modules[key] = entry
+        return entry
+
+    # --- control requests (device side) -------------------------------------------------------
+    def request_reset(self, into: str | None = None) -> bool:
+        """What requests 40 (reset), 50 (DFU) and 60 (safe mode) do: reply now, reset 1 s later.
+
+        Returns False when old firmware ignores the request (the ``control_unreliable`` fault).
+        """
+        with self.clock.lock:
+            if self.faults.control_unreliable and into is not None:
+                return False
+            epoch = self._epoch
+
+            def go() -> None:
+                if self._epoch == epoch and self.powered:
+                    if into:
+                        self._flags.add(into)
+                    self._start(f"control request ({into or 'reset'})")
+
+            self.clock.call_later(CONTROL_RESET_DELAY_S, go)
+            return True
+
+    def start_listening(self) -> None:
+        with self.clock.lock:
+            if self.mode in (Mode.NORMAL, Mode.SAFE):
+                self._enter_listening()
+
+    def stop_listening(self) -> None:
+        with self.clock.lock:
+            if self.mode == Mode.LISTENING:
+                resume = getattr(self, "_resume_mode", Mode.NORMAL)
+                self._enter(resume, led.steady("green", "blink-normal", self.clock.now()))
+
+    # --- USB --------------------------------------------------------------------------------
+    def _usb_set(self, mode: str | None, responsive: bool = True) -> None:
+        if not self._vbus:
+            mode = None  # no VBUS, no USB (the device may still run on its LiPo)
+        if mode != self.usb_mode:
+            self.usb_generation += 1
+            self._log(f"usb: {mode or 'gone'}")
+        self.usb_mode = mode
+        self.usb_responsive = responsive and mode is not None
+
+    def _usb_update(self) -> None:
+        if not self._vbus:
+            self._usb_set(None)
+        elif self.mode in (Mode.NORMAL, Mode.SAFE, Mode.LISTENING):
+            self._usb_set("normal")
+        elif self.mode == Mode.DFU:
+            self._usb_set("dfu")
+
+    # --- LED ---------------------------------------------------------------------------------
+    @property
+    def rgb(self) -> Rgb:
+        return self._rgb
+
+    def _set_led(self, program: led.LedProgram) -> None:
+        self._program = program
+        if self._led_timer is not None:
+            self._led_timer.cancel()
+            self._led_timer = None
+        self._apply_led()
+
+    def _apply_led(self) -> None:
+        now = self.clock.now()
+        self._output(self._program.state_at(now))
+        upcoming = self._program.edges(now + 1e-9, now + 30.0)
+        if upcoming:
+            at, _ = upcoming[0]
+            self._led_timer = self.clock.call_later(max(0.0, at - now), self._apply_led)
+
+    def _output(self, rgb: Rgb) -> None:
+        rgb = tuple(bool(c) for c in rgb)
+        if rgb != self._rgb:
+            self._rgb = rgb
+            self.led_out(rgb)
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _enter(self, mode: Mode, program: led.LedProgram, keep_timers: bool = False) -> None:
+        if not keep_timers:
+            self._epoch += 1
+        if mode != self.mode:
+            self._log(f"mode: {mode.value}")
+        self.mode = mode
+        self._set_led(program)
+
+    def _after(self, delay: float, fn: Callable[[], None], when_mode: Mode | None = None) -> None:
+        epoch = self._epoch
+
+        def fire() -> None:
+            if self._epoch == epoch and (when_mode is None or self.mode == when_mode):
+                fn()
+
+        self.clock.call_later(delay, fire)
+
+    def _hazard(self, what: str) -> None:
+        self.hazards.append(Hazard(self.clock.now(), what))
+        self._log(f"HAZARD: {what}")
+
+    def _log(self, what: str) -> None:
+        self.log.append((self.clock.now(), what))
