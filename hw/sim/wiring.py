@@ -1,0 +1,42 @@
+"""Wiring a simulated device into a slot: its lines follow the slot's GPIO outputs, its LED drives the
+slot's sensor inputs, and it joins the simulated USB bus. Call with the clock's lock held."""
+
+from __future__ import annotations
+
+from hw.sim.device import Rgb, SimDevice
+from hw.sim.pins import SimPin, SimPinFactory
+
+
+def _pressed(pin: SimPin, active_high: bool, wiring: str) -> bool:
+    """Is the device line pulled low? Transistor wiring: the GPIO at its active level. Direct wiring:
+    the GPIO is an output driving low (released = input, floating, so the device's pull-up wins)."""
+    if pin.function != "output":
+        return False
+    return bool(pin.state) == active_high if wiring == "transistor" else not pin.state
+
+
+def attach(device: SimDevice, factory: SimPinFactory, cfg, bus) -> None:  # noqa: ANN001 - SlotConfig, SimUsbBus
+    """Connect ``device`` to the slot described by ``cfg`` (a kiosk SlotConfig) and to ``bus``."""
+    wiring, active = cfg.button_wiring, cfg.button_active_high
+    factory.listen(cfg.reset_pin, lambda pin, t, s: device.set_reset_low(_pressed(pin, active, wiring)))
+    factory.listen(cfg.mode_pin, lambda pin, t, s: device.set_mode_low(_pressed(pin, active, wiring)))
+    if cfg.vbus_pin is not None:
+        factory.listen(
+            cfg.vbus_pin,
+            lambda pin, t, s: device.set_vbus(pin.function == "output" and bool(pin.state) == cfg.vbus_active_high),
+        )
+    else:
+        device.set_vbus(True)  # no VBUS switch: the device is powered whenever it is plugged in
+    if cfg.en_pin is not None:
+        factory.listen(cfg.en_pin, lambda pin, t, s: device.set_en_low(_pressed(pin, active, wiring)))
+    if cfg.led_pins is not None:
+        leds = [factory.pin(p) for p in cfg.led_pins]
+
+        def show(rgb: Rgb) -> None:
+            for pin, lit in zip(leds, rgb, strict=True):
+                (pin.drive_high if lit == cfg.led_active_high else pin.drive_low)()
+
+        device.led_out = show
+        show(device.rgb)
+    device.usb_port_path = cfg.usb_port or ""
+    bus.attach(device)
