@@ -77,7 +77,7 @@ class Bench:
         self.close()
 
 
-def _slot_drivers(cfg: SlotConfig, clock: Clock, limits: GuardLimits, led_rate_hz: float, factory) -> tuple:  # noqa: ANN001
+def _slot_drivers(cfg: SlotConfig, clock: Clock, limits: GuardLimits, led_rate_hz: float, factory) -> tuple:
     guard = HazardGuard(clock, limits)
     reset = ButtonLine(cfg.reset_pin, wiring=cfg.button_wiring, active_high=cfg.button_active_high,
                        pin_factory=factory, name="RESET")  # fmt: skip
@@ -106,7 +106,7 @@ def _slot_drivers(cfg: SlotConfig, clock: Clock, limits: GuardLimits, led_rate_h
 
 def hardware_bench(config: BenchConfig) -> Bench:
     """The real bench from its config. HardwareNotFound when this machine has no GPIO."""
-    from gpiozero.exc import BadPinFactory, PinFactoryFallback  # noqa: PLC0415 - only a real bench needs them
+    from gpiozero.exc import BadPinFactory, PinFactoryFallback
 
     clock = RealClock()
     limits = GuardLimits(drain_s=config.drain_s)
@@ -134,7 +134,8 @@ def simulated_bench(spec: str, speed: float | None = None) -> Bench:
     as the host can). Every slot has VBUS switching and an LED sensor; EN is wired where the
     scenario says so.
     """
-    from hw.sim.pins import SimPinFactory  # noqa: PLC0415 - the simulator is imported only here
+    # The simulator is imported here and nowhere else outside hw/sim.
+    from hw.sim.pins import SimPinFactory
     from hw.sim.scenarios import build_device, parse_simulate
     from hw.sim.usb_backend import SimUsbBackend, SimUsbBus
     from hw.sim.wiring import attach

@@ -15,7 +15,7 @@ def _pressed(pin: SimPin, active_high: bool, wiring: str) -> bool:
     return bool(pin.state) == active_high if wiring == "transistor" else not pin.state
 
 
-def attach(device: SimDevice, factory: SimPinFactory, cfg, bus) -> None:  # noqa: ANN001 - SlotConfig, SimUsbBus
+def attach(device: SimDevice, factory: SimPinFactory, cfg, bus) -> None:
     """Connect ``device`` to the slot described by ``cfg`` (a kiosk SlotConfig) and to ``bus``."""
     wiring, active = cfg.button_wiring, cfg.button_active_high
     factory.listen(cfg.reset_pin, lambda pin, t, s: device.set_reset_low(_pressed(pin, active, wiring)))
