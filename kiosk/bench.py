@@ -145,7 +145,7 @@ def simulated_bench(spec: str, speed: float | None = None) -> Bench:
         raise ValueError(f"a simulated bench has at most {MAX_SIM_SLOTS} slots, not {len(wanted)}")
     clock = VirtualClock(speed=speed)
     factory = SimPinFactory(clock)
-    bus = SimUsbBus()
+    bus = SimUsbBus(clock)
     backend = SimUsbBackend(bus)
     slots = []
     for n, (scenario, platform) in enumerate(wanted):

@@ -26,6 +26,7 @@ from firmware.platforms import Function, Platform
 from firmware.versions import release_name
 from hw.clock import VirtualClock
 from hw.sim import led_timeline as led
+from hw.sim.usb_backend import SimUsbDescriptor, SimUsbGone, SimUsbStall, SimUsbTimeout, particle_descriptor
 
 Rgb = tuple[bool, bool, bool]
 
@@ -148,6 +149,8 @@ class SimDevice:
         self._led_timer = None
         self._rgb: Rgb = (False, False, False)
         self._credentials_cleared = False
+        # USB request handlers per mode ("normal": control requests, "dfu": DfuSe), installed by the bench
+        self.usb_handlers: dict[str, Callable[[int, int, int, int, bytes | int], bytes | int]] = {}
 
     # --- the lines -------------------------------------------------------------------------
     @property
@@ -399,7 +402,31 @@ class SimDevice:
                 resume = getattr(self, "_resume_mode", Mode.NORMAL)
                 self._enter(resume, led.steady("green", "blink-normal", self.clock.now()))
 
-    # --- USB --------------------------------------------------------------------------------
+    # --- USB (the peer the simulated bus talks to) ---------------------------------------------
+    usb_port_path: str = "1-1.1"
+
+    def usb_attached(self) -> bool:
+        return self.usb_mode is not None
+
+    def usb_session(self) -> int:
+        return self.usb_generation
+
+    def usb_descriptor(self) -> SimUsbDescriptor:
+        return particle_descriptor(self.platform, self.usb_mode or "normal", self.device_id, self.usb_port_path)
+
+    def usb_control(
+        self, bm_request_type: int, b_request: int, w_value: int, w_index: int, data_or_length: bytes | int
+    ) -> bytes | int:
+        with self.clock.lock:
+            if self.usb_mode is None:
+                raise SimUsbGone()
+            if not self.usb_responsive:
+                raise SimUsbTimeout()  # panicking or frozen: the device never answers
+            handler = self.usb_handlers.get(self.usb_mode)
+            if handler is None:
+                raise SimUsbStall()
+            return handler(bm_request_type, b_request, w_value, w_index, data_or_length)
+
     def _usb_set(self, mode: str | None, responsive: bool = True) -> None:
         if not self._vbus:
             mode = None  # no VBUS, no USB (the device may still run on its LiPo)
