@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from kiosk.commands import firmware_cmd
+from kiosk.commands import device_cmd, firmware_cmd
 from kiosk.commands.common import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CommandError
 
 FORCE_REFUSAL = (
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    device_cmd.register(sub)
     firmware_cmd.register(sub)
     return parser
 

@@ -47,22 +47,11 @@ class Mode(StrEnum):
     NO_BOOTLOADER = "no-bootloader"  # nothing runs: no LED, no USB
 
 
-@dataclass(frozen=True)
-class BootTiming:
-    """Seconds from reset release: USB CDC enumerated, and the white boot LED handing over."""
-
-    usb_after_s: float
-    white_s: float
-
-
-#: Per MCU family (timing-model.md 3): Photon boots fast; P2's KM0 validates the image for ~2.3 s;
-#: Gen3 is an estimate (UNVERIFIED: 0.3-1 s). The white LED at boot lasts ~1 s (DOCS-LED).
-BOOT_TIMING = {
-    "stm32f1xx": BootTiming(0.5, 1.0),
-    "stm32f2xx": BootTiming(0.5, 1.0),
-    "nrf52840": BootTiming(0.8, 1.0),
-    "rtl872x": BootTiming(2.4, 2.4),
-}
+#: Seconds from reset release until Device OS runs and USB CDC enumerates (HAL_USB_Init comes just
+#: before setup(); the white boot LED hands over then). timing-model.md 3: Photon ~1 s in the default
+#: mode (white ~1 s per DOCS-LED); P2's KM0 validates the image for ~2.3-2.65 s; Gen3 is an estimate
+#: (UNVERIFIED: 0.3-1 s), taken as 1 s.
+BOOT_S = {"stm32f1xx": 1.0, "stm32f2xx": 1.0, "nrf52840": 1.0, "rtl872x": 2.4}
 DFU_ENUMERATE_S = 0.2  # bootloader to DFU enumerated (timing-model.md 3, simulator minimum)
 CONTROL_RESET_DELAY_S = 1.0  # requests 40/50/60: reply, wait 1 s, reset
 BOOTLOADER_SAFE_S, BOOTLOADER_DFU_S, BOOTLOADER_RESTORE_S, BOOTLOADER_WIPE_S, BOOTLOADER_END_S = (
@@ -136,6 +125,7 @@ class SimDevice:
         self.log: list[tuple[float, str]] = []
         self._vbus = False
         self._en_low = False
+        self._on = False  # whether the board has power (what _power_changed last saw)
         self._reset_low = False
         self._mode_low = False
         self._mode_pressed_at: float | None = None
@@ -143,7 +133,8 @@ class SimDevice:
         self._power_off_at: float | None = None
         self._power_cycled = False
         self._flags: set[str] = set()  # one-shot boot requests: "dfu", "safe"
-        self._epoch = 0  # invalidates timers of an earlier boot
+        self._epoch = 0  # invalidates timers of an earlier mode
+        self._boot = 0  # invalidates what an earlier boot scheduled (a requested reset)
         self._bootloader_started = 0.0
         self._program: led.LedProgram = led.off()
         self._led_timer = None
@@ -159,25 +150,26 @@ class SimDevice:
 
     def set_vbus(self, on: bool) -> None:
         with self.clock.lock:
-            was = self.powered
             self._vbus = on
-            self._power_changed(was)
+            self._power_changed()
             self._usb_update()
 
     def set_en_low(self, low: bool) -> None:
         with self.clock.lock:
-            was = self.powered
             self._en_low = low
-            self._power_changed(was)
+            self._power_changed()
 
-    def _power_changed(self, was: bool) -> None:
+    def _power_changed(self) -> None:
         now = self.clock.now()
+        was, self._on = self._on, self.powered
         if was and not self.powered:
+            self._boot += 1
             self._power_off_at = now
             self._enter(Mode.OFF, led.off())
             self._usb_set(None)
         elif not was and self.powered:
-            if self._power_off_at is not None and now - self._power_off_at < DRAIN_S:
+            # 1 µs of tolerance: off + 5.0 - off can come out a hair under 5.0 in floating point
+            if self._power_off_at is not None and now - self._power_off_at < DRAIN_S - 1e-6:
                 self._hazard(f"power restored after {now - self._power_off_at:.2f} s, before the {DRAIN_S} s drain")
             self._power_cycled = self._power_off_at is not None
             self._credentials_cleared = False
@@ -191,6 +183,7 @@ class SimDevice:
             if not self.powered:
                 return
             if low:
+                self._boot += 1
                 self._enter(Mode.IN_RESET, led.off())
                 self._usb_set(None)
             else:
@@ -225,6 +218,7 @@ class SimDevice:
     def _start(self, reason: str) -> None:
         """The bootloader starts (power-on or reset release)."""
         self._epoch += 1
+        self._boot += 1
         self._log(f"start ({reason})")
         self._usb_set(None)
         if self.faults.dead or not self._bootloader_ok():
@@ -234,8 +228,8 @@ class SimDevice:
             self._bootloader_started = self.clock.now()
             self._enter(Mode.BOOTLOADER, led.off())
             for at, step in (
-                (BOOTLOADER_SAFE_S, lambda: self._set_led(led.steady("magenta", "blink-normal", self.clock.now()))),
-                (BOOTLOADER_DFU_S, lambda: self._set_led(led.steady("yellow", "blink-normal", self.clock.now()))),
+                (BOOTLOADER_SAFE_S, lambda: self._set_led(led.steady("magenta", "bootloader-5hz", self.clock.now()))),
+                (BOOTLOADER_DFU_S, lambda: self._set_led(led.steady("yellow", "bootloader-5hz", self.clock.now()))),
                 (
                     BOOTLOADER_RESTORE_S,
                     lambda: self._hazard("MODE held past 6.5 s in the bootloader (factory restore)"),
@@ -250,7 +244,7 @@ class SimDevice:
     def _bootloader_wipe(self) -> None:
         self._hazard("MODE held past 10 s in the bootloader (settings and credentials wiped)")
         self._credentials_cleared = True
-        self._set_led(led.steady("white", "blink-fast", self.clock.now()))
+        self._set_led(led.steady("white", "bootloader-10hz", self.clock.now()))
 
     def _bootloader_release(self, held: float) -> None:
         if self.mode != Mode.BOOTLOADER:
@@ -267,14 +261,12 @@ class SimDevice:
         requested = self._flags
         self._flags = set()
         if stage == "dfu" or "dfu" in requested or not self._system_ok():
-            self._enter(Mode.DFU, led.steady("yellow", "blink-normal", self.clock.now()))
+            self._enter(Mode.DFU, led.steady("yellow", "bootloader-5hz", self.clock.now()))
             self._after(DFU_ENUMERATE_S, lambda: self._usb_set("dfu"), when_mode=Mode.DFU)
             return
-        timing = BOOT_TIMING.get(self.platform.mcu.name, BOOT_TIMING["nrf52840"])
         self._enter(Mode.BOOTING, led.steady("white", "solid", self.clock.now()))
         safe = stage == "safe" or "safe" in requested
-        self._after(timing.usb_after_s, lambda: self._usb_set("normal"), when_mode=Mode.BOOTING)
-        self._after(timing.white_s, lambda: self._run(safe), when_mode=Mode.BOOTING)
+        self._after(BOOT_S.get(self.platform.mcu.name, 1.0), lambda: self._run(safe), when_mode=Mode.BOOTING)
 
     def _run(self, safe: bool) -> None:
         if self.faults.hung_until_power_cycle and not self._power_cycled:
@@ -380,10 +372,10 @@ class SimDevice:
         with self.clock.lock:
             if self.faults.control_unreliable and into is not None:
                 return False
-            epoch = self._epoch
+            boot = self._boot
 
             def go() -> None:
-                if self._epoch == epoch and self.powered:
+                if self._boot == boot and self.powered:
                     if into:
                         self._flags.add(into)
                     self._start(f"control request ({into or 'reset'})")
@@ -428,6 +420,12 @@ class SimDevice:
             return handler(bm_request_type, b_request, w_value, w_index, data_or_length)
 
     def _usb_set(self, mode: str | None, responsive: bool = True) -> None:
+        """What the device's USB stack presents; the host sees it only while VBUS is there."""
+        self._usb_intent = (mode, responsive)
+        self._usb_update()
+
+    def _usb_update(self) -> None:
+        mode, responsive = getattr(self, "_usb_intent", (None, False))
         if not self._vbus:
             mode = None  # no VBUS, no USB (the device may still run on its LiPo)
         if mode != self.usb_mode:
@@ -435,14 +433,6 @@ class SimDevice:
             self._log(f"usb: {mode or 'gone'}")
         self.usb_mode = mode
         self.usb_responsive = responsive and mode is not None
-
-    def _usb_update(self) -> None:
-        if not self._vbus:
-            self._usb_set(None)
-        elif self.mode in (Mode.NORMAL, Mode.SAFE, Mode.LISTENING):
-            self._usb_set("normal")
-        elif self.mode == Mode.DFU:
-            self._usb_set("dfu")
 
     # --- LED ---------------------------------------------------------------------------------
     @property

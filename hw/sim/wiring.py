@@ -3,7 +3,9 @@ slot's sensor inputs, and it joins the simulated USB bus. Call with the clock's 
 
 from __future__ import annotations
 
+from hw.sim.control_server import ControlServer
 from hw.sim.device import Rgb, SimDevice
+from hw.sim.device_control import control_handler
 from hw.sim.pins import SimPin, SimPinFactory
 
 
@@ -39,4 +41,7 @@ def attach(device: SimDevice, factory: SimPinFactory, cfg, bus) -> None:
         device.led_out = show
         show(device.rgb)
     device.usb_port_path = cfg.usb_port or ""
+    server = ControlServer(control_handler(device), device.clock, quirks=device.platform.quirks)
+    device.control_server = server
+    device.usb_handlers["normal"] = server.usb_control
     bus.attach(device)

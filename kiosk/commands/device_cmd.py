@@ -1,0 +1,178 @@
+"""`kiosk scenarios|list|dfu|safe-mode|listen|reset|cold-boot|led`: one slot's device, gently first."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from firmware.platforms import UnknownPlatformError
+from hw.clock import Cancelled
+from hw.control import ControlChannel, ControlFailure
+from hw.gpio import LedUnavailable
+from hw.hazard import HazardRefused
+from hw.usb_identity import UsbAccessError
+from kiosk import modes
+from kiosk.bench import Bench, HardwareNotFound, Slot, hardware_bench, simulated_bench
+from kiosk.commands.common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, CommandError, emit
+from kiosk.config import DEFAULT_CONFIG, ConfigError, load_config
+
+MODE_COMMANDS: dict[str, tuple[Callable[[Slot], modes.ModeResult], str]] = {
+    "dfu": (modes.enter_dfu, "put the device in DFU mode (control request, else MODE+RESET)"),
+    "safe-mode": (modes.enter_safe_mode, "restart the device in safe mode (its app does not run)"),
+    "listen": (modes.enter_listening, "put the device in listening mode"),
+    "reset": (modes.reset, "restart the device (control request, else RESET)"),
+    "cold-boot": (modes.cold_boot, "power off for the drain time, then on"),
+}
+
+
+def add_bench_options(parser: argparse.ArgumentParser, *, slot: bool = True) -> None:
+    parser.add_argument("--simulate", metavar="SCENARIO[@PLATFORM][,...]", help="run on the simulated bench")
+    parser.add_argument(
+        "--speed", type=float, help="simulated device seconds per real second (default: as fast as possible)"
+    )
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"bench config (default {DEFAULT_CONFIG})")
+    if slot:
+        parser.add_argument("--slot", type=int, default=1, help="which slot (1-based; default 1)")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    scen = sub.add_parser("scenarios", help="the simulator's scenarios and what they model")
+    scen.add_argument("--json", action="store_true", help="print one JSON document")
+    scen.set_defaults(handler=cmd_scenarios)
+
+    lst = sub.add_parser("list", help="Particle devices on the bench: id, platform, mode, slot, Device OS")
+    add_bench_options(lst, slot=False)
+    lst.set_defaults(handler=cmd_list)
+
+    for name, (_, text) in MODE_COMMANDS.items():
+        p = sub.add_parser(name, help=text)
+        add_bench_options(p)
+        p.set_defaults(handler=cmd_mode, operation=name)
+
+    led = sub.add_parser("led", help="what the status LED shows (colour, pattern, SOS code and its meaning)")
+    add_bench_options(led)
+    led.add_argument("--watch", type=float, default=None, metavar="SECONDS",
+                     help="how long to watch (default: long enough for a whole SOS cycle)")  # fmt: skip
+    led.set_defaults(handler=cmd_led)
+
+
+@contextlib.contextmanager
+def open_bench(args: argparse.Namespace) -> Iterator[Bench]:
+    """The bench the arguments ask for; CommandError with exit 2 or 3 when it cannot be had."""
+    try:
+        if args.simulate:
+            bench = simulated_bench(args.simulate, args.speed)
+        else:
+            bench = hardware_bench(load_config(args.config))
+    except (LookupError, UnknownPlatformError, ValueError) as exc:
+        if isinstance(exc, ConfigError) and not Path(args.config).exists():
+            raise CommandError(str(exc), EXIT_NOT_FOUND) from None
+        raise CommandError(str(exc), EXIT_REFUSED) from None
+    except HardwareNotFound as exc:
+        raise CommandError(str(exc), EXIT_NOT_FOUND) from None
+    try:
+        with bench.clock.actor():
+            yield bench
+    finally:
+        bench.close()
+
+
+def _slot(bench: Bench, number: int) -> Slot:
+    try:
+        return bench.slot(number)
+    except LookupError as exc:
+        raise CommandError(str(exc), EXIT_REFUSED) from None
+
+
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    from hw.sim.scenarios import SCENARIOS  # the catalogue only; nothing is simulated here
+
+    if args.json:
+        emit([{"name": s.name, "models": s.models, "fix": s.fix} for s in SCENARIOS.values()])
+        return EXIT_OK
+    width = max(len(n) for n in SCENARIOS)
+    for s in SCENARIOS.values():
+        print(f"{s.name:{width}}  {s.models}\n{'':{width}}  -> {s.fix}")
+    print("\nUse with --simulate SCENARIO[@PLATFORM][,SCENARIO...] (platform default boron), e.g. app-crash@p2")
+    return EXIT_OK
+
+
+def _device_os(bench: Bench, slot: Slot, device: object) -> str | None:
+    if device.mode != "normal":
+        return None
+    with contextlib.suppress(ControlFailure):
+        return ControlChannel(device.usb_device, bench.clock, device.platform.quirks).system_version(timeout_s=3.0)
+    return None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = []
+    with open_bench(args) as bench:
+        try:
+            for slot in bench.slots:
+                device = modes.wait_for_device(slot, modes.FIND_TIMEOUT_S)
+                if device is None:
+                    rows.append({"slot": slot.index, "device_id": None, "platform": None, "mode": None,
+                                 "device_os": None, "port": slot.usb_port})  # fmt: skip
+                    continue
+                rows.append({"slot": slot.index, "device_id": device.device_id, "platform": device.platform.name,
+                             "mode": device.mode, "device_os": _device_os(bench, slot, device),
+                             "port": device.port_path})  # fmt: skip
+        except UsbAccessError as exc:
+            raise CommandError(str(exc), EXIT_NOT_FOUND) from None
+    if args.json:
+        emit(rows)
+    else:
+        for r in rows:
+            if r["device_id"] is None:
+                print(f"slot {r['slot']}: no device (port {r['port'] or 'any'})")
+            else:
+                print(f"slot {r['slot']}: {r['device_id']}  {r['platform']:9} {r['mode']:7} "
+                      f"Device OS {r['device_os'] or 'unknown'}  (port {r['port']})")  # fmt: skip
+    return EXIT_OK if any(r["device_id"] for r in rows) else EXIT_NOT_FOUND
+
+
+def cmd_mode(args: argparse.Namespace) -> int:
+    operation, _ = MODE_COMMANDS[args.operation]
+    with open_bench(args) as bench:
+        slot = _slot(bench, args.slot)
+        try:
+            result = operation(slot)
+        except modes.DeviceNotFound as exc:
+            raise CommandError(str(exc), EXIT_NOT_FOUND) from None
+        except UsbAccessError as exc:
+            raise CommandError(str(exc), EXIT_NOT_FOUND) from None
+        except HazardRefused as exc:
+            raise CommandError(str(exc), EXIT_REFUSED) from None
+        except Cancelled:
+            raise CommandError("stopped; buttons released", EXIT_FAILED) from None
+    if args.json:
+        emit({"slot": args.slot, "command": args.operation, **result.to_json()})
+    else:
+        for attempt in result.attempts:
+            print(f"  {attempt.method}: {attempt.outcome}")
+        if result.ok:
+            print(f"slot {args.slot}: {result.reached} reached via {result.via} ({result.elapsed_s:.1f} s)")
+        else:
+            print(f"slot {args.slot}: {args.operation} FAILED: the device is in {result.reached or 'an unknown state'}")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def cmd_led(args: argparse.Namespace) -> int:
+    from hw.led_classifier import minimum_watch_s
+
+    with open_bench(args) as bench:
+        slot = _slot(bench, args.slot)
+        watch = args.watch if args.watch is not None else minimum_watch_s("sos")
+        try:
+            reading = slot.led.watch(watch)
+        except LedUnavailable as exc:
+            raise CommandError(str(exc), EXIT_NOT_FOUND) from None
+    if args.json:
+        emit({"slot": args.slot, **reading.to_json()})
+    else:
+        print(f"slot {args.slot}: {reading.describe()}")
+    return EXIT_OK
