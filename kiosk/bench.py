@@ -12,6 +12,7 @@ bus and simulated devices. The drivers are the same code either way.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -112,7 +113,9 @@ def hardware_bench(config: BenchConfig) -> Bench:
     limits = GuardLimits(drain_s=config.drain_s)
     slots = []
     try:
-        with contextlib.suppress(PinFactoryFallback):
+        with warnings.catch_warnings(record=True) as fallbacks:
+            # gpiozero warns once per pin library it cannot load; the reasons go into our message instead
+            warnings.simplefilter("always", PinFactoryFallback)
             for cfg in config.slots:
                 buttons, power, led, closers = _slot_drivers(cfg, clock, limits, config.led_rate_hz, None)
                 slots.append(Slot(cfg.index + 1, cfg.name, clock, buttons, power, led, cfg.usb_port, None,
@@ -120,9 +123,10 @@ def hardware_bench(config: BenchConfig) -> Bench:
     except (BadPinFactory, OSError, RuntimeError) as exc:
         for slot in slots:
             slot.close()
+        tried = "; ".join(str(w.message) for w in fallbacks if issubclass(w.category, PinFactoryFallback))
         raise HardwareNotFound(
-            f"no usable GPIO on this machine ({exc}); the kiosk needs a Raspberry Pi with the bench wired as "
-            f"{config.source} says. To try it without hardware, add --simulate SCENARIO"
+            f"no usable GPIO on this machine ({exc}{' ' + tried if tried else ''}); the kiosk needs a Raspberry "
+            f"Pi with the bench wired as {config.source} says. To try it without hardware, add --simulate SCENARIO"
         ) from None
     return Bench(slots, clock, simulated=False)
 
