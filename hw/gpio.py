@@ -67,7 +67,12 @@ class ButtonLine:
 
     def _let_go(self) -> None:
         self._pin.function = "input"
-        self._pin.pull = "floating"  # the device's own pull-up holds the line high
+        fixed = self._pin.info.pull  # GPIO2/3 on a Pi have fixed pull-ups (I2C)
+        if fixed == "down":
+            raise ValueError(f"{self.name}: {self._pin.info.name} has a fixed pull-down; a direct-wired button "
+                             "line needs a pin that can float (or transistor wiring)")  # fmt: skip
+        if not fixed:
+            self._pin.pull = "floating"  # the device's own pull-up holds the line high
 
     def press(self) -> None:
         if self._out is not None:

@@ -1,0 +1,88 @@
+"""kiosk.bench: the real bench from its config (on gpiozero's mock factory), and direct open-drain wiring."""
+
+from __future__ import annotations
+
+import pytest
+from gpiozero import Device
+from gpiozero.pins.mock import MockFactory
+
+from hw.clock import VirtualClock
+from hw.gpio import ButtonLine, NoLedSensor
+from hw.sim.device import Mode
+from hw.sim.pins import SimPinFactory
+from hw.sim.scenarios import build_device
+from hw.sim.usb_backend import SimUsbBus
+from hw.sim.wiring import attach
+from kiosk.bench import hardware_bench, simulated_bench
+from kiosk.config import SlotConfig, parse_config
+
+CONFIG = """
+[[slots]]
+name = "left"
+usb_port = "1-1.2"
+reset_pin = 17
+mode_pin = 27
+vbus_pin = 22
+led_pins = [5, 6, 13]
+
+[[slots]]
+name = "right"
+reset_pin = 2
+mode_pin = 3
+button_wiring = "direct"
+"""
+
+
+@pytest.fixture
+def mock_gpio():
+    previous = Device.pin_factory
+    Device.pin_factory = MockFactory()
+    yield Device.pin_factory
+    Device.pin_factory.reset()
+    Device.pin_factory = previous
+
+
+def test_hardware_bench_follows_the_config(mock_gpio):
+    with hardware_bench(parse_config(CONFIG)) as bench:
+        left, right = bench.slots
+        assert (left.index, left.name, left.usb_port) == (1, "left", "1-1.2")
+        assert left.buttons.reset.pin.info.name == "GPIO17" and left.buttons.mode.pin.info.name == "GPIO27"
+        assert left.power is not None and left.led.available
+        assert right.power is None and isinstance(right.led, NoLedSensor)
+        assert not bench.simulated
+        left.buttons.reset.press()
+        assert mock_gpio.pin(17).state == 1  # transistor wiring, active high
+        left.buttons.reset.release()
+        assert mock_gpio.pin(17).state == 0
+    assert mock_gpio.pin(17).state == 0  # closing leaves every button released
+
+
+def test_direct_wiring_only_ever_pulls_low_or_lets_go():
+    clock = VirtualClock()
+    factory = SimPinFactory(clock)
+    device = build_device("healthy", "boron", clock)
+    cfg = SlotConfig(0, "slot", "1-1.1", reset_pin=4, mode_pin=5, button_wiring="direct")
+    with clock.lock:
+        attach(device, factory, cfg, SimUsbBus(clock))
+    reset = ButtonLine(4, wiring="direct", pin_factory=factory)
+    clock.sleep(2.0)
+    assert device.mode == Mode.NORMAL
+    reset.press()
+    assert device.mode == Mode.IN_RESET
+    clock.sleep(0.15)
+    reset.release()
+    assert reset.pin.function == "input" and reset.pin.pull == "floating"
+    clock.sleep(2.0)
+    assert device.mode == Mode.NORMAL
+    driven_high = [state for _, state in reset.pin.history if state and reset.pin.function == "output"]
+    assert driven_high == []
+
+
+def test_simulated_bench_has_one_device_per_slot_on_its_own_port():
+    with simulated_bench("healthy,app-crash@p2,corrupt-system@photon") as bench:
+        ports = [s.usb_port for s in bench.slots]
+        assert ports == ["1-1.1", "1-1.2", "1-1.3"]
+        assert [s.device.platform.name for s in bench.slots] == ["boron", "p2", "photon"]
+        assert len({s.device.device_id for s in bench.slots}) == 3
+    with pytest.raises(ValueError, match="at most 4 slots"):
+        simulated_bench(",".join(["healthy"] * 5))
