@@ -20,6 +20,7 @@ classes here are public so the simulator builds its replies with the same defini
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import struct
@@ -51,6 +52,7 @@ CHECK_BACKOFF_S = (0.05, 0.05, 0.1, 0.1, 0.25, 0.25, 0.5, 0.5, 1.0)  # the last 
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 DEFAULT_TRANSFER_TIMEOUT_S = 5.0
 RESET_TRANSFER_TIMEOUT_S = 1.0  # clean-up RESETs must not double a timeout that already happened
+FIRMWARE_UPDATE_TIMEOUT_S = 240.0  # Particle's CLI allows 4 minutes: NCP firmware is slow
 
 
 class Service(IntEnum):
@@ -88,6 +90,10 @@ class RequestType(IntEnum):
     STOP_LISTENING = 71
     GET_DEVICE_MODE = 72
     GET_MODULE_INFO = 90
+    START_FIRMWARE_UPDATE = 250
+    FINISH_FIRMWARE_UPDATE = 251
+    CANCEL_FIRMWARE_UPDATE = 252
+    FIRMWARE_UPDATE_DATA = 253
     CLOUD_DISCONNECT = 302
 
 
@@ -312,6 +318,33 @@ class FirmwareModule(BaseMessage):
 class GetModuleInfoReply(BaseMessage):
     modules_deprecated: Annotated[list[LegacyModule], Field(1)] = field(default_factory=list)
     modules: Annotated[list[FirmwareModule], Field(2)] = field(default_factory=list)
+
+
+@dataclass
+class StartFirmwareUpdateRequest(BaseMessage):
+    """Request 250: ``size`` in bytes; ``format`` BIN 0 (MINIZ 1 is not used by the kiosk)."""
+
+    size: Annotated[uint, Field(1)] = 0
+    format: Annotated[uint, Field(2)] = 0
+
+
+@dataclass
+class StartFirmwareUpdateReply(BaseMessage):
+    chunk_size: Annotated[uint, Field(1)] = 0
+
+
+@dataclass
+class FirmwareUpdateDataRequest(BaseMessage):
+    """Request 253: one chunk of the module, at most the chunk size the device asked for."""
+
+    data: Annotated[bytes, Field(1)] = b""
+
+
+@dataclass
+class FinishFirmwareUpdateRequest(BaseMessage):
+    """Request 251: ``validate_only`` checks without applying; the kiosk always applies."""
+
+    validate_only: Annotated[bool, Field(1)] = False
 
 
 M = TypeVar("M", bound=BaseMessage)
@@ -710,6 +743,47 @@ class ControlChannel:
     def module_info(self, timeout_s: float = 10.0, cancel: ClockEvent | None = None) -> list[ModuleInfo]:
         """Request 90: the firmware modules on the device, in either reply format."""
         return parse_module_info(self.call(RequestType.GET_MODULE_INFO, b"", timeout_s, cancel))
+
+    def update_firmware(
+        self,
+        module: bytes,
+        *,
+        timeout_s: float = FIRMWARE_UPDATE_TIMEOUT_S,
+        progress: Callable[[int, int], None] | None = None,
+        cancel: ClockEvent | None = None,
+    ) -> int:
+        """Requests 250, 253..., 251: send a whole module; the device validates it, applies it and resets.
+
+        Returns the number of control requests made. On any failure after the start the update is
+        cancelled (252) so the device does not keep a half-received module.
+        """
+        deadline = self.clock.now() + timeout_s
+
+        def left() -> float:
+            remaining = deadline - self.clock.now()
+            if remaining <= 0:
+                raise ControlTimeout(f"firmware update did not finish within {timeout_s:.0f} s")
+            return remaining
+
+        start = StartFirmwareUpdateRequest(size=len(module), format=0)
+        reply = decode(
+            StartFirmwareUpdateReply, self.call(RequestType.START_FIRMWARE_UPDATE, bytes(start), left(), cancel)
+        )
+        chunk = reply.chunk_size or 4096
+        requests = 1
+        try:
+            for offset in range(0, len(module), chunk):
+                data = FirmwareUpdateDataRequest(data=module[offset : offset + chunk])
+                self.call(RequestType.FIRMWARE_UPDATE_DATA, bytes(data), left(), cancel)
+                requests += 1
+                if progress is not None:
+                    progress(min(offset + chunk, len(module)), len(module))
+            self.call(RequestType.FINISH_FIRMWARE_UPDATE, bytes(FinishFirmwareUpdateRequest()), left(), cancel)
+            return requests + 1
+        except (ControlFailure, Cancelled):
+            with contextlib.suppress(ControlFailure, Cancelled):
+                self.call(RequestType.CANCEL_FIRMWARE_UPDATE, b"", 5.0)
+            raise
 
 
 def _printable(data: bytes) -> str:

@@ -64,6 +64,11 @@ BOOTLOADER_SAFE_S, BOOTLOADER_DFU_S, BOOTLOADER_RESTORE_S, BOOTLOADER_WIPE_S, BO
 LISTEN_HOLD_S, CREDENTIAL_WIPE_S = 3.0, 10.0
 CLICK_MIN_S, CLICK_MAX_S, DOUBLE_CLICK_S = 0.03, 0.5, 1.0
 DRAIN_S = 5.0
+#: Applying a module received in normal mode: copy into place at internal-flash speed (timing-model.md 2:
+#: nRF52840 ~42 ms per 4 KB page erase+write, about 100 KiB/s), then reset. NCP firmware goes to the
+#: ESP32 over a UART; 20 KiB/s is an estimate (UNVERIFIED; the CLI allows 4 minutes for it).
+APPLY_KIB_PER_S = 100.0
+NCP_UPDATE_KIB_PER_S = 20.0
 
 
 @dataclass
@@ -382,6 +387,33 @@ class SimDevice:
 
             self.clock.call_later(CONTROL_RESET_DELAY_S, go)
             return True
+
+    def apply_update(self, data: bytes) -> None:
+        """A module received by control request (or YModem) passed validation: apply it, then reset.
+
+        Device OS shows magenta fast blinking while it applies a firmware update. Applying takes the
+        flash time of the module; NCP firmware goes to the ESP32 over a UART and takes far longer.
+        """
+        with self.clock.lock:
+            module = parse_module(data)
+            seconds = self.apply_time_s(module)
+            self._log(f"applying {module.function_name} {module.index} v{module.version} ({seconds:.1f} s)")
+            self._set_led(led.steady("magenta", "blink-fast", self.clock.now()))
+            boot = self._boot
+
+            def done() -> None:
+                if self._boot == boot and self.powered:
+                    self.write_module(data)
+                    self._start("update applied")
+
+            self.clock.call_later(seconds, done)
+
+    def apply_time_s(self, module: Module) -> float:
+        """Device seconds to apply a module received in normal mode."""
+        kib = module.size / 1024
+        if module.function == Function.NCP_FIRMWARE:
+            return kib / NCP_UPDATE_KIB_PER_S
+        return kib / APPLY_KIB_PER_S
 
     def start_listening(self) -> None:
         with self.clock.lock:

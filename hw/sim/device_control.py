@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from firmware.module import NotAModuleError, parse_module
 from hw.control import (
     DeviceMode,
+    FinishFirmwareUpdateRequest,
     FirmwareModule,
     FirmwareModuleDependency,
+    FirmwareUpdateDataRequest,
     GetDeviceIdReply,
     GetDeviceModeReply,
     GetModuleInfoReply,
@@ -23,6 +26,9 @@ from hw.control import (
     LegacyModuleDependency,
     RequestType,
     Result,
+    StartFirmwareUpdateReply,
+    StartFirmwareUpdateRequest,
+    decode,
 )
 from hw.sim.device import InstalledModule, Mode, SimDevice
 
@@ -33,6 +39,8 @@ _FUNCTION_TO_LEGACY = {2: 1, 4: 2, 5: 3, 3: 4, 7: 5, 8: 6}
 _INTEGRITY, _DEPENDENCIES, _RANGE, _PLATFORM = 0x02, 0x04, 0x08, 0x10
 
 Handler = Callable[[int, bytes], tuple[int, bytes]]
+UPDATE_CHUNK = 4096  # bytes per 253 request the simulated device asks for
+MAX_UPDATE = 4 * 1024 * 1024  # larger than any module the control-request path carries (NCP: ~830 KB)
 
 
 def _checks(device: SimDevice, m: InstalledModule) -> tuple[int, int]:
@@ -117,6 +125,44 @@ def control_handler(device: SimDevice) -> Handler:
         (device.start_listening if start else device.stop_listening)()
         return Result.OK, b""
 
+    update: dict[str, object] = {}
+
+    def start_update(payload: bytes) -> tuple[int, bytes]:
+        request = decode(StartFirmwareUpdateRequest, payload)
+        if not 0 < request.size <= MAX_UPDATE:
+            return Result.TOO_LARGE if request.size else Result.INVALID_ARGUMENT, b""
+        update.clear()
+        update.update(size=request.size, data=bytearray())
+        return Result.OK, bytes(StartFirmwareUpdateReply(chunk_size=UPDATE_CHUNK))
+
+    def update_data(payload: bytes) -> tuple[int, bytes]:
+        if "data" not in update:
+            return Result.INVALID_STATE, b""
+        chunk = decode(FirmwareUpdateDataRequest, payload).data
+        data = update["data"]
+        if len(data) + len(chunk) > update["size"]:
+            update.clear()
+            return Result.OUT_OF_RANGE, b""
+        data.extend(chunk)
+        return Result.OK, b""
+
+    def finish_update(payload: bytes) -> tuple[int, bytes]:
+        if "data" not in update or len(update["data"]) != update["size"]:
+            update.clear()
+            return Result.INVALID_STATE, b""
+        validate_only = decode(FinishFirmwareUpdateRequest, payload).validate_only
+        data = bytes(update.pop("data"))
+        update.clear()
+        if not _update_valid(device, data):
+            return Result.INVALID_ARGUMENT, b""  # what the device answers when validation fails
+        if not validate_only:
+            update["apply"] = data  # applied once the reply has been read (the completion handler)
+        return Result.OK, b""
+
+    def cancel_update() -> tuple[int, bytes]:
+        update.clear()
+        return Result.OK, b""
+
     table: dict[int, Callable[[], tuple[int, bytes]]] = {
         RequestType.DEVICE_ID: lambda: (Result.OK, bytes(GetDeviceIdReply(id=device.device_id))),
         RequestType.SYSTEM_VERSION: lambda: (
@@ -130,15 +176,41 @@ def control_handler(device: SimDevice) -> Handler:
         RequestType.STOP_LISTENING: lambda: listen(False),
         RequestType.GET_DEVICE_MODE: mode,
         RequestType.GET_MODULE_INFO: lambda: (Result.OK, module_info_reply(device)),
+        RequestType.CANCEL_FIRMWARE_UPDATE: cancel_update,
     }
+    with_payload: dict[int, Callable[[bytes], tuple[int, bytes]]] = {
+        RequestType.START_FIRMWARE_UPDATE: start_update,
+        RequestType.FIRMWARE_UPDATE_DATA: update_data,
+        RequestType.FINISH_FIRMWARE_UPDATE: finish_update,
+    }
+
+    def on_done(type_id: int, result: int) -> None:
+        """Device OS acts in the request's completion handler, after the host has read the reply."""
+        if type_id == RequestType.FINISH_FIRMWARE_UPDATE and result == Result.OK and "apply" in update:
+            device.apply_update(update.pop("apply"))
 
     def handle(type_id: int, payload: bytes) -> tuple[int, bytes]:
         with device.clock.lock:
             if device.faults.protected and type_id not in PROTECTED_ALLOWED:
                 return Result.DEVICE_PROTECTED, b""
+            if type_id in with_payload:
+                return with_payload[type_id](payload)
             action = table.get(type_id)
             if action is None:
                 return Result.NOT_SUPPORTED, b""
             return action()
 
+    handle.on_done = on_done  # type: ignore[attr-defined]
     return handle
+
+
+def _update_valid(device: SimDevice, data: bytes) -> bool:
+    """What Device OS checks before applying a module it received: integrity, platform, place."""
+    try:
+        module = parse_module(data)
+    except NotAModuleError:
+        return False
+    if module.problems or (module.platform_id != device.platform.id and module.function != 9):
+        return False
+    slot = device.platform.slot_for_module(module.function, module.index, module.start_address, module.end_address)
+    return slot is not None

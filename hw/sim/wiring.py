@@ -41,7 +41,8 @@ def attach(device: SimDevice, factory: SimPinFactory, cfg, bus) -> None:
         device.led_out = show
         show(device.rgb)
     device.usb_port_path = cfg.usb_port or ""
-    server = ControlServer(control_handler(device), device.clock, quirks=device.platform.quirks)
+    handler = control_handler(device)
+    server = ControlServer(handler, device.clock, quirks=device.platform.quirks, on_done=handler.on_done)
     device.control_server = server
     device.usb_handlers["normal"] = server.usb_control
     bus.attach(device)
