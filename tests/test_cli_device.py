@@ -154,3 +154,24 @@ def test_a_bad_config_is_exit_2(capsys, tmp_path):
     config.write_text("[[slots]]\nreset_pin = 17\nmod_pin = 27\n")
     status, _, err = run(capsys, "dfu", "--config", str(config))
     assert status == 2 and "mod_pin: unknown key (did you mean 'mode_pin'?)" in err
+
+
+def test_inspect_names_the_failing_check(capsys):
+    status, doc = run_json(capsys, "inspect", "--simulate", "deps-mismatch@p2")
+    assert status == 1 and doc["ok"] is False and doc["source"] == "control request 90"
+    app = [m for m in doc["modules"] if m["function"] == "user-part"][0]
+    assert app["checks"] == {"integrity": "PASS", "range": "PASS", "platform": "PASS", "dependencies": "FAIL"}
+    assert app["dependencies"] == [{"function": "system-part", "index": 1, "version": 6300}]
+
+
+def test_inspect_of_an_old_device_uses_the_legacy_format(capsys):
+    status, doc = run_json(capsys, "inspect", "--simulate", "healthy@photon")
+    assert status == 0 and doc["ok"] is True
+    assert {m["checks"]["range"] for m in doc["modules"]} == {None}  # the legacy reply has no range check
+    status, out, _ = run(capsys, "inspect", "--simulate", "healthy@photon")
+    assert "Integrity: PASS" in out and "All modules PASS" in out
+
+
+def test_inspect_of_a_device_in_dfu_says_what_to_do(capsys):
+    status, _, err = run(capsys, "inspect", "--simulate", "corrupt-system")
+    assert status == 1 and "needs Device OS running" in err

@@ -52,6 +52,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_bench_options(p)
         p.set_defaults(handler=cmd_mode, operation=name)
 
+    insp = sub.add_parser(
+        "inspect", help="the device's modules with PASS/FAIL per check (like particle serial inspect)"
+    )
+    add_bench_options(insp)
+    insp.set_defaults(handler=cmd_inspect)
+
     led = sub.add_parser("led", help="what the status LED shows (colour, pattern, SOS code and its meaning)")
     add_bench_options(led)
     led.add_argument("--watch", type=float, default=None, metavar="SECONDS",
@@ -176,3 +182,31 @@ def cmd_led(args: argparse.Namespace) -> int:
     else:
         print(f"slot {args.slot}: {reading.describe()}")
     return EXIT_OK
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from kiosk import inspect as inspection
+
+    with open_bench(args) as bench:
+        slot = _slot(bench, args.slot)
+        try:
+            device = modes.identify(slot)
+        except (modes.DeviceNotFound, UsbAccessError) as exc:
+            raise CommandError(str(exc), EXIT_NOT_FOUND) from None
+        if device.mode != "normal":
+            raise CommandError(
+                f"the device is in {device.mode} mode: module info needs Device OS running (try `kiosk reset`)",
+                EXIT_FAILED,
+            )
+        channel = ControlChannel(device.usb_device, bench.clock, device.platform.quirks)
+        try:
+            modules = inspection.from_control(channel.module_info())
+        except ControlFailure as exc:
+            raise CommandError(f"the device did not report its modules: {exc}", EXIT_FAILED) from None
+    if args.json:
+        emit({"slot": args.slot, "device_id": device.device_id, "platform": device.platform.name,
+              "source": "control request 90", "ok": all(m.ok for m in modules),
+              "modules": [m.to_json() for m in modules]})  # fmt: skip
+    else:
+        print(inspection.describe(device.platform, modules, "control request 90"))
+    return EXIT_OK if all(m.ok for m in modules) else EXIT_FAILED
