@@ -159,7 +159,7 @@ def test_a_bad_config_is_exit_2(capsys, tmp_path):
 def test_inspect_names_the_failing_check(capsys):
     status, doc = run_json(capsys, "inspect", "--simulate", "deps-mismatch@p2")
     assert status == 1 and doc["ok"] is False and doc["source"] == "control request 90"
-    app = [m for m in doc["modules"] if m["function"] == "user-part"][0]
+    app = next(m for m in doc["modules"] if m["function"] == "user-part")
     assert app["checks"] == {"integrity": "PASS", "range": "PASS", "platform": "PASS", "dependencies": "FAIL"}
     assert app["dependencies"] == [{"function": "system-part", "index": 1, "version": 6300}]
 
