@@ -23,6 +23,9 @@ from firmware.versions import bootloader_version_for, system_version_for
 #: SoftDevice firmware id the Gen3 system parts of the last releases depend on (S140 7.x); the
 #: fixture argon-system-part1@4.1.0 depends on radio stack 202.
 SOFTDEVICE_VERSION = 202
+#: A SoftDevice keeps its firmware id as a u16 at flash 0x300C (create_module.py reads it there), i.e. at
+#: 0x200C into a radio-stack module's body, which DFU writes at 0x1000 without the module header.
+SOFTDEVICE_VERSION_AT = 0x300C - 0x1000
 NCP_VERSION = 7  # the ESP32 NCP firmware a Tracker system part depends on (tracker-system-part1 fixture)
 NCP_ESP32 = 0x21  # reserved byte of NCP modules: the NCP id (module-format.md 1.1)
 PREBOOTLOADER_VERSION = 7  # the P2 bootloader fixture depends on prebootloader-part1 7
@@ -46,13 +49,13 @@ def synthetic_release(
     F = Function
 
     def module(name: str, function: int, version: int, index: int, deps=(), **kw) -> tuple[str, bytes]:
+        kw.setdefault("body_size", body_size)
         data = build_module(
             platform_id=p.id,
             function=function,
             version=version,
             index=index,
             dependencies=deps,
-            body_size=body_size,
             seed=seed + zlib.crc32(name.encode()),  # deterministic: the same release, the same bytes
             **kw,
         )
@@ -71,6 +74,8 @@ def synthetic_release(
         app_index = 1
     elif family == "nrf52840":
         parts.append(module("bootloader", F.BOOTLOADER, bootloader, 0))
+        softdevice_body = bytearray(max(body_size, SOFTDEVICE_VERSION_AT + 0x100))
+        softdevice_body[SOFTDEVICE_VERSION_AT : SOFTDEVICE_VERSION_AT + 2] = SOFTDEVICE_VERSION.to_bytes(2, "little")
         parts.append(
             module(
                 "softdevice",
@@ -80,6 +85,7 @@ def synthetic_release(
                 [(F.SYSTEM_PART, 1, 1321), (F.BOOTLOADER, 0, 501)],
                 flags=ModuleFlag.DROP_MODULE_INFO,
                 suffix="base",
+                body=bytes(softdevice_body),
             )
         )
         deps = [(F.BOOTLOADER, 0, bootloader), (F.RADIO_STACK, 0, SOFTDEVICE_VERSION)]
