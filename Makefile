@@ -1,5 +1,6 @@
 # `make test` on a fresh clone: make the virtual environment, install the project with its
-# test extras, lint, and run every test. `make bench` prints the firmware toolkit's figures.
+# test extras, lint, and run every test. `make bench` prints the measured figures (firmware toolkit,
+# LED classifier accuracy).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -21,6 +22,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m tests.benchmarks.firmware_bench
+	$(BIN)/python -m tests.benchmarks.led_accuracy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache

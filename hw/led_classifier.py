@@ -39,7 +39,6 @@ from typing import Any, NamedTuple
 from hw.led_signals import (
     ALL_PATTERNS,
     COLOUR_NAMES,
-    COLOURS,
     DEFAULT_THRESHOLD,
     PATTERNS,
     SOS_CODES,
@@ -60,10 +59,13 @@ BREATHING_SLACK_S = 0.05  # breathing edges may sit this far from the threshold 
 SETTLE_S = 0.1  # past the last edge a pattern needs, enough samples to be sure of it at 40 Hz
 MIN_MORE_S = 0.25  # the least "watch longer" worth asking for
 
+_MAX_TIME_S = 1e12  # no clock reads more (30,000 years); beyond it a time is garbage
 _TOLERANCE_S = JITTER_S + 0.001  # a millisecond more than the jitter, for rounding
 _SOS_SEARCH_S = 0.06  # how far an SOS anchor's phase may be off (edge estimates at 40 Hz, one noisy edge)
-_SOS_PRE_DARK_S = 0.1  # the dark watched before the first S of a whole cycle
+_SOS_PRE_DARK_S = 0.1  # the dark a whole cycle's template expects before its first S
+_SOS_SEEN_BEFORE_S = 0.01  # a sample at least this long before the first S: its rising edge was watched
 _SOS_EDGE_S = 1.05  # an SOS is dark at most 1.1 s between flashes: the fit looks this far past red
+_SOS_LONGEST_DARK_S = 1.25  # more dark than that between red flashes: a new SOS (the device rebooted)
 _PERIODIC = ("blink-fast", "blink-normal", "blink-slow", "breathing")
 _ORDER = ("off", "solid", *_PERIODIC, "sos")  # ties go to the simpler reading
 #: Edge-to-edge runs (lit or dark) a periodic pattern must show before the reading is sure of it.
@@ -101,12 +103,16 @@ def _structural_watch_s(pattern: str, threshold: float) -> float:
 
 
 def minimum_watch_s(target: str | int, *, threshold: float = DEFAULT_THRESHOLD) -> float:
-    """How many device seconds the classifier needs, from any phase, to be sure of ``target``: a pattern
-    name (bootloader names too), ``"sos"`` (any code) or an SOS code. For a code it is one SOS cycle to
-    reach the next first S plus the time to see that cycle whole (Device OS plays two cycles).
+    """How many device seconds the classifier needs, starting at any phase, to be sure of ``target``: a
+    pattern name (bootloader names too), an SOS code, or ``"sos"`` (the longest, code 15).
+
+    For a code it is one SOS cycle (to reach the next first S) plus the time to see that cycle whole,
+    assuming the SOS goes on. Device OS plays only two cycles and resets, so a watch that starts late
+    in the second may need the next panic of a crash loop; from the first S of a cycle it takes only
+    ``hw.led_signals.sos_readable_ms(code)`` plus ``SETTLE_S``.
 
         >>> minimum_watch_s("blink-normal"), minimum_watch_s(1)
-        (0.806, 10.3)
+        (0.806, 10.2)
     """
     if isinstance(target, int) and not isinstance(target, bool):
         if target not in SOS_CODES:
@@ -128,7 +134,6 @@ _PHRASES: dict[str, str] = {
     "blink-fast": "blinking {c} fast (10 Hz)",
     "breathing": "breathing {c} (4 s cycle)",
     "off": "LED off",
-    "sos": "{c} SOS",
     "unknown": "an LED pattern not recognised",
 }
 
@@ -371,8 +376,8 @@ class _SosFit:
 
 @dataclass(frozen=True)
 class _Sos:
-    fits: list[_SosFit]  # every (code, phase) within MARGIN of the best
-    unexplained: float  # of the best, over the samples near red (math.inf: not an SOS)
+    fits: list[_SosFit]  # of the last episode: every (code, phase) within MARGIN of the best
+    unexplained: float  # of the best fits, over the samples near red (math.inf: not an SOS)
     samples: int  # how many samples that was
     whole: tuple[int, float] | None  # (code, confidence) of a cycle seen whole
 
@@ -387,46 +392,74 @@ def _cycle_span_template(code: int) -> _Template:
     return _Template(flashes, span=(-_SOS_PRE_DARK_S, sos_readable_ms(code) / 1000))
 
 
-_CYCLES = {code: _cycle_template(code) for code in range(1, max(SOS_CODES) + 2)}
-_SPANS = {code: _cycle_span_template(code) for code in range(1, max(SOS_CODES) + 2)}
+_CYCLES = {code: _cycle_template(code) for code in SOS_CODES}
+_SPANS = {code: _cycle_span_template(code) for code in range(1, max(SOS_CODES) + 2)}  # one more: a rival
+
+
+def _episodes(runs: list[_Run]) -> list[list[_Run]]:
+    """The lit runs grouped into SOS episodes: a longer dark than any SOS has (a reboot) starts a new one,
+    and each episode has its own phase."""
+    episodes: list[list[_Run]] = []
+    for run in runs:
+        if run.value != 1:
+            continue
+        last = episodes[-1][-1] if episodes else None
+        if last is not None and last.end is not None and run.start - last.end <= _SOS_LONGEST_DARK_S:  # type: ignore[operator]
+            episodes[-1].append(run)
+        else:
+            episodes.append([run])
+    return episodes
 
 
 def _sos(ts: list[float], vs: list[int], runs: list[_Run], beaten_by: float) -> _Sos:
-    """Fit the SOS of every code near the red flashes, anchored on the first whole flashes seen."""
-    none = _Sos([], math.inf, 0, None)
-    lit = [r for r in runs if r.value == 1]
-    flashes = [r for r in lit if r.start is not None and r.end is not None and 0.08 <= r.length <= 0.5]
-    if not flashes or any(r.length > 0.5 for r in lit if r.start is not None and r.end is not None):
-        return none
-    lo = bisect_left(ts, ts[lit[0].first] - _SOS_EDGE_S)
-    hi = bisect_right(ts, ts[lit[-1].last] + _SOS_EDGE_S)
-    xs, ys = ts[lo:hi], vs[lo:hi]
+    """Fit the SOS of every code to each episode of red flashes; ``beaten_by`` is the best rival's count
+    of unexplained samples. A whole cycle in any episode gives the code; the last episode's fits say
+    what comes next."""
     fits: list[_SosFit] = []
-    best = math.inf
+    unexplained, samples, whole = 0.0, 0, None
+    for episode in _episodes(runs):
+        lo = bisect_left(ts, ts[episode[0].first] - _SOS_EDGE_S)
+        hi = bisect_right(ts, ts[episode[-1].last] + _SOS_EDGE_S)
+        flashes = [r for r in episode if r.start is not None and r.end is not None]
+        if any(r.length > 0.5 for r in flashes):
+            return _Sos([], math.inf, 0, None)  # lit longer than any SOS flash
+        if not flashes:
+            continue  # a flash cut by the window's edge: nothing to fit, nothing against an SOS
+        fits = _sos_episode(ts[lo:hi], vs[lo:hi], flashes, beaten_by - unexplained)
+        if not fits:
+            return _Sos([], math.inf, 0, None)
+        unexplained += fits[0].unexplained
+        samples += hi - lo
+        whole = _whole(ts, vs, runs, fits) or whole
+    return _Sos(fits, unexplained if fits else math.inf, samples, whole)
+
+
+def _sos_episode(xs: list[float], ys: list[int], flashes: list[_Run], beaten_by: float) -> list[_SosFit]:
+    """Every (code, phase) that explains one episode within MARGIN of the best, best first."""
+    fits: list[_SosFit] = []
+    # A fit worse than this can neither win nor stay a live rival of what wins: stop counting there.
+    best = min(beaten_by, _allowance(len(xs)))
+    tried: dict[int, list[float]] = {code: [] for code in SOS_CODES}
     for anchor in flashes[:2]:
         short = anchor.length < 0.225
-        for code, tmpl in _CYCLES.items():
-            if code not in SOS_CODES:
-                continue
+        for code in SOS_CODES:
+            tmpl = _CYCLES[code]
             cycle = tmpl.cycle or 0.0
-            tried: list[float] = []
             for a, b in sos_flashes_ms(code):
                 if ((b - a) < 225) != short:
                     continue
                 origin = anchor.centre - (a + b) / 2000
-                if any(abs((origin - o + cycle / 2) % cycle - cycle / 2) < 0.02 for o in tried):
-                    continue
-                tried.append(origin)
-                limit = min(best, beaten_by) + MARGIN
+                if any(abs((origin - o + cycle / 2) % cycle - cycle / 2) < 0.02 for o in tried[code]):
+                    continue  # the same phase as one fitted from the other anchor
+                tried[code].append(origin)
+                limit = best + MARGIN
                 got = _fit([x - origin for x in xs], ys, tmpl, _SOS_SEARCH_S, _TOLERANCE_S, limit)
                 if got is None or got[0] >= limit:
                     continue
                 fits.append(_SosFit(code, origin + got[1], got[0]))
                 best = min(best, got[0])
-    fits = [f for f in fits if f.unexplained < best + MARGIN]
-    if not fits:
-        return none
-    return _Sos(fits, best, len(xs), _whole(ts, vs, runs, fits))
+    fits.sort(key=lambda f: f.unexplained)
+    return [f for f in fits if f.unexplained < fits[0].unexplained + MARGIN] if fits else []
 
 
 def _whole(ts: list[float], vs: list[int], runs: list[_Run], fits: list[_SosFit]) -> tuple[int, float] | None:
@@ -444,11 +477,9 @@ def _whole(ts: list[float], vs: list[int], runs: list[_Run], fits: list[_SosFit]
             seen.add((fit.code, k))
             origin = fit.origin + k * cycle
             end = origin + sos_readable_ms(fit.code) / 1000
-            if ts[0] > origin - 0.01 or ts[-1] < end:
-                continue
+            if ts[0] > origin - _SOS_SEEN_BEFORE_S or ts[-1] < end:
+                continue  # the first S's rising edge, or the dark after the code, was not watched
             lo, hi = bisect_left(ts, origin - _SOS_PRE_DARK_S), bisect_right(ts, end)
-            if lo == 0 and ts[0] > origin - _SOS_PRE_DARK_S + MAX_GAP_S:
-                continue
             window = ts[max(0, lo - 1) : min(len(ts), hi + 1)]
             if any(b - a > MAX_GAP_S for a, b in pairwise(window)):
                 continue  # a hole in the samples could hide a flash
@@ -538,15 +569,13 @@ def _periodic(
 def classify(samples: Sequence[LedSample], *, threshold: float = DEFAULT_THRESHOLD) -> LedReading:
     """Read the LED from ``samples`` (any order; each with ``t`` seconds and ``r``, ``g``, ``b``).
     ``threshold`` is the comparator's brightness threshold, as in ``hw.led_signals.breathing_lit_ms``.
-    Never raises on odd samples: non-finite times are dropped, too few samples read as unknown."""
+    Never raises on odd samples: non-finite or absurd times are dropped, too few samples read as unknown."""
     points = []
     for s in samples:
         t = float(s.t)
-        if math.isfinite(t):
+        if abs(t) <= _MAX_TIME_S:  # also drops NaN
             points.append((t, (bool(s.r) << 2) | (bool(s.g) << 1) | bool(s.b)))
     points.sort(key=lambda p: p[0])
-    if len(points) >= 2 and not math.isfinite(points[-1][0] - points[0][0]):
-        points = [p for p in points if abs(p[0]) < 1e300 / 4]  # keep time differences finite
     if len(points) < 2:
         return _unknown(0.0, ())
     t0 = points[0][0]
@@ -557,7 +586,8 @@ def classify(samples: Sequence[LedSample], *, threshold: float = DEFAULT_THRESHO
     for c in codes:
         counts[c] += 1
     colour = max(range(1, 8), key=lambda c: (counts[c], -c))
-    if len(codes) - counts[0] - counts[colour] > _allowance(len(codes)):
+    # Noise makes other states one sample at a time; a real change of colour makes many more.
+    if len(codes) - counts[0] - counts[colour] > 2 * _allowance(len(codes)):
         return _mixed(ts_all, codes, counts, watched)
 
     table = _RED_VIEW if colour == _RED else _BINARIZE[colour]
@@ -585,7 +615,7 @@ def classify(samples: Sequence[LedSample], *, threshold: float = DEFAULT_THRESHO
         if sos.whole is not None:
             return _sos_reading(sos.whole, watched)
         if sos.fits:
-            ready = _sos_ready_at(sos.fits, 0.01) + SETTLE_S
+            ready = _sos_ready_at(sos.fits, _SOS_SEEN_BEFORE_S) + SETTLE_S
             candidates["sos"] = _Candidate("sos", sos.unexplained, ready)
             evidence["sos"] = False  # never sure of an SOS whose code was not read
 
@@ -634,9 +664,9 @@ def _mixed(ts: list[float], codes: list[int], counts: list[int], watched: float)
             return _sos_reading(sos.whole, watched)
         flashes = sum(1 for r in runs if r.value == 1 and r.start is not None and r.end is not None)
         if sos.fits and flashes >= 3 and sos.unexplained <= _allowance(sos.samples):
-            more = max(_sos_ready_at(sos.fits, 0.01) + SETTLE_S - watched, MIN_MORE_S)
+            more = max(_sos_ready_at(sos.fits, _SOS_SEEN_BEFORE_S) + SETTLE_S - watched, MIN_MORE_S)
             return LedReading(SOS_COLOUR, "sos", None, None, None, None, 0.3, watched, more, seen)
     return _unknown(watched, seen)
 
 
-__all__ = ["COLOURS", "LedReading", "LedSample", "classify", "minimum_watch_s"]
+__all__ = ["LedReading", "LedSample", "classify", "minimum_watch_s"]
