@@ -21,6 +21,7 @@ from gpiozero import DigitalOutputDevice
 from hw.clock import Clock, RealClock, VirtualClock
 from hw.gpio import ButtonLine, Buttons, LedSensor, NoLedSensor, PowerSwitch
 from hw.hazard import GuardLimits, HazardGuard
+from hw.ports import ButtonsPort, LedPort, PowerPort
 from kiosk.config import BenchConfig, SlotConfig
 
 MAX_SIM_SLOTS = 4
@@ -38,9 +39,9 @@ class Slot:
     index: int  # 1-based, as technicians count
     name: str
     clock: Clock
-    buttons: Buttons
-    power: PowerSwitch | None
-    led: LedSensor | NoLedSensor
+    buttons: ButtonsPort
+    power: PowerPort | None
+    led: LedPort
     usb_port: str | None
     usb_backend: object | None = None  # a pyusb backend; None means libusb
     device: object | None = None  # the simulated device (hw.sim.device.SimDevice) on a simulated bench

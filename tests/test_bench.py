@@ -86,3 +86,17 @@ def test_simulated_bench_has_one_device_per_slot_on_its_own_port():
         assert len({s.device.device_id for s in bench.slots}) == 3
     with pytest.raises(ValueError, match="at most 4 slots"):
         simulated_bench(",".join(["healthy"] * 5))
+
+
+def test_drivers_satisfy_their_ports():
+    from hw.control import ControlChannel
+    from hw.gpio import Buttons, LedSensor, PowerSwitch
+    from hw.ports import ButtonsPort, ControlPort, LedPort, PowerPort
+
+    with simulated_bench("healthy") as bench:
+        slot = bench.slot(1)
+        assert isinstance(slot.buttons, Buttons) and isinstance(slot.buttons, ButtonsPort)
+        assert isinstance(slot.power, PowerSwitch) and isinstance(slot.power, PowerPort)
+        assert isinstance(slot.led, LedSensor) and isinstance(slot.led, LedPort)
+    assert isinstance(NoLedSensor(), LedPort)
+    assert issubclass(ControlChannel, ControlPort)
