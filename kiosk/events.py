@@ -5,7 +5,7 @@ Publishers call ``bus.publish(event)``; subscribers are plain callables. A subsc
 logged and dropped from that one delivery, never allowed to break the operation that published.
 
     >>> bus = EventBus(); seen = []
-    >>> bus.subscribe(seen.append)
+    >>> unsubscribe = bus.subscribe(seen.append)
     >>> bus.publish(StepStarted(slot=1, index=0, total=2, name="tinker.bin", mechanism="dfu", size=4096))
     >>> seen[0].name
     'tinker.bin'
