@@ -275,7 +275,9 @@ class SimUsbPeer(Protocol):
     and the peer returns how many bytes it took. It raises :class:`SimUsbStall`,
     :class:`SimUsbTimeout`, :class:`SimUsbIoError` or :class:`SimUsbGone` to fail a transfer.
 
-    Optional: ``usb_session() -> int``, a number that changes whenever the device's USB stack
+    Optional: ``usb_string(index) -> str | None`` answers string descriptors the descriptor does not name
+    (a DFU bootloader's protection state at 0xFA, its error string). ``usb_session() -> int``, a number
+    that changes whenever the device's USB stack
     restarts, so a device that reset and came back with the same descriptor between two looks
     still re-enumerates (new address; old handles get ENODEV).
     """
@@ -668,6 +670,11 @@ class SimUsbBackend(usb.backend.IBackend):
             kind, number = value >> 8, value & 0xFF
             found = {DT_DEVICE: {0: image.device}, DT_CONFIG: {0: image.config}, DT_STRING: image.strings}
             blob = found.get(kind, {}).get(number)
+            extra = getattr(handle.enumeration.peer, "usb_string", None)
+            if blob is None and kind == DT_STRING and callable(extra):
+                # strings the descriptor does not name, e.g. a DFU bootloader's protection state (0xFA)
+                text = extra(number)
+                blob = _string_descriptor(text) if text is not None else None
             if blob is None:
                 raise SimUsbStall()  # device qualifier, BOS, unknown strings: full-speed devices stall
             return blob
