@@ -52,6 +52,8 @@ CHECK_BACKOFF_S = (0.05, 0.05, 0.1, 0.1, 0.25, 0.25, 0.5, 0.5, 1.0)  # the last 
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 DEFAULT_TRANSFER_TIMEOUT_S = 5.0
 RESET_TRANSFER_TIMEOUT_S = 1.0  # clean-up RESETs must not double a timeout that already happened
+WIRE_RETRIES = 3  # a transfer garbled by the cable (EIO): start the request again this many times
+WIRE_RETRY_S = 0.05
 FIRMWARE_UPDATE_TIMEOUT_S = 240.0  # Particle's CLI allows 4 minutes: NCP firmware is slow
 
 
@@ -458,10 +460,16 @@ def parse_module_info(reply: bytes) -> list[ModuleInfo]:
 
 @dataclass
 class _Pending:
-    """Where a request stands on the device: its id once INIT gave one."""
+    """Where a request stands on the device: its id once INIT gave one, and the phase it is in."""
 
     type_id: int
     id: int | None = None
+    stage: str = "init"  # "init", "send", "check", "recv"
+
+
+def _wire_error(exc: BaseException) -> bool:
+    """A transfer the cable garbled (libusb EIO), as opposed to the device's answer or its absence."""
+    return isinstance(exc, ControlError) and exc.result == Result.IO_ERROR
 
 
 def _libusb_gone(exc: usb.core.USBError) -> bool:
@@ -528,15 +536,24 @@ class ControlChannel:
             raise ControlError(Result.NOT_SUPPORTED, "this platform takes no control requests")
         self.open()
         deadline = self.clock.now() + timeout_s
-        pending = _Pending(type_id)
-        try:
-            return self._run(pending, bytes(payload), deadline, cancel)
-        except (ControlFailure, Cancelled) as exc:
-            if pending.id is not None and not isinstance(exc, DeviceGone):
-                self._reset_quietly(pending.id)
-            raise
+        for attempt in range(WIRE_RETRIES + 1):
+            pending = _Pending(type_id)
+            try:
+                return self._run(pending, bytes(payload), deadline, cancel)
+            except (ControlFailure, Cancelled) as exc:
+                if pending.id is not None and not isinstance(exc, DeviceGone):
+                    self._reset_quietly(pending.id)
+                # A transfer garbled on the wire before the device had the whole request cannot have run
+                # it: start again. (If the last SEND's acknowledgement alone was lost, a module update is
+                # still safe: the device validates size and CRC before it applies anything.)
+                if not (_wire_error(exc) and pending.stage in ("init", "send") and attempt < WIRE_RETRIES):
+                    raise
+                log.debug("request %d: %s during %s; starting it again", type_id, exc, pending.stage)
+                self.clock.sleep(WIRE_RETRY_S, cancel)
+        raise AssertionError("unreachable")
 
     def _run(self, pending: _Pending, payload: bytes, deadline: float, cancel: ClockEvent | None) -> tuple[int, bytes]:
+        pending.stage = "init"
         attempt = 0
         while True:  # INIT; BUSY means the device's 4 slots are taken: back off and ask again
             reply = self._service(Service.INIT, pending.type_id, value=len(payload))
@@ -552,9 +569,12 @@ class ControlChannel:
         if payload:
             if reply.status == Status.PENDING:  # the device allocates a buffer for > 64 bytes
                 self._poll(pending.id, deadline, cancel)
+            pending.stage = "send"
             for offset in range(0, len(payload), MAX_CHUNK):
                 self._transfer(BM_OUT, Service.SEND, 0, pending.id, payload[offset : offset + MAX_CHUNK])
+        pending.stage = "check"
         done = self._poll(pending.id, deadline, cancel)
+        pending.stage = "recv"
         if done.result is None:
             raise ControlError(Result.PROTOCOL_ERROR, f"CHECK finished without a result: {done}")
         data = bytearray()
@@ -574,7 +594,12 @@ class ControlChannel:
         while True:
             self._backoff(attempt, deadline, cancel, "the device did not finish the request in time")
             attempt += 1
-            reply = self._service(Service.CHECK, request_id)
+            try:
+                reply = self._service(Service.CHECK, request_id)
+            except ControlError as exc:
+                if not _wire_error(exc) or attempt > WIRE_RETRIES + 2:
+                    raise
+                continue  # CHECK only asks: asking again is always safe
             if reply.status == Status.OK:
                 return reply
             if reply.status != Status.PENDING:

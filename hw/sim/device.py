@@ -17,16 +17,37 @@ All of its state is guarded by the clock's lock (``clock.lock``); timer callback
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
-from firmware.module import Module, NotAModuleError, parse_module
-from firmware.platforms import Function, Platform
+from firmware.module import (
+    CRC_SIZE,
+    PREFIX_SIZE,
+    PREFIX_STRUCT,
+    SUFFIX_PRODUCT_SIZE,
+    ExtensionType,
+    Module,
+    ModuleFlag,
+    NotAModuleError,
+    parse_module,
+)
+from firmware.platforms import Function, ModuleSlot, Platform, Storage
 from firmware.versions import release_name
 from hw.clock import VirtualClock
+from hw.flash_timing import device_busy_s
 from hw.sim import led_timeline as led
-from hw.sim.usb_backend import SimUsbDescriptor, SimUsbGone, SimUsbStall, SimUsbTimeout, particle_descriptor
+from hw.sim.flash import SimFlash
+from hw.sim.usb_backend import (
+    SimUsbDescriptor,
+    SimUsbGone,
+    SimUsbIoError,
+    SimUsbStall,
+    SimUsbTimeout,
+    dfu_interface,
+    particle_descriptor,
+)
 
 Rgb = tuple[bool, bool, bool]
 
@@ -64,17 +85,14 @@ BOOTLOADER_SAFE_S, BOOTLOADER_DFU_S, BOOTLOADER_RESTORE_S, BOOTLOADER_WIPE_S, BO
 LISTEN_HOLD_S, CREDENTIAL_WIPE_S = 3.0, 10.0
 CLICK_MIN_S, CLICK_MAX_S, DOUBLE_CLICK_S = 0.03, 0.5, 1.0
 DRAIN_S = 5.0
-#: Applying a module received in normal mode: copy into place at internal-flash speed (timing-model.md 2:
-#: nRF52840 ~42 ms per 4 KB page erase+write, about 100 KiB/s), then reset. NCP firmware goes to the
-#: ESP32 over a UART; 20 KiB/s is an estimate (UNVERIFIED; the CLI allows 4 minutes for it).
-APPLY_KIB_PER_S = 100.0
-NCP_UPDATE_KIB_PER_S = 20.0
+SOFTDEVICE_VERSION_ADDRESS = 0x300C  # a SoftDevice's firmware id (u16), where create_module.py reads it
 
 
 @dataclass
 class Faults:
     """What is wrong with the device (scenario data; see ``hw.sim.scenarios``)."""
 
+    # The app's own faults: they go with the customer app (``faulty_app``, its bytes) and leave with it.
     app_panic: int | None = None  # SOS code the user app hits, over and over
     app_panic_after_s: float = 2.0  # seconds after the app starts
     frozen: bool = False  # the app freezes: solid cyan, USB serial present, control requests time out
@@ -100,14 +118,20 @@ class Hazard:
 
 @dataclass
 class InstalledModule:
+    """A module as the bootloader finds it in flash. ``module`` is None where flash holds no module
+    header: the radio stack, written without its header, is known by the SoftDevice's firmware id."""
+
     function: int
     index: int
+    version: int
     data: bytes
-    module: Module | None  # None when the bytes do not parse at all
+    module: Module | None
 
     @property
     def valid_integrity(self) -> bool:
-        return self.module is not None and not self.module.problems
+        if self.module is None:
+            return self.function == Function.RADIO_STACK and self.version != 0xFFFF
+        return not self.module.problems
 
 
 @dataclass
@@ -117,11 +141,15 @@ class SimDevice:
     platform: Platform
     clock: VirtualClock
     device_id: str
-    modules: dict[tuple[int, int], InstalledModule]
+    flash: SimFlash
     faults: Faults = field(default_factory=Faults)
     led_out: Callable[[Rgb], None] = lambda rgb: None
+    ncp: bytes | None = None  # NCP firmware lives on the NCP (an ESP32), not in the MCU's flash
+    faulty_app: bytes | None = None  # the customer app the app faults belong to (None: any app)
 
     def __post_init__(self) -> None:
+        self.modules: dict[tuple[int, int], InstalledModule] = {}
+        self.rescan()
         self.mode = Mode.OFF
         self.hazards: list[Hazard] = []
         self.usb_mode: str | None = None  # "normal", "dfu" or None (not on the bus)
@@ -147,6 +175,10 @@ class SimDevice:
         self._credentials_cleared = False
         # USB request handlers per mode ("normal": control requests, "dfu": DfuSe), installed by the bench
         self.usb_handlers: dict[str, Callable[[int, int, int, int, bytes | int], bytes | int]] = {}
+        self.dfu = None  # the simulated bootloader's DFU side (hw.sim.dfu_device.SimDfuDevice)
+        self._dfu_transfers = 0
+        self._dfu_wrote = False
+        self._dfu_modules = 0
 
     # --- the lines -------------------------------------------------------------------------
     @property
@@ -225,6 +257,7 @@ class SimDevice:
         self._epoch += 1
         self._boot += 1
         self._log(f"start ({reason})")
+        self.rescan()  # the bootloader and Device OS look at what is in flash now
         self._usb_set(None)
         if self.faults.dead or not self._bootloader_ok():
             self._enter(Mode.NO_BOOTLOADER, led.off())
@@ -266,6 +299,9 @@ class SimDevice:
         requested = self._flags
         self._flags = set()
         if stage == "dfu" or "dfu" in requested or not self._system_ok():
+            self._dfu_wrote = False
+            if self.dfu is not None:
+                self.dfu.usb_reset()
             self._enter(Mode.DFU, led.steady("yellow", "bootloader-5hz", self.clock.now()))
             self._after(DFU_ENUMERATE_S, lambda: self._usb_set("dfu"), when_mode=Mode.DFU)
             return
@@ -282,13 +318,14 @@ class SimDevice:
             self._enter(Mode.SAFE, led.steady("green", "blink-normal", self.clock.now()))  # no network on the bench
             self._usb_set("normal")
             return
-        if self.faults.frozen:
+        faulty = self._faulty_app_running()
+        if self.faults.frozen and faulty:
             self._enter(Mode.FROZEN, led.steady("cyan", "solid", self.clock.now()))
             self._usb_set("normal", responsive=False)
             return
         self._enter(Mode.NORMAL, led.steady("green", "blink-normal", self.clock.now()))
         self._usb_set("normal")
-        if self.faults.app_panic is not None:
+        if self.faults.app_panic is not None and faulty:
             self._after(self.faults.app_panic_after_s, self._panic, when_mode=Mode.NORMAL)
 
     def _panic(self) -> None:
@@ -331,13 +368,18 @@ class SimDevice:
     def dependencies_met(self, module: Module) -> bool:
         for dep in module.real_dependencies:
             have = self._installed(dep.function, dep.index)
-            if have is None or have.module is None or have.module.version < dep.version:
+            if have is None or not have.valid_integrity or have.version < dep.version:
                 return False
         return True
 
     def _system_dependencies_ok(self) -> bool:
         parts = [self._installed(Function.SYSTEM_PART, i) for i in self.platform.system_parts]
         return all(p is not None and p.module is not None and self.dependencies_met(p.module) for p in parts)
+
+    def _faulty_app_running(self) -> bool:
+        if self.faulty_app is None:
+            return True
+        return any(m.data == self.faulty_app for (f, _), m in self.modules.items() if f == Function.USER_PART)
 
     def _app_ok(self) -> bool:
         apps = [m for (f, _), m in self.modules.items() if f == Function.USER_PART]
@@ -349,24 +391,92 @@ class SimDevice:
     @property
     def system_version(self) -> int | None:
         part = self._installed(Function.SYSTEM_PART, 1)
-        return part.module.version if part is not None and part.module is not None else None
+        return part.version if part is not None and part.module is not None else None
 
     @property
     def system_version_string(self) -> str:
         version = self.system_version
         return (release_name(version) if version is not None else None) or "unknown"
 
-    def write_module(self, data: bytes) -> InstalledModule:
-        """Install a module as a completed flash write would (used by DFU and updates)."""
+    def install(self, data: bytes) -> None:
+        """Put a module where it belongs, as the factory or an applied update does (no flash rules).
+
+        The radio stack goes without its module header, as DFU writes it; NCP firmware goes to the NCP.
+        """
         try:
             module = parse_module(data)
         except NotAModuleError:
-            module = None
-        key = (module.function, module.index) if module is not None else (0, 0)
-        entry = InstalledModule(key[0], key[1], bytes(data), module)
+            return  # a device stores what it can validate; garbage never reaches flash
         with self.clock.lock:
-            self.modules[key] = entry
-        return entry
+            if module.function == Function.NCP_FIRMWARE:
+                self.ncp = bytes(data)
+            elif module.flags & ModuleFlag.DROP_MODULE_INFO and module.function == Function.RADIO_STACK:
+                self.flash.load(0, module.start_address, data[module.prefix_size :])
+            else:
+                self.flash.load(0, module.start_address, data)
+
+    def write_module(self, data: bytes) -> None:
+        """Install a module received in normal mode (control request or YModem) and look again."""
+        self.install(data)
+        self.rescan()
+
+    def rescan(self) -> None:
+        """Find the modules in flash the way the bootloader does: a module header at each slot's place."""
+        with self.clock.lock:
+            found: dict[tuple[int, int], InstalledModule] = {}
+            for slot in self.platform.layout:
+                if slot.storage is not Storage.INTERNAL or (slot.function, slot.index) in found:
+                    continue
+                entry = self._read_slot(slot)
+                if entry is not None:
+                    found[(entry.function, entry.index)] = entry
+            if self.ncp is not None:
+                try:
+                    module = parse_module(self.ncp)
+                    found[(Function.NCP_FIRMWARE, 0)] = InstalledModule(
+                        Function.NCP_FIRMWARE, 0, module.version, self.ncp, module
+                    )
+                except NotAModuleError:
+                    pass
+            self.modules = found
+
+    def _read_slot(self, slot: ModuleSlot) -> InstalledModule | None:
+        read = self.flash.read
+        if slot.function == Function.RADIO_STACK:
+            version = int.from_bytes(read(0, SOFTDEVICE_VERSION_ADDRESS, 2), "little")
+            if version == 0xFFFF:
+                return None
+            return InstalledModule(Function.RADIO_STACK, slot.index, version, b"", None)
+        start = self._grows_left_start(slot) if slot.grows_left else slot.start
+        if start is None:
+            return None
+        offset = self.platform.mcu.prefix_offset(slot.function)
+        fields = PREFIX_STRUCT.unpack(read(0, start + offset, PREFIX_SIZE))
+        first, end, _r, _f, _v, _platform_id, function, index = fields[:8]
+        if (first, function, index) != (start, slot.function, slot.index) or not start < end <= slot.end:
+            return None
+        data = read(0, start, min(end - start + CRC_SIZE, slot.end - start))
+        try:
+            module = parse_module(data)
+        except NotAModuleError:
+            return None
+        return InstalledModule(function, index, module.version, data, module)
+
+    def _grows_left_start(self, slot: ModuleSlot) -> int | None:
+        """An rtl872x user part ends at its slot's end; its suffix's DYNAMIC_LOCATION says where it starts."""
+        tail = self.flash.read(0, slot.end - 512, 512)
+        size = int.from_bytes(tail[-6:-4], "little")
+        if not SUFFIX_PRODUCT_SIZE < size < 512 - CRC_SIZE:
+            return None
+        pos, limit = len(tail) - CRC_SIZE - size, len(tail) - CRC_SIZE - 36
+        while pos + 4 <= limit:
+            ext_type, length = struct.unpack_from("<HH", tail, pos)
+            if length < 4:
+                return None
+            if ext_type == ExtensionType.DYNAMIC_LOCATION and length >= 8:
+                return int.from_bytes(tail[pos + 4 : pos + 8], "little")
+            pos += length
+        return None
 
     # --- control requests (device side) -------------------------------------------------------
     def request_reset(self, into: str | None = None) -> bool:
@@ -409,11 +519,9 @@ class SimDevice:
             self.clock.call_later(seconds, done)
 
     def apply_time_s(self, module: Module) -> float:
-        """Device seconds to apply a module received in normal mode."""
-        kib = module.size / 1024
-        if module.function == Function.NCP_FIRMWARE:
-            return kib / NCP_UPDATE_KIB_PER_S
-        return kib / APPLY_KIB_PER_S
+        """Device seconds to apply a module received in normal mode (the kiosk's own timing table)."""
+        return device_busy_s(self.platform, "control-request", module.size, module.start_address,
+                             module.function_name)  # fmt: skip
 
     def start_listening(self) -> None:
         with self.clock.lock:
@@ -426,6 +534,46 @@ class SimDevice:
                 resume = getattr(self, "_resume_mode", Mode.NORMAL)
                 self._enter(resume, led.steady("green", "blink-normal", self.clock.now()))
 
+    # --- DFU (the bootloader's side; hw/sim/dfu_device.py serves the protocol) -----------------------
+    def dfu_left(self) -> None:
+        """The DFU leave (manifest) resets the device into whatever is in flash now."""
+        with self.clock.lock:
+            if self.mode == Mode.DFU:
+                self._start("DFU leave")
+
+    def dfu_safe_mode(self) -> None:
+        with self.clock.lock:
+            if self.mode == Mode.DFU:
+                self._flags.add("safe")
+                self._start("DFU safe-mode command")
+
+    def dfu_transfer(self, handler: Callable[..., bytes | int]) -> Callable[..., bytes | int]:
+        """Wrap the DFU handler with this device's faults: a flaky cable, dropping out of DFU."""
+
+        def transfer(bm: int, request: int, value: int, index: int, data: bytes | int) -> bytes | int:
+            with self.clock.lock:
+                self._dfu_transfers += 1
+                every = self.faults.flaky_transfer_every
+                if every and self._dfu_transfers % every == 0:
+                    raise SimUsbIoError()  # the cable garbles one transfer in N
+                writing = bm == 0x21 and request == 1 and value >= 2 and bool(data)  # DNLOAD of data
+                # A module is complete when the host reads it back, or moves on (new address or erase).
+                next_command = bm == 0x21 and request == 1 and value == 0 and isinstance(data, bytes)
+                reading_back = bm == 0xA1 and request == 2 and value >= 2  # UPLOAD
+                if writing:
+                    self._dfu_wrote = True
+                elif self._dfu_wrote and (reading_back or (next_command and data[:1] in (b"\x21", b"\x41"))):
+                    self._dfu_wrote = False
+                    self._dfu_modules += 1
+                    drop = self.faults.drops_dfu_after_writes
+                    if drop is not None and self._dfu_modules == drop:
+                        self._log(f"drops out of DFU after {drop} module(s) written")
+                        self._start("dropped out of DFU")
+                        raise SimUsbGone()
+            return handler(bm, request, value, index, data)
+
+        return transfer
+
     # --- USB (the peer the simulated bus talks to) ---------------------------------------------
     usb_port_path: str = "1-1.1"
 
@@ -436,7 +584,16 @@ class SimDevice:
         return self.usb_generation
 
     def usb_descriptor(self) -> SimUsbDescriptor:
-        return particle_descriptor(self.platform, self.usb_mode or "normal", self.device_id, self.usb_port_path)
+        descriptor = particle_descriptor(self.platform, self.usb_mode or "normal", self.device_id, self.usb_port_path)
+        if self.usb_mode == "dfu" and self.dfu is not None:
+            # a protected bootloader reports its segments erase-only
+            descriptor = replace(descriptor, interfaces=(dfu_interface(self.dfu.alt_strings()),))
+        return descriptor
+
+    def usb_string(self, index: int) -> str | None:
+        if self.usb_mode == "dfu" and self.dfu is not None:
+            return self.dfu.string_descriptor(index)
+        return None
 
     def usb_control(
         self, bm_request_type: int, b_request: int, w_value: int, w_index: int, data_or_length: bytes | int

@@ -22,7 +22,8 @@ from firmware.platforms import Function, Platform, platform_by_name
 from firmware.releases import synthetic_release
 from firmware.versions import system_version_for
 from hw.clock import VirtualClock
-from hw.sim.device import Faults, InstalledModule, SimDevice
+from hw.sim.device import Faults, SimDevice
+from hw.sim.flash import SimFlash
 
 #: The release each MCU family runs unless a scenario says otherwise, and an old one.
 CURRENT_RELEASE = {"stm32f2xx": "2.3.0", "nrf52840": "6.1.1", "rtl872x": "6.2.0"}
@@ -141,14 +142,14 @@ def build_device(name: str, platform: str | Platform, clock: VirtualClock, slot:
             platform_id=p.id, function=Function.USER_PART, version=6, index=app_index,
             dependencies=[app_dep], body_size=6000, seed=42,
         )  # fmt: skip
-    modules: dict[tuple[int, int], InstalledModule] = {}
+    flash = SimFlash(p)
+    device = SimDevice(p, clock, device_id_for(name, p.name, slot), flash, Faults(**scenario.faults))
     for data in files.values():
         module = parse_module(data)
         key = (module.function, module.index)
         if key in scenario.missing:
             continue
-        if key in scenario.corrupt:
-            data = _damage(data)
-        installed = InstalledModule(key[0], key[1], data, parse_module(data))
-        modules[key] = installed
-    return SimDevice(p, clock, device_id_for(name, p.name, slot), modules, Faults(**scenario.faults))
+        device.install(_damage(data) if key in scenario.corrupt else data)
+    device.rescan()
+    device.faulty_app = files.get(f"{p.name}-customer-app.bin")
+    return device

@@ -3,9 +3,10 @@ slot's sensor inputs, and it joins the simulated USB bus. Call with the clock's 
 
 from __future__ import annotations
 
-from hw.sim.control_server import ControlServer
+from hw.sim.control_server import ControlServer, Fault, every_nth
 from hw.sim.device import Rgb, SimDevice
 from hw.sim.device_control import control_handler
+from hw.sim.dfu_device import SimDfuDevice, quirks_for
 from hw.sim.pins import SimPin, SimPinFactory
 
 
@@ -42,7 +43,14 @@ def attach(device: SimDevice, factory: SimPinFactory, cfg, bus) -> None:
         show(device.rgb)
     device.usb_port_path = cfg.usb_port or ""
     handler = control_handler(device)
-    server = ControlServer(handler, device.clock, quirks=device.platform.quirks, on_done=handler.on_done)
+    flaky = device.faults.flaky_transfer_every
+    server = ControlServer(handler, device.clock, quirks=device.platform.quirks, on_done=handler.on_done,
+                           fault=every_nth(flaky, Fault.DROP) if flaky else None)  # fmt: skip
     device.control_server = server
     device.usb_handlers["normal"] = server.usb_control
+    protected = device.faults.protected and quirks_for(device.platform).protection
+    dfu = SimDfuDevice(device.platform, device.clock, device.flash, protected=protected,
+                       on_manifest=device.dfu_left, on_safe_mode=device.dfu_safe_mode)  # fmt: skip
+    device.dfu = dfu
+    device.usb_handlers["dfu"] = device.dfu_transfer(dfu.usb_control)
     bus.attach(device)

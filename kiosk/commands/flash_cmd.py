@@ -1,0 +1,174 @@
+"""`kiosk flash --usb|--serial FILE...` and `kiosk update [--device-os V]`: plan, refuse or write.
+
+Everything is checked before a byte moves (firmware.plan); a refusal is exit 2 with every reason. The
+write itself runs through kiosk.executor and reports per step the module, mechanism, bytes, outcome and
+the figures usb_transfers, host_cpu_s, device_busy_s and elapsed_s (device seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from firmware.library import FirmwareLibrary, LibraryError
+from firmware.module import Module, NotAModuleError, parse_module
+from firmware.plan import DeviceFacts, PlanRefused, Transport, plan_flash
+from firmware.versions import VersionError, parse_device_os, release_name
+from hw.usb_identity import UsbAccessError
+from kiosk import modes
+from kiosk.bench import Bench, Slot
+from kiosk.commands.common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, CommandError, emit
+from kiosk.commands.device_cmd import _slot, add_bench_options, open_bench
+from kiosk.commands.firmware_cmd import default_library
+from kiosk.events import Event, Progress, StepFinished, StepStarted
+from kiosk.executor import ExecutionReport, FlashExecutor
+from kiosk.facts import gather_facts
+
+LIBRARY_NAMES = ("tinker",)
+LIBRARY_HELP = "the firmware library (default: the kiosk's; a synthetic demo library with --simulate)"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    flash = sub.add_parser("flash", help="write module files (or library names such as tinker) to the device")
+    transport = flash.add_mutually_exclusive_group(required=True)
+    transport.add_argument("--usb", dest="transport", action="store_const", const=Transport.USB, help="DFU")
+    transport.add_argument("--serial", dest="transport", action="store_const", const=Transport.SERIAL,
+                           help="YModem in listening mode (Device OS below 6.0.0)")  # fmt: skip
+    flash.add_argument("files", nargs="+", metavar="FILE|NAME")
+    flash.add_argument(
+        "--library", type=Path, help="the firmware library (default: the kiosk's; the demo one with --simulate)"
+    )
+    add_bench_options(flash)
+    flash.set_defaults(handler=cmd_flash)
+
+    update = sub.add_parser("update", help="install a Device OS release from the library (like particle update)")
+    update.add_argument("--device-os", metavar="VERSION", help="the release (default: the newest in the library)")
+    update.add_argument(
+        "--library", type=Path, help="the firmware library (default: the kiosk's; the demo one with --simulate)"
+    )
+    add_bench_options(update)
+    update.set_defaults(handler=cmd_update)
+
+
+def _library(args: argparse.Namespace, bench: Bench) -> FirmwareLibrary:
+    if args.library:
+        return FirmwareLibrary(args.library)
+    if bench.simulated:
+        from kiosk.demo_library import demo_library  # synthetic releases for the simulated devices
+
+        return demo_library({s.device.platform.name for s in bench.slots})
+    return FirmwareLibrary(default_library())
+
+
+def _facts(slot: Slot) -> DeviceFacts:
+    try:
+        device = modes.identify(slot)
+    except (modes.DeviceNotFound, UsbAccessError) as exc:
+        raise CommandError(str(exc), EXIT_NOT_FOUND) from None
+    return gather_facts(slot, device)
+
+
+def _load(paths: list[str], facts: DeviceFacts, library: FirmwareLibrary | None) -> list[tuple[str, Module]]:
+    wanted = []
+    for item in paths:
+        if item.lower() in LIBRARY_NAMES and not Path(item).exists():
+            if library is None:
+                raise CommandError(f"{item}: no library to take it from", EXIT_REFUSED)
+            try:
+                entry = library.tinker(facts.platform, facts.system_version)
+                data = library.read(entry)
+            except LibraryError as exc:
+                raise CommandError(str(exc), EXIT_REFUSED) from None
+            wanted.append((f"{item} ({entry.path})", parse_module(data)))
+            continue
+        try:
+            wanted.append((item, parse_module(Path(item).read_bytes())))
+        except OSError as exc:
+            raise CommandError(f"cannot read {item}: {exc.strerror or exc}", EXIT_REFUSED) from None
+        except NotAModuleError as exc:
+            raise CommandError(f"{item}: {exc}; nothing was written", EXIT_REFUSED) from None
+    return wanted
+
+
+def _printer(json_out: bool):
+    def show(event: Event) -> None:
+        if json_out:
+            return
+        if isinstance(event, StepStarted):
+            print(
+                f"  {event.index + 1}/{event.total} {event.name}: {event.mechanism}, {event.size} bytes",
+                file=sys.stderr,
+            )
+        elif isinstance(event, Progress) and event.done == event.total:
+            print(f"      {event.phase} done", file=sys.stderr)
+        elif isinstance(event, StepFinished):
+            print(f"      {event.outcome}{': ' + event.detail if event.detail else ''}", file=sys.stderr)
+
+    return show
+
+
+def _run(args: argparse.Namespace, slot: Slot, facts: DeviceFacts, wanted: list[tuple[str, Module]],
+         transport: Transport, bench: Bench, extra: dict) -> int:  # fmt: skip
+    try:
+        plan = plan_flash(facts, wanted, transport)
+    except PlanRefused as refused:
+        reasons = [{"file": r.name, "reason": r.reason} for r in refused.refusals]
+        if args.json:
+            emit({"slot": slot.index, "refused": True, "reasons": reasons, **extra})
+        else:
+            print("Refused: nothing was written.", file=sys.stderr)
+            for r in refused.refusals:
+                print(f"  {r.name}: {r.reason}", file=sys.stderr)
+        return EXIT_REFUSED
+    executor = FlashExecutor(slot, plan)
+    executor.bus.subscribe(_printer(args.json))
+    report: ExecutionReport = executor.run()
+    if args.json:
+        emit({"slot": slot.index, "refused": False, "platform": facts.platform.name, **extra,
+              "plan": plan.to_json(), **report.to_json()})  # fmt: skip
+    else:
+        for warning in plan.warnings:
+            print(f"note: {warning}")
+        verdict = "done" if report.ok else f"FAILED: {report.detail}"
+        where = {"normal": "running Device OS", "dfu": "in DFU mode"}.get(report.final_mode or "", "not on USB")
+        print(f"slot {slot.index}: {verdict} ({report.elapsed_s:.1f} s; the device is {where})")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_flash(args: argparse.Namespace) -> int:
+    with open_bench(args) as bench:
+        slot = _slot(bench, args.slot)
+        facts = _facts(slot)
+        needs_library = any(f.lower() in LIBRARY_NAMES and not Path(f).exists() for f in args.files)
+        library = _library(args, bench) if needs_library else None
+        wanted = _load(args.files, facts, library)
+        return _run(args, slot, facts, wanted, args.transport, bench, {"command": "flash"})
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    with open_bench(args) as bench:
+        slot = _slot(bench, args.slot)
+        facts = _facts(slot)
+        library = _library(args, bench)
+        try:
+            release = None
+            if args.device_os:
+                number = parse_device_os(args.device_os)
+                release = release_name(number) if args.device_os.isdigit() else args.device_os
+            bundle = library.bundle(facts.platform, release)
+            wanted, skipped = [], []
+            for entry in bundle.entries:
+                if entry.encrypted:
+                    skipped.append(f"{entry.name}: encrypted; the device installs it itself")
+                    continue
+                wanted.append((entry.path, parse_module(library.read(entry))))
+        except (LibraryError, VersionError) as exc:
+            raise CommandError(str(exc), EXIT_REFUSED) from None
+        if not args.json:
+            print(f"Updating {facts.platform.display_name} in slot {slot.index} to Device OS {bundle.release}",
+                  file=sys.stderr)  # fmt: skip
+            for note in skipped:
+                print(f"  skipped {note}", file=sys.stderr)
+        extra = {"command": "update", "device_os": bundle.release, "skipped": skipped}
+        return _run(args, slot, facts, wanted, Transport.AUTO, bench, extra)

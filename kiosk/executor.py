@@ -1,0 +1,303 @@
+"""Running a flash plan on a slot: mode switches, writes, verification, retries, and honest figures.
+
+For each step of a ``firmware.plan.FlashPlan`` the executor brings the device into the mode the step
+needs (control request first, then the buttons, then the 14400-baud trick for DFU), writes the module
+by the step's mechanism, and verifies it: DFU reads back what it wrote; a control-request or YModem
+update is confirmed by the module table once the device has applied it and restarted. A device that
+drops out mid-step is found again, put back in the mode, and the step is repeated (bounded). The run
+ends with the device running (DFU leave, or the reset the update does). Everything it does goes out as
+events on a bus. Times are device seconds on the slot's clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from firmware.plan import FlashPlan, FlashStep, Mechanism
+from hw.clock import Cancelled, ClockEvent
+from hw.control import ControlChannel, ControlError, ControlFailure, Result
+from hw.dfu import DfuDevice, DfuDisconnected, DfuError, DfuProtected
+from hw.flash_timing import device_busy_s
+from hw.hazard import HazardRefused
+from hw.serial_console import SerialError, find_port, trigger_dfu
+from hw.usb_identity import ParticleUsbDevice
+from hw.ymodem import YModemError, send_ymodem
+from kiosk import modes
+from kiosk.bench import Slot
+from kiosk.events import EventBus, ModeSwitch, PlanFinished, PlanStarted, Progress, Retry, StepFinished, StepStarted
+
+#: Control-request results that say the transfer failed, not that the device refused: worth another try.
+TRANSIENT_RESULTS = frozenset({Result.IO_ERROR, Result.PROTOCOL_ERROR, Result.BUSY, Result.TIMEOUT, Result.ABORTED})
+MAX_ATTEMPTS = 4  # one write and up to three re-entries after the device dropped out
+APPLY_TIMEOUT_S = 240.0  # a control-request or YModem update: apply and restart (NCP firmware is slow)
+BOOT_TIMEOUT_S = 15.0
+
+
+class StepFailed(Exception):
+    """A step that cannot complete; ``retry`` says whether finding the device again may help."""
+
+    def __init__(self, message: str, *, retry: bool = False):
+        super().__init__(message)
+        self.retry = retry
+
+
+@dataclass
+class StepReport:
+    """One step's outcome and figures (device seconds, host CPU seconds, USB control transfers)."""
+
+    index: int
+    name: str
+    function: str | None
+    mechanism: str
+    bytes: int
+    outcome: str = "pending"
+    detail: str = ""
+    attempts: int = 0
+    usb_transfers: int = 0
+    host_cpu_s: float = 0.0
+    device_busy_s: float = 0.0
+    elapsed_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in vars(self).items()}
+
+
+@dataclass
+class ExecutionReport:
+    ok: bool
+    steps: list[StepReport] = field(default_factory=list)
+    detail: str = ""
+    elapsed_s: float = 0.0
+    final_mode: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "detail": self.detail,
+            "final_usb_mode": self.final_mode,
+            "elapsed_s": round(self.elapsed_s, 4),
+            "steps": [s.to_json() for s in self.steps],
+            "figures": {
+                "usb_transfers": sum(s.usb_transfers for s in self.steps),
+                "host_cpu_s": round(sum(s.host_cpu_s for s in self.steps), 4),
+                "device_busy_s": round(sum(s.device_busy_s for s in self.steps), 4),
+                "elapsed_s": round(self.elapsed_s, 4),
+            },
+        }
+
+
+class FlashExecutor:
+    """Runs one plan on one slot. ``cancel`` (a clock event) stops it between and inside waits."""
+
+    def __init__(self, slot: Slot, plan: FlashPlan, bus: EventBus | None = None, cancel: ClockEvent | None = None):
+        self.slot = slot
+        self.plan = plan
+        self.bus = bus or EventBus()
+        self.cancel = cancel
+        self.clock = slot.clock
+        self._dfu: DfuDevice | None = None  # open while consecutive DFU steps run
+
+    def run(self) -> ExecutionReport:
+        started = self.clock.now()
+        report = ExecutionReport(ok=False)
+        self.bus.publish(PlanStarted(self.slot.index, len(self.plan.steps), self.plan.transport.value))
+        try:
+            for index, step in enumerate(self.plan.steps):
+                step_report = self._run_step(index, step)
+                report.steps.append(step_report)
+                if step_report.outcome != "written":
+                    report.detail = f"step {index + 1} ({step.name}) failed: {step_report.detail}"
+                    return self._finish(report, started, "failed")
+            report.final_mode = self._end_running()
+            report.ok = report.final_mode == "normal"
+            if not report.ok:
+                report.detail = f"every module was written, but the device ended in {report.final_mode or 'no mode'}"
+            return self._finish(report, started, "done" if report.ok else "failed")
+        except Cancelled:
+            report.detail = "stopped by the technician; buttons released"
+            return self._finish(report, started, "stopped")
+        finally:
+            self.slot.buttons.release_all()
+
+    def _finish(self, report: ExecutionReport, started: float, outcome: str) -> ExecutionReport:
+        report.elapsed_s = self.clock.now() - started
+        self.bus.publish(PlanFinished(self.slot.index, outcome, report.detail))
+        return report
+
+    # -- one step --------------------------------------------------------------------------------
+    def _run_step(self, index: int, step: FlashStep) -> StepReport:
+        m = step.module
+        report = StepReport(index, step.name, m.function_name if m else None, step.mechanism.value, len(step.payload))
+        self.bus.publish(
+            StepStarted(
+                self.slot.index, index, len(self.plan.steps), step.name, step.mechanism.value, len(step.payload)
+            )
+        )
+        started, cpu = self.clock.now(), time.process_time()
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            report.attempts = attempt
+            try:
+                device = self._ensure_mode(index, step.device_mode)
+                report.usb_transfers += self._perform(index, step, device)
+                report.outcome = "written"
+                break
+            except StepFailed as exc:
+                self._dfu = None
+                report.detail = str(exc)
+                if not exc.retry or attempt == MAX_ATTEMPTS:
+                    report.outcome = "failed"
+                    break
+                self.bus.publish(Retry(self.slot.index, index, attempt, str(exc)))
+        report.elapsed_s = self.clock.now() - started
+        report.host_cpu_s = time.process_time() - cpu
+        report.device_busy_s = device_busy_s(
+            self.plan.device.platform,
+            step.mechanism.value,
+            len(step.payload),
+            step.address if step.address is not None else (m.start_address if m else None),
+            m.function_name if m else None,
+        )
+        figures = {"elapsed_s": report.elapsed_s, "device_busy_s": report.device_busy_s}
+        self.bus.publish(StepFinished(self.slot.index, index, step.name, report.outcome, report.detail, figures))
+        return report
+
+    def _perform(self, index: int, step: FlashStep, device: ParticleUsbDevice) -> int:
+        progress = self._progress(index)
+        if step.mechanism is Mechanism.DFU:
+            return self._write_dfu(step, device, progress)
+        self._dfu = None
+        if step.mechanism is Mechanism.CONTROL:
+            return self._update_by_control(step, device, progress)
+        return self._update_by_ymodem(step, device, progress)
+
+    def _progress(self, index: int) -> Callable[..., None]:
+        def report(done: int, total: int, phase: str = "write") -> None:
+            self.bus.publish(Progress(self.slot.index, index, done, total, phase))
+
+        return report
+
+    # -- DFU -------------------------------------------------------------------------------------
+    def _write_dfu(self, step: FlashStep, device: ParticleUsbDevice, progress: Callable[..., None]) -> int:
+        try:
+            if self._dfu is None:
+                self._dfu = DfuDevice(device.usb_device, self.clock)
+                self._dfu.open()
+            before = self._dfu.transfers
+            self._dfu.write(step.address, step.payload, alt=step.alt_setting or 0, verify=True, progress=progress,
+                            cancel=self.cancel)  # fmt: skip
+            return self._dfu.transfers - before
+        except DfuProtected as exc:
+            raise StepFailed(f"the device is protected: {exc}") from None
+        except DfuDisconnected as exc:
+            raise StepFailed(f"the device left DFU mode during the write ({exc})", retry=True) from None
+        except DfuError as exc:
+            raise StepFailed(f"DFU error: {exc}", retry=True) from None
+
+    def _leave_dfu(self) -> None:
+        if self._dfu is None:
+            return
+        dfu, self._dfu = self._dfu, None
+        with contextlib.suppress(DfuError, DfuDisconnected):
+            dfu.leave()  # the device resets during the leave; the data was already verified
+
+    # -- control request / YModem updates ---------------------------------------------------------
+    def _update_by_control(self, step: FlashStep, device: ParticleUsbDevice, progress: Callable[..., None]) -> int:
+        channel = ControlChannel(device.usb_device, self.clock, device.platform.quirks)
+        try:
+            requests = channel.update_firmware(step.payload, progress=lambda d, t: progress(d, t, "send"),
+                                               cancel=self.cancel)  # fmt: skip
+        except ControlError as exc:
+            if exc.result in TRANSIENT_RESULTS:
+                raise StepFailed(f"control request failed on the wire: {exc}", retry=True) from None
+            raise StepFailed(f"the device refused the update: {exc}", retry=False) from None
+        except ControlFailure as exc:
+            raise StepFailed(f"control request failed: {exc}", retry=True) from None
+        self._confirm_applied(step, device)
+        return requests * 4  # INIT + SEND + CHECK + RECV per request at the least
+
+    def _update_by_ymodem(self, step: FlashStep, device: ParticleUsbDevice, progress: Callable[..., None]) -> int:
+        port = find_port(device.device_id or "", self.slot.serial_lister)
+        if port is None:
+            raise StepFailed("the device's serial port was not found", retry=True)
+        try:
+            send_ymodem(port, step.payload, "binary", self.clock, handshake="particle",
+                        progress=lambda d, t: progress(d, t, "send"), cancel=self.cancel)  # fmt: skip
+        except YModemError as exc:
+            raise StepFailed(f"YModem: {exc}", retry=False) from None
+        except SerialError as exc:
+            raise StepFailed(f"serial: {exc}", retry=True) from None
+        self._confirm_applied(step, device)
+        return 0
+
+    def _confirm_applied(self, step: FlashStep, before: ParticleUsbDevice) -> None:
+        """The device applies the module and restarts: wait for it, then read its module table."""
+        back = modes.wait_for_device(self.slot, APPLY_TIMEOUT_S, "normal", self.cancel, not_address=before.address)
+        if back is None:
+            raise StepFailed("the device did not come back after applying the update")
+        m = step.module
+        try:
+            modules = ControlChannel(back.usb_device, self.clock, back.platform.quirks).module_info()
+        except ControlFailure:
+            return  # old firmware without module info: the device's own validation answered already
+        if m is not None and not any(
+            (i.function, i.index, i.version) == (m.function, m.index, m.version) and "integrity" not in i.failed
+            for i in modules
+        ):
+            raise StepFailed(f"after the update the device does not report {m.function_name} {m.index} v{m.version}")
+
+    # -- modes -------------------------------------------------------------------------------------
+    def _ensure_mode(self, index: int, wanted: str) -> ParticleUsbDevice:
+        device = modes.wait_for_device(self.slot, modes.FIND_TIMEOUT_S, None, self.cancel)
+        if device is not None and device.mode == wanted == "dfu":
+            return device
+        if wanted != "dfu":
+            self._leave_dfu()
+        via = None
+        try:
+            if wanted == "dfu":
+                result = modes.enter_dfu(self.slot, self.cancel)
+                via = result.via
+                if not result.ok:
+                    via = self._baud_trick()
+            elif wanted == "listening":
+                result = modes.enter_listening(self.slot, self.cancel)
+                via = result.via if result.ok else None
+            else:
+                device = modes.wait_for_device(self.slot, BOOT_TIMEOUT_S, "normal", self.cancel)
+                via = "already" if device is not None else None
+        except (modes.DeviceNotFound, HazardRefused) as exc:
+            raise StepFailed(str(exc), retry=isinstance(exc, modes.DeviceNotFound)) from None
+        usb_mode = "dfu" if wanted == "dfu" else "normal"
+        device = modes.wait_for_device(self.slot, modes.FIND_TIMEOUT_S, usb_mode, self.cancel) if via else None
+        self.bus.publish(ModeSwitch(self.slot.index, index, wanted, wanted if device else None, via))
+        if device is None:
+            raise StepFailed(f"could not bring the device into {wanted} mode", retry=True)
+        return device
+
+    def _baud_trick(self) -> str | None:
+        """Open the serial port at 14400 baud: Device OS resets into DFU (the last resort)."""
+        device = modes.wait_for_device(self.slot, 1.0, "normal", self.cancel)
+        if device is None or device.device_id is None:
+            return None
+        port = find_port(device.device_id, self.slot.serial_lister)
+        if port is None:
+            return None
+        try:
+            trigger_dfu(port, clock=self.clock, cancel=self.cancel)
+        except SerialError:
+            return None
+        return "14400-baud" if modes.wait_for_device(self.slot, 5.0, "dfu", self.cancel) else None
+
+    def _end_running(self) -> str | None:
+        """Leave DFU if the last step left the device there, and wait for it to run."""
+        self._leave_dfu()
+        device = modes.wait_for_device(self.slot, BOOT_TIMEOUT_S, None, self.cancel)
+        if device is not None and device.mode == "dfu":
+            # the bootloader stays in DFU when the system firmware is still not valid
+            settled = modes.wait_for_device(self.slot, BOOT_TIMEOUT_S, "normal", self.cancel)
+            return "normal" if settled else "dfu"
+        return device.mode if device else None

@@ -1,0 +1,50 @@
+"""What the kiosk can learn about the device in a slot before planning a flash: its platform, mode,
+Device OS version, modules and protection, asked gently (control requests in normal mode, the DFU
+protection string in DFU mode). Anything it cannot learn stays None, which the planner treats as unknown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from firmware.module import Dependency
+from firmware.plan import DeviceFacts, InstalledModule
+from firmware.versions import system_version_for
+from hw.control import ControlChannel, ControlError, ControlFailure
+from hw.dfu import DfuDevice, DfuError
+from hw.usb_identity import ParticleUsbDevice
+from kiosk.bench import Slot
+
+ASK_TIMEOUT_S = 3.0
+
+
+def gather_facts(slot: Slot, device: ParticleUsbDevice) -> DeviceFacts:
+    system_version: int | None = None
+    modules: tuple[InstalledModule, ...] | None = None
+    protected = False
+    if device.mode == "normal":
+        channel = ControlChannel(device.usb_device, slot.clock, device.platform.quirks)
+        with contextlib.suppress(ControlFailure):
+            system_version = system_version_for(channel.system_version(timeout_s=ASK_TIMEOUT_S))
+        try:
+            infos = channel.module_info(timeout_s=ASK_TIMEOUT_S)
+            modules = tuple(
+                InstalledModule(i.function, i.index, i.version, tuple(Dependency(*d) for d in _deps(i)))
+                for i in infos
+                if "integrity" not in i.failed
+            )
+            if system_version is None:
+                parts = [i.version for i in infos if i.function == 4 and i.index == 1]
+                system_version = parts[0] if parts else None
+        except ControlError as exc:
+            protected = exc.protected
+        except ControlFailure:
+            pass
+    elif device.mode == "dfu":
+        with contextlib.suppress(DfuError), DfuDevice(device.usb_device, slot.clock) as dfu:
+            protected = dfu.protection_state() == "protected"
+    return DeviceFacts(device.platform, system_version, modules, mode=device.mode, protected=protected)
+
+
+def _deps(info) -> list[tuple[int, int, int]]:
+    return [(d.function, d.index, d.version) for d in info.dependencies]

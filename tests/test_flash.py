@@ -1,0 +1,182 @@
+"""`kiosk update` and `kiosk flash` on the simulator: what gets written, how, and what is refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from firmware.builder import build_module
+from firmware.module import parse_module
+from firmware.platforms import Function
+from firmware.releases import synthetic_release
+from hw.sim.device import Mode
+from kiosk import bench as bench_module
+from kiosk.cli import main
+
+NEEDS_FLASHING = ["boron", "photon", "electron", "argon", "p2"]
+
+
+@pytest.fixture
+def captured_bench(monkeypatch):
+    """Keep the simulated bench a command ran on, to look at the device afterwards."""
+    benches = []
+    real = bench_module.simulated_bench
+
+    def keep(spec, speed=None):
+        bench = real(spec, speed)
+        benches.append((bench, bench.close))
+        bench.close = lambda: None  # looked at after the command; closed at teardown
+        return bench
+
+    monkeypatch.setattr("kiosk.commands.device_cmd.simulated_bench", keep)
+    yield _Benches(benches)
+    for _, close in benches:
+        close()
+
+
+class _Benches:
+    """The benches the command made, by position."""
+
+    def __init__(self, pairs: list):
+        self._pairs = pairs
+
+    def __getitem__(self, index: int):
+        return self._pairs[index][0]
+
+
+def run_json(capsys, *argv: str) -> tuple[int, dict]:
+    status = main([*argv, "--json"])
+    out, _ = capsys.readouterr()
+    return status, json.loads(out)
+
+
+def boots_with_all_modules_valid(device) -> bool:
+    device.clock.sleep(5.0)
+    modules = device.modules.values()
+    return (
+        device.mode == Mode.NORMAL
+        and all(m.valid_integrity for m in modules)
+        and all(m.module is None or device.dependencies_met(m.module) for m in modules)
+    )
+
+
+@pytest.mark.parametrize("platform", NEEDS_FLASHING)
+def test_update_repairs_a_corrupt_system_part(capsys, captured_bench, platform):
+    status, doc = run_json(capsys, "update", "--simulate", f"corrupt-system@{platform}")
+    assert status == 0, doc["detail"]
+    assert doc["ok"] and doc["final_usb_mode"] == "normal"
+    mechanisms = {s["function"]: s["mechanism"] for s in doc["steps"]}
+    assert mechanisms["bootloader"] == "control-request"  # never DFU
+    assert mechanisms["system-part"] == "dfu"
+    device = captured_bench[0].slot(1).device
+    with device.clock.actor():
+        assert boots_with_all_modules_valid(device)
+    for step in doc["steps"]:
+        assert step["bytes"] > 0 and step["elapsed_s"] > 0 and step["device_busy_s"] > 0
+        assert step["usb_transfers"] > 0 and step["host_cpu_s"] >= 0
+    assert set(doc["figures"]) == {"usb_transfers", "host_cpu_s", "device_busy_s", "elapsed_s"}
+
+
+@pytest.mark.parametrize("platform", ["boron", "argon"])
+def test_the_radio_stack_goes_without_its_module_header(capsys, captured_bench, platform):
+    status, doc = run_json(capsys, "update", "--simulate", f"corrupt-system@{platform}")
+    assert status == 0
+    step = next(s for s in doc["plan"]["steps"] if s["function"] == "radio-stack")
+    assert step["dropped_prefix"] == 24 and step["address"] == "0x00001000"
+    device = captured_bench[0].slot(1).device
+    softdevice = synthetic_release(platform, "6.1.1")[f"{platform}-softdevice@6.1.1.bin"]
+    assert device.flash.read(0, 0x1000, len(softdevice) - 24) == softdevice[24:]
+
+
+def test_argon_ncp_goes_by_control_request(capsys, captured_bench):
+    status, doc = run_json(capsys, "update", "--simulate", "corrupt-system@argon")
+    assert status == 0
+    assert {s["function"]: s["mechanism"] for s in doc["steps"]}["ncp"] == "control-request"
+    assert captured_bench[0].slot(1).device.ncp is not None
+
+
+@pytest.mark.parametrize("platform", ["boron", "photon", "p2"])
+def test_flaky_cable_completes_with_retries(capsys, captured_bench, platform):
+    status, doc = run_json(capsys, "update", "--simulate", f"flaky-cable@{platform}")
+    assert status == 0, doc["detail"]
+    device = captured_bench[0].slot(1).device
+    assert device.dfu.stats.faults or device._dfu_transfers >= 7  # the cable did garble transfers
+    with device.clock.actor():
+        assert boots_with_all_modules_valid(device)
+
+
+@pytest.mark.parametrize("platform", ["boron", "photon", "p2"])
+def test_drops_dfu_is_re_entered_and_the_update_completes(capsys, captured_bench, platform):
+    status, doc = run_json(capsys, "update", "--simulate", f"drops-dfu@{platform}")
+    assert status == 0, doc["detail"]
+    retried = [s for s in doc["steps"] if s["attempts"] > 1]
+    assert retried and "left DFU mode" in retried[0]["detail"]
+    device = captured_bench[0].slot(1).device
+    assert any("drops out of DFU" in what for _, what in device.log)
+    with device.clock.actor():
+        assert boots_with_all_modules_valid(device)
+
+
+def test_flash_tinker_by_name_over_usb(capsys, captured_bench):
+    status, doc = run_json(capsys, "flash", "--usb", "tinker", "--simulate", "app-crash@photon")
+    assert status == 0, doc.get("detail")
+    assert [s["function"] for s in doc["steps"]] == ["user-part"]
+    device = captured_bench[0].slot(1).device
+    with device.clock.actor():
+        device.clock.sleep(20.0)
+        assert device.mode == Mode.NORMAL  # Tinker runs; the crashing app is gone
+
+
+def _written_nothing(device) -> bool:
+    return device.dfu.stats.transfers.get("DNLOAD", 0) == 0 and not device.control_server.active_ids
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: build_module(platform_id=12, function=Function.USER_PART, version=6), "made for argon"),
+        (lambda: _flip(build_module(platform_id=13, function=Function.USER_PART, version=6)), "CRC-32"),
+    ],
+)
+def test_bad_files_are_refused_before_any_byte(capsys, captured_bench, tmp_path, make, message):
+    path = tmp_path / "x.bin"
+    path.write_bytes(make())
+    status, doc = run_json(capsys, "flash", "--usb", str(path), "--simulate", "app-crash")
+    assert status == 2 and doc["refused"] is True
+    assert message in doc["reasons"][0]["reason"]
+    assert _written_nothing(captured_bench[0].slot(1).device)
+
+
+def test_serial_flash_on_device_os_6_is_refused_before_any_byte(capsys, captured_bench, tmp_path):
+    tinker = synthetic_release("boron", "6.1.1")["boron-tinker@6.1.1.bin"]
+    (tmp_path / "tinker.bin").write_bytes(tinker)
+    status, doc = run_json(capsys, "flash", "--serial", str(tmp_path / "tinker.bin"), "--simulate", "app-crash")
+    assert status == 2
+    assert "Device OS 6.0.0 and later have no YModem" in doc["reasons"][0]["reason"]
+    assert _written_nothing(captured_bench[0].slot(1).device)
+
+
+def test_bootloader_over_usb_is_refused(capsys, tmp_path):
+    boot = synthetic_release("boron", "6.1.1")["boron-bootloader@6.1.1.bin"]
+    (tmp_path / "boot.bin").write_bytes(boot)
+    status, doc = run_json(capsys, "flash", "--usb", str(tmp_path / "boot.bin"), "--simulate", "healthy")
+    assert status == 2 and "cannot be written over DFU" in doc["reasons"][0]["reason"]
+
+
+def test_update_to_a_release_the_library_lacks(capsys):
+    status = main(["update", "--device-os", "5.3.1", "--simulate", "corrupt-system"])
+    _, err = capsys.readouterr()
+    assert status == 2 and "Device OS 5.3.1 for boron is not in the library" in err
+
+
+def test_flash_refuses_force(capsys):
+    status = main(["flash", "--usb", "--force", "tinker", "--simulate", "healthy"])
+    assert status == 2 and "never forces a flash" in capsys.readouterr().err
+
+
+def _flip(data: bytes) -> bytes:
+    damaged = bytearray(data)
+    damaged[len(damaged) // 2] ^= 0x40
+    assert parse_module(bytes(damaged)).crc_ok is False
+    return bytes(damaged)
