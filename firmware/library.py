@@ -520,6 +520,24 @@ class FirmwareLibrary:
         have = {e.index for e in entries if e.release == release and e.function == "system-part"}
         return [f"system-part index {i}" for i in p.system_parts if i not in have]
 
+    def restore_image(self, platform: Platform | str, release: str | None = None) -> LibraryEntry:
+        """The SWD restore image (.hex) for the platform: of ``release``, else the newest."""
+        p = platform if isinstance(platform, Platform) else platform_by_name(platform)
+        images = [e for e in self.entries() if e.kind == "restore-image" and e.platform_id == p.id]
+        if release is not None:
+            images = [e for e in images if e.release == release]
+        if not images:
+            which = f"Device OS {release} " if release else ""
+            raise LibraryError(
+                f"the library has no {which}SWD restore image for {p.name}; import Particle's restore .hex for it "
+                "with `kiosk firmware import`"
+            )
+
+        def newest(e: LibraryEntry) -> tuple:
+            return (e.release is not None, DeviceOsVersion.parse(e.release) if e.release else None, e.path)
+
+        return max(images, key=newest)
+
     def tinker(self, platform: Platform | str, system_version: int | None = None) -> LibraryEntry:
         """Tinker for the platform: the newest one whose Device OS dependency ``system_version`` meets."""
         p = platform if isinstance(platform, Platform) else platform_by_name(platform)

@@ -125,3 +125,33 @@ def synthetic_release(
             seed=seed + 7,
         )
     return files
+
+
+#: Nordic's MBR occupies 0x0-0xFFF on nRF52840 devices; no module carries it (a restore image does).
+NRF_MBR = (0x0, 0x1000)
+
+
+def synthetic_restore_image(platform: str | Platform, release: str) -> list[tuple[int, bytes]]:
+    """The flash image a restore .hex carries: every module of the release at its address (the radio
+    stack without its header), and on Gen3 a stand-in for the Nordic MBR. NCP firmware, which lives on
+    another chip, is not in it."""
+    from firmware.module import parse_module
+
+    p = platform if isinstance(platform, Platform) else platform_by_name(platform)
+    segments = []
+    for data in synthetic_release(p, release).values():
+        module = parse_module(data)
+        if module.function == Function.NCP_FIRMWARE:
+            continue
+        payload = (
+            data[module.prefix_size :]
+            if module.flags & ModuleFlag.DROP_MODULE_INFO
+            and module.prefix_offset == 0
+            and module.function == Function.RADIO_STACK
+            else data
+        )
+        segments.append((module.start_address, payload))
+    if p.mcu.name == "nrf52840":
+        start, end = NRF_MBR
+        segments.append((start, bytes([0x20]) * (end - start)))  # synthetic: not Nordic's MBR
+    return sorted(segments)

@@ -22,6 +22,7 @@ from hw.clock import Clock, RealClock, VirtualClock
 from hw.gpio import ButtonLine, Buttons, LedSensor, NoLedSensor, PowerSwitch
 from hw.hazard import GuardLimits, HazardGuard
 from hw.ports import ButtonsPort, LedPort, PowerPort
+from hw.swd import PyocdSwd
 from kiosk.config import BenchConfig, SlotConfig
 
 MAX_SIM_SLOTS = 4
@@ -46,6 +47,9 @@ class Slot:
     usb_backend: object | None = None  # a pyusb backend; None means libusb
     device: object | None = None  # the simulated device (hw.sim.device.SimDevice) on a simulated bench
     scenario: str | None = None
+    serial_lister: object | None = None  # lists serial ports: pyserial's by default, the simulator's pty
+    swd: object | None = None  # the SWD port (hw.swd.SwdPort): pyOCD on a real bench, a fake probe in the sim
+    swd_probe_id: str | None = None  # the debugger this slot's device is wired to
     _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -120,7 +124,7 @@ def hardware_bench(config: BenchConfig) -> Bench:
             for cfg in config.slots:
                 buttons, power, led, closers = _slot_drivers(cfg, clock, limits, config.led_rate_hz, None)
                 slots.append(Slot(cfg.index + 1, cfg.name, clock, buttons, power, led, cfg.usb_port, None,
-                                  _closers=closers))  # fmt: skip
+                                  swd=PyocdSwd(clock), swd_probe_id=cfg.swd_probe, _closers=closers))  # fmt: skip
     except (BadPinFactory, OSError, RuntimeError) as exc:
         for slot in slots:
             slot.close()
@@ -142,6 +146,7 @@ def simulated_bench(spec: str, speed: float | None = None) -> Bench:
     # The simulator is imported here and nowhere else outside hw/sim.
     from hw.sim.pins import SimPinFactory
     from hw.sim.scenarios import build_device, parse_simulate
+    from hw.sim.swd_probe import SimSwdProbe
     from hw.sim.usb_backend import SimUsbBackend, SimUsbBus
     from hw.sim.wiring import attach
 
@@ -165,6 +170,12 @@ def simulated_bench(spec: str, speed: float | None = None) -> Bench:
             attach(device, factory, cfg, bus)
         buttons, power, led, closers = _slot_drivers(cfg, clock, GuardLimits(), 50.0, factory)
         power.on()  # the device is plugged in when the bench starts
+        probe_id = f"sim-swd-{n + 1:04d}"
+        probe = SimSwdProbe(
+            clock, unique_id=probe_id, faults=("dead",) if device.faults.dead else (),
+            device_platform=device.platform, is_powered=device.swd_powered, on_erased=device.swd_erased,
+            on_programmed=device.swd_programmed, on_reset=device.swd_reset,
+        )  # fmt: skip
         slots.append(Slot(n + 1, cfg.name, clock, buttons, power, led, cfg.usb_port, backend, device, scenario,
-                          _closers=closers))  # fmt: skip
+                          swd=probe, swd_probe_id=probe_id, _closers=closers))  # fmt: skip
     return Bench(slots, clock, simulated=True)

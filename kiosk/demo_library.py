@@ -16,9 +16,10 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from firmware.intelhex import format_hex
 from firmware.library import FirmwareLibrary
 from firmware.platforms import platform_by_name
-from firmware.releases import synthetic_release
+from firmware.releases import synthetic_release, synthetic_restore_image
 
 #: The releases the demo library carries for each MCU family (the simulator's current releases).
 DEMO_RELEASES = {"stm32f2xx": ("2.3.0",), "nrf52840": ("6.1.1",), "rtl872x": ("6.2.0",)}
@@ -43,5 +44,7 @@ def demo_library(platforms: Iterable[str], root: Path | None = None) -> Firmware
                 folder.mkdir()
                 for file_name, data in synthetic_release(platform, release).items():
                     (folder / file_name).write_bytes(data)
+                image = format_hex(synthetic_restore_image(platform, release))
+                (folder / f"{platform.name}-restore@{release}.hex").write_text(image)
                 lib.import_path(folder)
     return lib

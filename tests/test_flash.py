@@ -180,3 +180,37 @@ def _flip(data: bytes) -> bytes:
     damaged[len(damaged) // 2] ^= 0x40
     assert parse_module(bytes(damaged)).crc_ok is False
     return bytes(damaged)
+
+
+@pytest.mark.parametrize("platform", ["boron", "photon"])
+def test_swd_restore_brings_back_a_device_without_bootloader(capsys, captured_bench, platform):
+    status, doc = run_json(
+        capsys, "restore", "--swd", "--platform", platform, "--simulate", f"missing-bootloader@{platform}"
+    )
+    assert status == 0 and doc["ok"] and doc["final_usb_mode"] == "normal"
+    step = doc["steps"][0]
+    assert step["mechanism"] == "swd" and step["bytes"] > 0 and step["device_busy_s"] > 0
+    assert step["mass_erased"] is (platform == "boron")  # Gen3 restores erase first; Gen2 keeps its DCT
+    device = captured_bench[0].slot(1).device
+    with device.clock.actor():
+        assert boots_with_all_modules_valid(device)
+
+
+def test_swd_restore_needs_the_platform_when_usb_is_silent(capsys):
+    status = main(["restore", "--swd", "--simulate", "missing-bootloader"])
+    assert status == 2 and "--platform" in capsys.readouterr().err
+
+
+def test_swd_restore_of_a_p2_says_pyocd_has_no_target(capsys):
+    status = main(["restore", "--swd", "--platform", "p2", "--simulate", "missing-bootloader@p2"])
+    assert status == 1 and "pyOCD has no target for the P2" in capsys.readouterr().err
+
+
+def test_swd_restore_of_a_dead_device(capsys):
+    status = main(["restore", "--swd", "--platform", "boron", "--simulate", "dead"])
+    assert status == 3 and "not powered" in capsys.readouterr().err
+
+
+def test_swd_restore_refused_on_a_protected_device(capsys):
+    status = main(["restore", "--swd", "--simulate", "protected"])
+    assert status == 2 and "Device Protection is on" in capsys.readouterr().err

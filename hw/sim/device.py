@@ -534,6 +534,39 @@ class SimDevice:
                 resume = getattr(self, "_resume_mode", Mode.NORMAL)
                 self._enter(resume, led.steady("green", "blink-normal", self.clock.now()))
 
+    # --- SWD (a debugger on the device's SWD pins; hw/sim/swd_probe.py serves the port) ---------------
+    def swd_powered(self) -> bool:
+        return self.powered and not self.faults.dead
+
+    def _internal_flash(self) -> tuple[int, int]:
+        memory = self.platform.memory_map(0)
+        return memory.segments[0].start, memory.segments[-1].end
+
+    def swd_erased(self, ranges: tuple[tuple[int, int], ...]) -> None:
+        """A mass erase (or page erases) through the debugger: those bytes of flash are blank now.
+        (UICR and other non-flash registers it also clears are outside the simulated flash.)"""
+        low, high = self._internal_flash()
+        with self.clock.lock:
+            for start, end in ranges:
+                start, end = max(start, low), min(end, high)
+                if start < end:
+                    self.flash.load(0, start, b"\xff" * (end - start))
+            self._log(f"SWD erase of {len(ranges)} range(s)")
+
+    def swd_programmed(self, segments: tuple[tuple[int, bytes], ...]) -> None:
+        low, high = self._internal_flash()
+        with self.clock.lock:
+            for address, data in segments:
+                if low <= address and address + len(data) <= high:
+                    self.flash.load(0, address, data)
+            self._log(f"SWD programmed {sum(len(d) for _, d in segments)} bytes")
+
+    def swd_reset(self) -> None:
+        """The debugger resets the target and lets it run."""
+        with self.clock.lock:
+            if self.powered:
+                self._start("SWD reset")
+
     # --- DFU (the bootloader's side; hw/sim/dfu_device.py serves the protocol) -----------------------
     def dfu_left(self) -> None:
         """The DFU leave (manifest) resets the device into whatever is in flash now."""

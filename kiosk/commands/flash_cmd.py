@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
+from firmware.intelhex import HexError, parse_hex
 from firmware.library import FirmwareLibrary, LibraryError
 from firmware.module import Module, NotAModuleError, parse_module
 from firmware.plan import DeviceFacts, PlanRefused, Transport, plan_flash
+from firmware.platforms import UnknownPlatformError, platform_by_name
 from firmware.versions import VersionError, parse_device_os, release_name
+from hw.flash_timing import device_busy_s
+from hw.swd import NoProbe, NoTargetPower, ProbeNotFound, SwdError, image_segments, restore
 from hw.usb_identity import UsbAccessError
 from kiosk import modes
 from kiosk.bench import Bench, Slot
@@ -41,6 +46,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_bench_options(flash)
     flash.set_defaults(handler=cmd_flash)
+
+    restore = sub.add_parser("restore", help="restore a device over SWD from the library's restore image")
+    restore.add_argument("--swd", action="store_true", required=True, help="over the SWD debugger (the only way)")
+    restore.add_argument("--probe", metavar="UID", help="the debugger's unique id (default: the slot's config)")
+    restore.add_argument("--platform", help="the device's platform, when it does not show on USB (e.g. boron)")
+    restore.add_argument("--device-os", metavar="VERSION", help="the restore image's release (default: newest)")
+    restore.add_argument("--library", type=Path, help=LIBRARY_HELP)
+    add_bench_options(restore)
+    restore.set_defaults(handler=cmd_restore)
 
     update = sub.add_parser("update", help="install a Device OS release from the library (like particle update)")
     update.add_argument("--device-os", metavar="VERSION", help="the release (default: the newest in the library)")
@@ -172,3 +186,70 @@ def cmd_update(args: argparse.Namespace) -> int:
                 print(f"  skipped {note}", file=sys.stderr)
         extra = {"command": "update", "device_os": bundle.release, "skipped": skipped}
         return _run(args, slot, facts, wanted, Transport.AUTO, bench, extra)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Program the platform's restore image over SWD, then wait for the device to run."""
+    with open_bench(args) as bench:
+        slot = _slot(bench, args.slot)
+        device = modes.wait_for_device(slot, modes.FIND_TIMEOUT_S)
+        try:
+            platform = platform_by_name(args.platform) if args.platform else (device.platform if device else None)
+        except UnknownPlatformError as exc:
+            raise CommandError(str(exc), EXIT_REFUSED) from None
+        if platform is None:
+            raise CommandError(
+                "the device does not show on USB, so the kiosk cannot tell which platform it is: say it with "
+                "--platform (e.g. --platform boron)",
+                EXIT_REFUSED,
+            )
+        if device is not None and device.platform.id != platform.id:
+            raise CommandError(f"--platform {platform.name}, but USB says the device is a {device.platform.name}")
+        if device is not None and gather_facts(slot, device).protected:
+            raise CommandError(
+                "Device Protection is on: a restore would have to erase it open, which the kiosk never does. "
+                "Ask the product's owner for service mode",
+                EXIT_REFUSED,
+            )
+        library = _library(args, bench)
+        try:
+            entry = library.restore_image(platform, args.device_os)
+            image = parse_hex(library.read(entry))
+        except (LibraryError, HexError) as exc:
+            raise CommandError(str(exc), EXIT_REFUSED) from None
+        if slot.swd is None:
+            raise CommandError("this slot has no SWD debugger wired", EXIT_NOT_FOUND)
+        started, cpu = slot.clock.now(), time.process_time()
+        shown: set[str] = set()
+
+        def progress(done: int, total: int, phase: str) -> None:
+            if not args.json and phase not in shown:
+                shown.add(phase)
+                print(f"  {phase} ({total} bytes)", file=sys.stderr)
+
+        try:
+            result = restore(slot.swd, platform, image, unique_id=args.probe or slot.swd_probe_id,
+                             allow_unlock=False, progress=progress)  # fmt: skip
+        except SwdError as exc:
+            status = EXIT_NOT_FOUND if isinstance(exc, NoProbe | ProbeNotFound | NoTargetPower) else EXIT_FAILED
+            if args.json:
+                emit({"slot": slot.index, "ok": False, "platform": platform.name, "image": entry.path,
+                      "error": type(exc).__name__, "detail": str(exc)})  # fmt: skip
+            raise CommandError(str(exc), status) from None
+        back = modes.wait_for_device(slot, 15.0)
+        elapsed = slot.clock.now() - started
+        ok = back is not None and back.mode == "normal"
+        step = {
+            "module": "restore image", "file": entry.path, "mechanism": "swd", "bytes": result.bytes_written,
+            "outcome": "written", "mass_erased": result.mass_erased, "notes": list(result.notes),
+            "usb_transfers": 0, "host_cpu_s": round(time.process_time() - cpu, 4),
+            "device_busy_s": round(sum(device_busy_s(platform, "swd", len(d), a) for a, d in image_segments(image)), 4),
+            "elapsed_s": round(elapsed, 4),
+        }  # fmt: skip
+    if args.json:
+        emit({"slot": slot.index, "ok": ok, "platform": platform.name, "image": entry.path,
+              "final_usb_mode": back.mode if back else None, "steps": [step]})  # fmt: skip
+    else:
+        where = f"running ({back.mode} mode on USB)" if back else "not on USB"
+        print(f"slot {slot.index}: restored {result.bytes_written} bytes over SWD; the device is {where}")
+    return EXIT_OK if ok else EXIT_FAILED
