@@ -6,7 +6,8 @@ Facts: ../shared/reference/usb-serial-protocols.md section 3.
   normal-mode PID 0xC0xx, or the Core's 1D50:607D) and its serial number (= the device id). The port lister is
   injectable (default: pyserial's ``serial.tools.list_ports.comports``).
 - :func:`trigger_dfu` (14400 baud: reset into the DFU bootloader, every Device OS) and :func:`trigger_listening`
-  (28800 baud: listening mode, Device OS <= 5.9 only; 6.0.0 removed it).
+  (28800 baud: listening mode, Device OS <= 5.9 only; 6.0.0 removed it). Each holds the port open at the magic
+  rate for 0.25 s of clock time, then sets 9600 again before it closes.
 - :class:`ListeningConsole`: the single-letter commands of a device in listening mode (blinking blue): ``i``
   identity, ``v`` version, ``s`` module table, ``m`` MAC, ``c`` claimed, ``x`` exit. Replies are collected the way
   the CLI does (a reply ends after 250 ms of silence; 5 s to answer, 20 s for ``i`` and ``s`` because an LTE modem
@@ -33,6 +34,7 @@ import errno
 import json
 import logging
 import re
+import select
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -99,7 +101,10 @@ COMMAND_NAMES = {
 
 # --- redaction ---------------------------------------------------------------------------------------
 
-_SECRET_LINE = re.compile(r"((?:Device\s+)?Secret\s*:[ \t]*)[^\r\n]*", re.IGNORECASE)
+#: The Device Secret's label, still found with any one byte of it garbled ("Device S", "Secr" or "ecret" survive),
+#: and anywhere in a line (a lost line end joins it to the line before); the value is the rest of the line.
+_SECRET_LABEL = r"(?:Device\s*S|Secr|ecret)"
+_SECRET_LINE = re.compile(rf"({_SECRET_LABEL}[A-Za-z]*\s*:?[ \t]*)[^\r\n]*", re.IGNORECASE)
 _SECRET_JSON = re.compile(r'("ms"\s*:\s*)"[^"\r\n]*"?')
 
 
@@ -245,11 +250,11 @@ def trigger_listening(
 class SerialLink:
     """A port read without blocking and waited on with the clock (shared by the console and ``hw.ymodem``).
 
-    ``poll`` is the longest device time between two reads while waiting; waits start shorter (0.5 ms) and back
+    ``poll`` is the longest device time between two reads while waiting; waits start shorter (0.1 ms) and back
     off, so a quick answer is seen quickly on real hardware. Owns (and closes) the port only when it opened it.
     """
 
-    FIRST_POLL_S = 0.0005
+    FIRST_POLL_S = 0.0001
 
     def __init__(
         self,
@@ -267,6 +272,10 @@ class SerialLink:
         self.poll = poll
         self.cancel = cancel
         self.pending = bytearray()  # bytes read but not yet consumed
+        try:
+            self._fd: int | None = self.port.fileno()  # type: ignore[attr-defined]
+        except (AttributeError, OSError, ValueError):
+            self._fd = None
 
     def close(self) -> None:
         if self._owned:
@@ -276,6 +285,11 @@ class SerialLink:
     def read_available(self) -> bytes:
         """Whatever the port has now (possibly nothing); never blocks."""
         try:
+            if self._fd is not None:
+                # A tty hands received bytes to its reader through a kernel work queue; in_waiting (TIOCINQ) does
+                # not count bytes still queued there, but poll() first lets the queue deliver them. Under load that
+                # gap lasts milliseconds: on the virtual clock, long enough for a whole timeout to pass.
+                select.select([self._fd], [], [], 0)
             waiting = self.port.in_waiting
             return bytes(self.port.read(waiting)) if waiting else b""
         except (serial.SerialException, OSError) as exc:
@@ -419,8 +433,8 @@ def parse_identify(reply: str) -> Identity:
         if not match:
             raise ConsoleError("i", f"line {shorten(redact(line), 40)!r} is not 'Key: value'", reply)
         key, value = match.group(1), match.group(2) or ""
-        if key in SECRET_KEYS or "secret" in key.lower():
-            continue  # never kept, never shown
+        if key in SECRET_KEYS or re.search(_SECRET_LABEL, key, re.IGNORECASE):
+            continue  # never kept, never shown (also under a garbled label)
         if key == "Device ID":
             device_id = _device_id("i", value, reply)
             continue
@@ -640,11 +654,8 @@ class ListeningConsole:
     """The listening-mode console of one device.
 
     ``port`` is a path (opened at 9600 baud and closed by :meth:`close`) or an open pyserial-like port (left
-    open). Each command discards stale output first, writes its letter and collects the reply.
-
-        >>> with ListeningConsole("/dev/ttyACM0", RealClock()) as console:  # doctest: +SKIP
-        ...     console.identify().imei
-        '352753090123456'
+    open). Each command discards stale output first, writes its letter and collects the reply; see the module
+    docstring for what each one returns.
     """
 
     def __init__(

@@ -30,8 +30,16 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hw.clock import Cancelled, Clock, ClockEvent
-from hw.serial_console import CONSOLE_BAUD, SILENCE_S, SerialError, SerialLike, SerialLink, shorten
+from hw.clock import Clock, ClockEvent
+from hw.serial_console import (
+    CONSOLE_BAUD,
+    SILENCE_S,
+    SerialError,
+    SerialLike,
+    SerialLink,
+    SerialPortError,
+    shorten,
+)
 
 SOH, STX, EOT, ACK, NAK, CA, CRC_REQUEST = 0x01, 0x02, 0x04, 0x06, 0x15, 0x18, 0x43
 #: Padding of the last data block. Both receivers that matter cut the file at the header's size: lrzsz writes
@@ -47,6 +55,7 @@ REFUSAL_WINDOW_S = 0.25  # Device OS 6 sends its four CA 100 ms after the prompt
 #: Seconds to wait for a block's answer. The CLI's 70 s: NCP firmware chunks take long. It must stay above the
 #: device's own 5 s byte timeout, or a late answer is taken for the answer to a resent block.
 RESPONSE_TIMEOUT_S = 70.0
+CLOSE_TIMEOUT_S = 3.0  # a plain receiver's answer to the closing header (see _Sender.close_batch)
 MAX_RETRIES = 10  # sends of one block beyond the first, before giving up
 MAX_NAME = 255  # bytes; the device keeps at most 256 with the NUL
 POLL_S = 0.005
@@ -101,7 +110,8 @@ class YModemResult:
     """A finished transfer: ``bytes`` of file, ``seconds`` by the clock, data ``blocks`` (not counting repeats),
     ``retransmissions`` (blocks sent again), ``answer`` (the device's closing text, e.g. ``Downloaded file
     successfully!...``) and ``validated`` (True when the device accepted the image; None for a receiver that
-    does not judge it)."""
+    does not judge it). ``closed`` is False when the receiver did not acknowledge the closing header (the file
+    had arrived whole by then: see ``_Sender.close_batch``)."""
 
     name: str
     bytes: int
@@ -110,6 +120,7 @@ class YModemResult:
     retransmissions: int
     answer: str | None = None
     validated: bool | None = None
+    closed: bool = True
 
     @property
     def bytes_per_second(self) -> float:
@@ -276,15 +287,31 @@ class _Sender:
             self.link.discard()  # lrzsz NAKs the first EOT on purpose; a Particle device may send 'C' on an error
         raise YModemError("the end of the file (EOT) was not acknowledged")
 
-    def close_batch(self) -> tuple[str | None, bool | None]:
-        if self.style.c_after_eot and self._answer(self.response_timeout) != CRC_REQUEST:
+    def close_batch(self) -> tuple[str | None, bool | None, bool]:
+        """Send the empty header: (the device's answer, its verdict, whether the header was acknowledged)."""
+        if self.style.validates:
+            # The device validates the image before it answers the closing header: that takes response time too.
+            self.send_block(0, header_block("", None), "the closing header")
+            answer = self._text_after()
+            return answer, SUCCESS_TEXT in answer, True
+        if self._answer(self.response_timeout) != CRC_REQUEST:
             raise YModemError("the receiver did not ask for the closing header")
-        # The device validates the image before it answers the closing header: that takes response time too.
-        self.send_block(0, header_block("", None), "the closing header")
-        if not self.style.validates:
-            return None, None
-        answer = self._text_after()
-        return answer, SUCCESS_TEXT in answer
+        # The receiver has the whole file once it acknowledged the EOT. lrzsz's rb flushes its tty right after
+        # its last ACK, and on a pty that can destroy the ACK before it is read (lrzsz's own sb then hangs): so a
+        # silent receiver here ends the transfer, reported as not closed, rather than failing it.
+        packet = header_block("", None)
+        for _ in range(self.max_retries + 1):
+            try:
+                self.link.write(packet)
+                answer = self._answer(min(self.response_timeout, CLOSE_TIMEOUT_S))
+            except SerialPortError:
+                return None, None, False  # the receiver has gone: nothing left to close
+            if answer in (ACK, None):
+                return None, None, answer == ACK
+            if answer == CA:
+                raise self._cancelled("at the closing header")
+            self.link.discard()
+        raise YModemError("the closing header was not acknowledged")
 
     def abort(self) -> None:
         with contextlib.suppress(SerialError):  # a port that is gone has nothing left to abort
@@ -314,9 +341,6 @@ def send_ymodem(
     ``progress(sent, total)`` is called after each acknowledged block. Setting ``cancel`` aborts the receiver and
     raises ``hw.clock.Cancelled``. Raises :class:`YModemRefused` (Device OS >= 6), :class:`YModemRejected` (the
     device found the image invalid) or :class:`YModemError`.
-
-        >>> send_ymodem("/dev/ttyACM0", module_bytes, "binary", RealClock()).validated  # doctest: +SKIP
-        True
     """
     style = STYLES.get(handshake)
     if style is None:
@@ -335,16 +359,13 @@ def send_ymodem(
         sender.header()
         blocks = sender.blocks()
         sender.eot()
-        answer, validated = sender.close_batch()
-    except Cancelled:
+        answer, validated, closed = sender.close_batch()
+    except (YModemRefused, YModemRejected):
+        raise  # the device ended the transfer itself and is back at its console: nothing to abort
+    except BaseException:  # cancelled (hw.clock.Cancelled), an error, a failing progress callback
         sender.abort()
-        raise
-    except YModemRefused:
-        raise  # the device is back at its console: nothing to abort
-    except YModemError as exc:
-        if not isinstance(exc, YModemRejected):
-            sender.abort()
         raise
     finally:
         link.close()
-    return YModemResult(name, len(data), clock.now() - start, blocks, sender.retransmissions, answer, validated)
+    seconds = clock.now() - start
+    return YModemResult(name, len(data), seconds, blocks, sender.retransmissions, answer, validated, closed)

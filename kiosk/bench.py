@@ -144,6 +144,7 @@ def simulated_bench(spec: str, speed: float | None = None) -> Bench:
     scenario says so.
     """
     # The simulator is imported here and nowhere else outside hw/sim.
+    from hw.sim.device_serial import attach_serial, serial_lister
     from hw.sim.pins import SimPinFactory
     from hw.sim.scenarios import build_device, parse_simulate
     from hw.sim.swd_probe import SimSwdProbe
@@ -168,6 +169,7 @@ def simulated_bench(spec: str, speed: float | None = None) -> Bench:
         )  # fmt: skip
         with clock.lock:
             attach(device, factory, cfg, bus)
+        attach_serial(device)  # its thread joins the clock as an actor: not under the clock's lock
         buttons, power, led, closers = _slot_drivers(cfg, clock, GuardLimits(), 50.0, factory)
         power.on()  # the device is plugged in when the bench starts
         probe_id = f"sim-swd-{n + 1:04d}"
@@ -176,6 +178,8 @@ def simulated_bench(spec: str, speed: float | None = None) -> Bench:
             device_platform=device.platform, is_powered=device.swd_powered, on_erased=device.swd_erased,
             on_programmed=device.swd_programmed, on_reset=device.swd_reset,
         )  # fmt: skip
+        closers.append(device.serial.close)
         slots.append(Slot(n + 1, cfg.name, clock, buttons, power, led, cfg.usb_port, backend, device, scenario,
-                          swd=probe, swd_probe_id=probe_id, _closers=closers))  # fmt: skip
+                          serial_lister=serial_lister(device), swd=probe, swd_probe_id=probe_id,
+                          _closers=closers))  # fmt: skip
     return Bench(slots, clock, simulated=True)

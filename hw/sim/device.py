@@ -176,6 +176,7 @@ class SimDevice:
         # USB request handlers per mode ("normal": control requests, "dfu": DfuSe), installed by the bench
         self.usb_handlers: dict[str, Callable[[int, int, int, int, bytes | int], bytes | int]] = {}
         self.dfu = None  # the simulated bootloader's DFU side (hw.sim.dfu_device.SimDfuDevice)
+        self.serial = None  # the USB serial port (hw.sim.serial_device.SimSerialPort), when attached
         self._dfu_transfers = 0
         self._dfu_wrote = False
         self._dfu_modules = 0
@@ -523,6 +524,12 @@ class SimDevice:
         return device_busy_s(self.platform, "control-request", module.size, module.start_address,
                              module.function_name)  # fmt: skip
 
+    def serial_dfu(self) -> None:
+        """The serial port was opened at 14400 baud: Device OS resets into DFU at once (no 1 s delay)."""
+        with self.clock.lock:
+            self._flags.add("dfu")
+            self._start("14400 baud")
+
     def start_listening(self) -> None:
         with self.clock.lock:
             if self.mode in (Mode.NORMAL, Mode.SAFE):
@@ -689,6 +696,8 @@ class SimDevice:
         if mode != self.mode:
             self._log(f"mode: {mode.value}")
         self.mode = mode
+        if self.serial is not None:
+            self.serial.listening = mode == Mode.LISTENING  # the console runs only in listening mode
         self._set_led(program)
 
     def _after(self, delay: float, fn: Callable[[], None], when_mode: Mode | None = None) -> None:

@@ -20,24 +20,28 @@ one thread serves the master as Device OS serves USB CDC (../shared/reference/us
   Like the device it checks no block CRC. Device OS >= 6.0.0 answers ``f`` with four CA.
 - **A flaky cable**: :meth:`SimSerialPort.damage` drops or corrupts one byte in either direction.
 
-Device time: the thread is a clock actor. It reads the master without blocking, acts under ``clock.lock``, and
-then waits on the clock for a tick (2 ms while bytes flow, backing off to 50 ms when idle). So whatever the kiosk
-wrote before it waited on the clock is seen before device time moves on: answers come at deterministic device
-times, a magic baud is noticed within one tick, and the device's 5 s byte timeout cannot fire while the bytes sit
-unread. Work that takes device time (flash writes, the 100 ms before Device OS 6's refusal) is scheduled with
+Device time: the thread is a clock actor, not a blocking reader. A thread blocked in a real read cannot hold the
+virtual clock back, so the kiosk's polling would race device time ahead (its timeouts, and the device's own 5 s
+byte timeout, firing in microseconds of real time) before the thread even woke. Instead it reads the master
+without blocking (a read also lands bytes the kernel still holds in the pty's work queue), acts under the clock's
+lock, and waits on the clock for a tick: 2 ms while bytes flow, backing off to 50 ms when idle (about 20 steps per
+idle device second). Whatever a kiosk *actor* thread wrote before it waited on the clock is therefore seen before
+device time moves on, so answers come at deterministic device times and a magic baud is noticed within one tick.
+Kiosk threads must be clock actors for that (as ``hw.clock`` requires of every thread that drives simulated
+hardware). Work that takes device time (flash writes, the 100 ms before Device OS 6's refusal) is scheduled with
 ``clock.call_later`` and answered from the timer. Writes to the master never block (the rest waits for the next
 tick), so the thread never holds device time while it waits for the kiosk.
 
-    >>> from hw.clock import VirtualClock  # doctest: +SKIP
-    >>> with SimSerialPort(VirtualClock(), provider, on_baud=print) as sim:  # doctest: +SKIP
-    ...     sim.listening = True
-    ...     ListeningConsole(sim.path, clock).version().version
-    '5.9.0'
+    >>> system_info_json(SystemInfo(13, {}, ()))
+    '{"p":13,"m":[]}'
+    >>> module_validator(13)(b"not a module")
+    (False, 2)
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -89,13 +93,14 @@ class SerialProvider(Protocol):
     ``identity_values`` are the raw system-info pairs ``i`` prints after the id, in order, e.g.
     ``[("imei", "352753090123456"), ("iccid", "8934..."), ("sn", "P046..."), ("ms", "<secret>"), ("cellfw", "...")]``;
     empty on Wi-Fi devices (then ``i`` prints ``Your device id is <id>``). ``system_version`` is the release
-    string (``5.9.0``; Device OS >= 6.0.0 refuses YModem). ``system_info`` is the ``s`` table.
+    string (``5.9.0``; Device OS >= 6.0.0 refuses YModem). ``system_info`` is the ``s`` table (or, to simulate a
+    broken device, the exact JSON text to print).
     """
 
     def device_id(self) -> str: ...
     def identity_values(self) -> list[tuple[str, str]]: ...
     def system_version(self) -> str: ...
-    def system_info(self) -> SystemInfo: ...
+    def system_info(self) -> SystemInfo | str: ...
     def mac_address(self) -> str: ...
     def claimed(self) -> bool: ...
 
@@ -116,6 +121,10 @@ def system_info_json(info: SystemInfo) -> str:
         modules.append(entry)
     doc["m"] = modules
     return json.dumps(doc, separators=(",", ":"))
+
+
+def _as_json(info: SystemInfo | str) -> str:
+    return info if isinstance(info, str) else system_info_json(info)
 
 
 def module_validator(platform_id: int | None = None) -> Callable[[bytes], tuple[bool, int]]:
@@ -390,13 +399,17 @@ class SimSerialPort:
         self.send(text.encode() + b"\r\n")
 
     def busy_for(self, seconds: float, then: Callable[[], None]) -> None:
-        """The device is busy (reads nothing) for ``seconds`` of device time, then runs ``then``."""
+        """The device is busy (reads nothing) for ``seconds`` of device time, then runs ``then``, unless the
+        transfer it was busy for has gone meanwhile (the device left listening mode)."""
         self._busy = True
+        transfer = self._rx
 
         def done() -> None:
             self._busy = False
-            if self._rx is not None:
-                self._rx.last_byte_at = self.clock.now()
+            if self._rx is not transfer:
+                return
+            if transfer is not None:
+                transfer.last_byte_at = self.clock.now()  # its byte timeout restarts when it reads again
             then()
 
         self.later(seconds, done)
@@ -499,7 +512,7 @@ class SimSerialPort:
             "v": lambda: f"system firmware version: {p.system_version()}\n\r\n",
             "m": lambda: f"Your device MAC address is\r\n{p.mac_address()}\r\n",
             "c": lambda: f"Device claimed: {'yes' if p.claimed() else 'no'}\r\n",
-            "s": lambda: system_info_json(p.system_info()) + "\r\n",
+            "s": lambda: _as_json(p.system_info()) + "\r\n",
         }
         if letter in answers:
             self.send(answers[letter]().encode())
@@ -530,7 +543,7 @@ class SimSerialPort:
                 self.println(REFUSED_TEXT)
                 self.transcript.append(REFUSED_TEXT)
 
-            self.later(REFUSAL_DELAY_S, refuse)
+            self.busy_for(REFUSAL_DELAY_S, refuse)  # the f handler's delay: the console reads nothing meanwhile
             return
         self._rx = _Receiver(self)
 
@@ -547,6 +560,7 @@ class MasterPort:
         self.fd = fd
         self.port = f"pty master {fd}"
         self._buf = bytearray()
+        self._hung_up = False
         self._lock = threading.Lock()
         self._stop_r, self._stop_w = os.pipe()
         self._thread = threading.Thread(target=self._pump, name=self.port, daemon=True)
@@ -561,15 +575,19 @@ class MasterPort:
                 try:
                     data = os.read(self.fd, 65536)
                 except OSError:
-                    return  # the other side hung up
+                    data = b""
                 if not data:
+                    self._hung_up = True  # the slave's last user closed it (the receiver exited)
                     return
                 with self._lock:
                     self._buf += data
 
     @property
     def in_waiting(self) -> int:
+        """Bytes ready; raises EIO like an unplugged port once the other end has closed and all is read."""
         with self._lock:
+            if not self._buf and self._hung_up:
+                raise OSError(errno.EIO, "the other end of the pseudo-terminal closed")
             return len(self._buf)
 
     def read(self, size: int = 1) -> bytes:

@@ -1,0 +1,123 @@
+"""YModem throughput: the kiosk's sender against lrzsz's ``sb``, each sending 512 KiB into lrzsz's ``rb`` over a
+pseudo-terminal (the receiver on the slave, the sender on the master).
+
+Run with ``python -m tests.benchmarks.ymodem_bench`` (needs Debian's ``lrzsz``: ``rb`` and ``sb``). It prints
+bytes/s per round and the median; it asserts nothing. A round is timed from the sender's start until ``rb`` has
+exited (the file is complete then), which includes about 3 s that ``rb`` itself waits at the end of every file
+(1 s to see whether the EOT repeats, then before it asks for the closing header). ``sb`` can hang after ``rb``
+exits (``rb`` flushes its tty right after its last ACK, which on a pty may destroy it), so it is ended then.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from hw.clock import RealClock
+from hw.sim.serial_device import MasterPort
+from hw.ymodem import send_ymodem
+
+SIZE = 512 * 1024
+ROUNDS = 3
+RECEIVERS = (("rb", []), ("lrb", []), ("rz", ["--ymodem"]), ("lrz", ["--ymodem"]))
+SENDERS = (("sb", ["-k"]), ("lsb", ["-k"]), ("sz", ["--ymodem", "-k"]), ("lsz", ["--ymodem", "-k"]))
+
+
+def _program(table: tuple[tuple[str, list[str]], ...]) -> list[str] | None:
+    for name, args in table:
+        path = shutil.which(name)
+        if path:
+            return [path, *args]
+    return None
+
+
+def _round(receiver: list[str], send: Callable[[int, Path], dict], data: bytes) -> dict:
+    """One transfer of ``data``: ``send(master_fd, folder)`` sends it (or starts a ``process`` that does); returns
+    the figures, after checking the file arrived intact."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "in").mkdir()
+        (folder / "out").mkdir()
+        (folder / "in" / "file.bin").write_bytes(data)
+        master, slave = os.openpty()
+        start = time.perf_counter()
+        rb = subprocess.Popen(
+            [*receiver, "-q"], stdin=slave, stdout=slave, stderr=subprocess.DEVNULL, cwd=folder / "out"
+        )
+        os.close(slave)
+        figures: dict = {}
+        try:
+            figures = send(master, folder)
+            rb.wait(60)
+            figures["seconds"] = time.perf_counter() - start
+        finally:
+            for process in (rb, figures.get("process")):
+                if process is None:
+                    continue
+                try:
+                    process.wait(1.0)  # sb may hang on rb's lost last ACK (see the module docstring)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            os.close(master)
+        if (folder / "out" / "file.bin").read_bytes() != data:
+            raise RuntimeError("the file did not arrive intact")
+        return figures
+
+
+def _ours(master: int, folder: Path) -> dict:
+    port = MasterPort(master)
+    marks: list[float] = []
+    try:
+        data = (folder / "in" / "file.bin").read_bytes()
+        result = send_ymodem(
+            port,
+            data,
+            "file.bin",
+            RealClock(),
+            handshake="plain",
+            progress=lambda s, t: marks.append(time.perf_counter()),
+        )
+    finally:
+        port.close()
+    data_phase = marks[-1] - marks[0]  # first block acknowledged .. last block acknowledged
+    return {"data_rate": (result.blocks - 1) * 1024 / data_phase if data_phase > 0 else float("nan")}
+
+
+def _lrzsz(sender: list[str]) -> Callable[[int, Path], dict]:
+    def send(master: int, folder: Path) -> dict:
+        process = subprocess.Popen(
+            [*sender, "-q", "file.bin"], stdin=master, stdout=master, stderr=subprocess.DEVNULL, cwd=folder / "in"
+        )
+        return {"process": process}
+
+    return send
+
+
+def main() -> None:
+    receiver, sender = _program(RECEIVERS), _program(SENDERS)
+    if receiver is None or sender is None:
+        print("lrzsz is not installed (Debian: apt-get install lrzsz, which provides rb and sb): nothing measured")
+        return
+    data = os.urandom(SIZE)
+    print(f"YModem, {SIZE // 1024} KiB into {Path(receiver[0]).name} over a pty, {ROUNDS} rounds, 1024-byte blocks")
+    for label, run in (
+        ("kiosk send_ymodem", lambda: _round(receiver, _ours, data)),
+        (f"lrzsz {Path(sender[0]).name}", lambda: _round(receiver, _lrzsz(sender), data)),
+    ):
+        rounds = [run() for _ in range(ROUNDS)]
+        rates = [SIZE / r["seconds"] for r in rounds]
+        line = f"{label:>18}: {statistics.median(rates):>9.0f} B/s median ({', '.join(f'{r:.0f}' for r in rates)})"
+        if "data_rate" in rounds[0]:
+            line += f"; data phase alone {statistics.median(r['data_rate'] for r in rounds):.0f} B/s"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
