@@ -35,6 +35,7 @@ TRANSIENT_RESULTS = frozenset({Result.IO_ERROR, Result.PROTOCOL_ERROR, Result.BU
 MAX_ATTEMPTS = 4  # one write and up to three re-entries after the device dropped out
 APPLY_TIMEOUT_S = 240.0  # a control-request or YModem update: apply and restart (NCP firmware is slow)
 BOOT_TIMEOUT_S = 15.0
+BAUD_TRICK_WINDOW_S = 40.0  # long enough for a crash loop's SOS (up to 27 s) and the reboot
 
 
 class StepFailed(Exception):
@@ -279,18 +280,26 @@ class FlashExecutor:
         return device
 
     def _baud_trick(self) -> str | None:
-        """Open the serial port at 14400 baud: Device OS resets into DFU (the last resort)."""
-        device = modes.wait_for_device(self.slot, 1.0, "normal", self.cancel)
-        if device is None or device.device_id is None:
-            return None
-        port = find_port(device.device_id, self.slot.serial_lister)
-        if port is None:
-            return None
-        try:
-            trigger_dfu(port, clock=self.clock, cancel=self.cancel)
-        except SerialError:
-            return None
-        return "14400-baud" if modes.wait_for_device(self.slot, 5.0, "dfu", self.cancel) else None
+        """Open the serial port at 14400 baud: Device OS resets into DFU (the last resort).
+
+        Only a running Device OS hears it (not one showing an SOS, when USB is dead), so it is tried
+        again as a crash-looping device comes back, for up to ``BAUD_TRICK_WINDOW_S``.
+        """
+        deadline = self.clock.now() + BAUD_TRICK_WINDOW_S
+        while self.clock.now() < deadline:
+            device = modes.wait_for_device(self.slot, deadline - self.clock.now(), "normal", self.cancel)
+            if device is None or device.device_id is None:
+                return None
+            port = find_port(device.device_id, self.slot.serial_lister)
+            if port is not None:
+                with contextlib.suppress(SerialError):
+                    trigger_dfu(port, clock=self.clock, cancel=self.cancel)
+                if modes.wait_for_device(self.slot, 2.0, "dfu", self.cancel) is not None:
+                    return "14400-baud"
+            # not heard (the app crashed, or the port is not there yet): wait for the next boot
+            modes.wait_for_device(self.slot, deadline - self.clock.now(), None, self.cancel,
+                                  not_address=device.address)  # fmt: skip
+        return None
 
     def _end_running(self) -> str | None:
         """Leave DFU if the last step left the device there, and wait for it to run."""

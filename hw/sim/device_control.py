@@ -46,8 +46,10 @@ MAX_UPDATE = 4 * 1024 * 1024  # larger than any module the control-request path 
 def _checks(device: SimDevice, m: InstalledModule) -> tuple[int, int]:
     """(checked, passed) flags the way Device OS fills them for one module."""
     checked = _INTEGRITY | _DEPENDENCIES | _PLATFORM | _RANGE
-    passed = 0
     module = m.module
+    if module is None:  # the radio stack has no header in flash: the SoftDevice's id is all there is
+        return checked, checked if m.valid_integrity else 0
+    passed = 0
     if m.valid_integrity:
         passed |= _INTEGRITY
     if module is not None and device.dependencies_met(module):
@@ -107,7 +109,7 @@ def _deps(m: InstalledModule) -> tuple:
 
 
 def _version(m: InstalledModule) -> int:
-    return m.module.version if m.module is not None else 0
+    return m.version
 
 
 def control_handler(device: SimDevice) -> Handler:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from firmware.platforms import UnknownPlatformError
 from hw.clock import Cancelled
-from hw.control import ControlChannel, ControlFailure
+from hw.control import ControlChannel, ControlFailure, DeviceMode
 from hw.gpio import LedUnavailable
 from hw.hazard import HazardRefused
 from hw.usb_identity import UsbAccessError
@@ -184,7 +184,25 @@ def cmd_led(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _modules_by_serial(bench: Bench, slot: Slot, device: object) -> list:
+    """The ``s`` table from the listening-mode console (for a device in listening mode)."""
+    from hw.serial_console import ListeningConsole, SerialError, find_port
+
+    port = find_port(device.device_id or "", slot.serial_lister)
+    if port is None:
+        raise CommandError("the device's serial port was not found", EXIT_FAILED)
+    try:
+        console = ListeningConsole(port, bench.clock)
+        try:
+            return [m.to_module_info() for m in console.system_info().modules]
+        finally:
+            console.close()
+    except SerialError as exc:
+        raise CommandError(f"the device did not report its modules over serial: {exc}", EXIT_FAILED) from None
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
+    """Control request 90 where the device answers it; the listening-mode ``s`` table where it listens."""
     from kiosk import inspect as inspection
 
     with open_bench(args) as bench:
@@ -199,14 +217,29 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 EXIT_FAILED,
             )
         channel = ControlChannel(device.usb_device, bench.clock, device.platform.quirks)
+        source = "control request 90"
         try:
-            modules = inspection.from_control(channel.module_info())
+            listening = channel.device_mode(timeout_s=3.0) == DeviceMode.LISTENING
+        except ControlFailure:
+            listening = False
+        try:
+            if listening:
+                raise ControlFailure("listening: the console answers")
+            infos = channel.module_info()
         except ControlFailure as exc:
-            raise CommandError(f"the device did not report its modules: {exc}", EXIT_FAILED) from None
+            if not listening:
+                raise CommandError(
+                    f"the device did not report its modules ({exc}); put it in listening mode (`kiosk listen`) "
+                    "to read them over serial",
+                    EXIT_FAILED,
+                ) from None
+            source = "serial s (listening mode)"
+            infos = _modules_by_serial(bench, slot, device)
+        modules = inspection.from_control(infos)
     if args.json:
         emit({"slot": args.slot, "device_id": device.device_id, "platform": device.platform.name,
-              "source": "control request 90", "ok": all(m.ok for m in modules),
+              "source": source, "ok": all(m.ok for m in modules),
               "modules": [m.to_json() for m in modules]})  # fmt: skip
     else:
-        print(inspection.describe(device.platform, modules, "control request 90"))
+        print(inspection.describe(device.platform, modules, source))
     return EXIT_OK if all(m.ok for m in modules) else EXIT_FAILED

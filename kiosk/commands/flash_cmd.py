@@ -56,6 +56,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_bench_options(restore)
     restore.set_defaults(handler=cmd_restore)
 
+    serial = sub.add_parser("serial", help="maintenance over a serial port")
+    serial_sub = serial.add_subparsers(dest="serial_command", metavar="ACTION", required=True)
+    ymodem = serial_sub.add_parser("send-ymodem", help="send a file by plain YModem to any serial port")
+    ymodem.add_argument("file", metavar="FILE")
+    ymodem.add_argument("--port", required=True, help="the serial port (e.g. /dev/ttyACM0)")
+    ymodem.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the receiver's C")
+    ymodem.add_argument("--json", action="store_true", help="print one JSON document")
+    ymodem.set_defaults(handler=cmd_send_ymodem)
+
     update = sub.add_parser("update", help="install a Device OS release from the library (like particle update)")
     update.add_argument("--device-os", metavar="VERSION", help="the release (default: the newest in the library)")
     update.add_argument(
@@ -253,3 +262,33 @@ def cmd_restore(args: argparse.Namespace) -> int:
         where = f"running ({back.mode} mode on USB)" if back else "not on USB"
         print(f"slot {slot.index}: restored {result.bytes_written} bytes over SWD; the device is {where}")
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def cmd_send_ymodem(args: argparse.Namespace) -> int:
+    """Plain YModem to any port: wait for the receiver's C, send, report. Real time (no device here)."""
+    from hw.clock import RealClock
+    from hw.serial_console import SerialError
+    from hw.ymodem import send_ymodem
+
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise CommandError(f"cannot read {args.file}: {exc.strerror or exc}", EXIT_REFUSED) from None
+    try:
+        result = send_ymodem(args.port, data, Path(args.file).name, RealClock(), handshake="plain",
+                             handshake_timeout=args.timeout)  # fmt: skip
+    except SerialError as exc:
+        raise CommandError(f"YModem to {args.port} failed: {exc}", EXIT_FAILED) from None
+    figures = {
+        "bytes": result.bytes,
+        "seconds": round(result.seconds, 3),
+        "blocks": result.blocks,
+        "retransmissions": result.retransmissions,
+        "bytes_per_second": round(result.bytes_per_second),
+    }
+    if args.json:
+        emit({"port": args.port, "file": args.file, "ok": True, **figures})
+    else:
+        print(f"sent {result.bytes} bytes to {args.port} in {result.seconds:.2f} s "
+              f"({result.bytes_per_second:.0f} B/s, {result.retransmissions} retransmissions)")  # fmt: skip
+    return EXIT_OK
