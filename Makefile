@@ -27,9 +27,11 @@ tools:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-bench: $(STAMP)
+bench: $(STAMP) tools
 	$(BIN)/python -m tests.benchmarks.firmware_bench
 	$(BIN)/python -m tests.benchmarks.led_accuracy
+	$(BIN)/python -m tests.benchmarks.dfu_bench
+	$(BIN)/python -m tests.benchmarks.ymodem_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache
