@@ -58,6 +58,8 @@ DFU_FUNCTIONS = frozenset({Function.SYSTEM_PART, Function.USER_PART, Function.MO
 #: What the device applies itself in normal mode (Particle's CLI sends these by control request).
 NORMAL_MODE_FUNCTIONS = frozenset({Function.BOOTLOADER, Function.NCP_FIRMWARE, Function.ASSET})
 
+ORDERS = ("dependencies", "apps-first")
+
 #: Tie-break order between modules that do not depend on each other.
 _RANK = {
     Function.BOOTLOADER: 0,
@@ -168,8 +170,16 @@ def plan_flash(
     device: DeviceFacts,
     wanted: Sequence[tuple[str, Module]],
     transport: Transport = Transport.AUTO,
+    order: str = "dependencies",
 ) -> FlashPlan:
-    """The ordered steps that put ``wanted`` on the device, or PlanRefused with every reason."""
+    """The ordered steps that put ``wanted`` on the device, or PlanRefused with every reason.
+
+    ``order`` "apps-first" writes user parts before Device OS parts (Particle's "the other order": Tinker,
+    then the update, for devices where an update does not take over the old app). Every check still holds:
+    dependencies are judged on the state after the whole plan, whatever the order.
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
     items = [_Item(name, module, n) for n, (name, module) in enumerate(wanted)]
     refusals = _device_refusals(device, transport, bool(items))
     for item in items:
@@ -181,6 +191,12 @@ def plan_flash(
         raise PlanRefused(refusals)
 
     ordered = _order(items, device, transport)
+    if order == "apps-first":
+        # the apps, then the rest of the DFU session, then what needs Device OS running
+        apps = [i for i in ordered if i.module.function == Function.USER_PART]
+        rest = [i for i in ordered if i.module.function != Function.USER_PART]
+        ordered = apps + [i for i in rest if _wants_dfu(i.module, transport)]
+        ordered += [i for i in rest if not _wants_dfu(i.module, transport)]
     steps, more_refusals = _steps(device, transport, ordered, warnings)
     if more_refusals:
         raise PlanRefused(more_refusals)

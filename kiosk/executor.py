@@ -117,6 +117,14 @@ class FlashExecutor:
             report.ok = report.final_mode == "normal"
             if not report.ok:
                 report.detail = f"every module was written, but the device ended in {report.final_mode or 'no mode'}"
+            else:
+                missing = self._not_reported()
+                if missing:
+                    report.ok = False
+                    report.detail = (
+                        "every module was written and verified, but after the restart the device does not report "
+                        + ", ".join(missing)
+                    )
             return self._finish(report, started, "done" if report.ok else "failed")
         except Cancelled:
             report.detail = "stopped by the technician; buttons released"
@@ -198,10 +206,15 @@ class FlashExecutor:
         except DfuError as exc:
             raise StepFailed(f"DFU error: {exc}", retry=True) from None
 
-    def _leave_dfu(self) -> None:
-        if self._dfu is None:
-            return
+    def _leave_dfu(self, device: ParticleUsbDevice | None = None) -> None:
+        """Leave DFU (the zero-length DNLOAD) with the open session, or a new one on ``device``."""
         dfu, self._dfu = self._dfu, None
+        if dfu is None and device is not None and device.mode == "dfu":
+            dfu = DfuDevice(device.usb_device, self.clock)
+            with contextlib.suppress(DfuError, DfuDisconnected):
+                dfu.open()
+        if dfu is None:
+            return
         with contextlib.suppress(DfuError, DfuDisconnected):
             dfu.leave()  # the device resets during the leave; the data was already verified
 
@@ -255,8 +268,10 @@ class FlashExecutor:
         device = modes.wait_for_device(self.slot, modes.FIND_TIMEOUT_S, None, self.cancel)
         if device is not None and device.mode == wanted == "dfu":
             return device
-        if wanted != "dfu":
-            self._leave_dfu()
+        if wanted != "dfu" and device is not None and device.mode == "dfu":
+            self._leave_dfu(device)
+            # the bootloader resets 500 ms after the leave; Device OS then needs its boot time
+            modes.wait_for_device(self.slot, BOOT_TIMEOUT_S, "normal", self.cancel)
         via = None
         try:
             if wanted == "dfu":
@@ -301,9 +316,25 @@ class FlashExecutor:
                                   not_address=device.address)  # fmt: skip
         return None
 
+    def _not_reported(self) -> list[str]:
+        """Modules this plan wrote that the running device does not report as present and intact.
+        (Empty when the device does not answer module info: old firmware; nothing to compare with.)"""
+        device = modes.wait_for_device(self.slot, 2.0, "normal", self.cancel)
+        if device is None:
+            return []
+        try:
+            infos = ControlChannel(device.usb_device, self.clock, device.platform.quirks).module_info(timeout_s=5.0)
+        except ControlFailure:
+            return []
+        have = {(i.function, i.index, i.version) for i in infos if "integrity" not in i.failed}
+        wanted = [s.module for s in self.plan.steps if s.module is not None]
+        return [
+            f"{m.function_name} {m.index} v{m.version}" for m in wanted if (m.function, m.index, m.version) not in have
+        ]
+
     def _end_running(self) -> str | None:
         """Leave DFU if the last step left the device there, and wait for it to run."""
-        self._leave_dfu()
+        self._leave_dfu(modes.wait_for_device(self.slot, 1.0, "dfu", self.cancel))
         device = modes.wait_for_device(self.slot, BOOT_TIMEOUT_S, None, self.cancel)
         if device is not None and device.mode == "dfu":
             # the bootloader stays in DFU when the system firmware is still not valid

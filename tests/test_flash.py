@@ -214,3 +214,41 @@ def test_swd_restore_of_a_dead_device(capsys):
 def test_swd_restore_refused_on_a_protected_device(capsys):
     status = main(["restore", "--swd", "--simulate", "protected"])
     assert status == 2 and "Device Protection is on" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("platform", ["boron", "photon", "p2"])
+def test_tinker_first_update_takes_only_in_the_other_order(platform):
+    """tinker-first: the update alone is written and verified but does not take, and the executor says so;
+    Tinker first, then the update, works (the recovery ladder's second try)."""
+    from firmware.plan import Transport, plan_flash
+    from kiosk.demo_library import demo_library
+    from kiosk.executor import FlashExecutor
+    from kiosk.facts import gather_facts
+
+    lib = demo_library([platform])
+    bundle = lib.bundle(platform)
+    update = [(e.path, parse_module(lib.read(e))) for e in bundle.entries if not e.encrypted]
+    tinker_entry = lib.tinker(platform)
+    tinker = [(tinker_entry.path, parse_module(lib.read(tinker_entry)))]
+    with bench_module.simulated_bench(f"tinker-first@{platform}") as bench, bench.clock.actor():
+        slot = bench.slot(1)
+        device = slot.device
+
+        def run(wanted, order="dependencies"):
+            facts = gather_facts(slot, bench_module_wait(slot))
+            return FlashExecutor(slot, plan_flash(facts, wanted, Transport.AUTO, order)).run()
+
+        first = run(update + tinker)  # the update, then Tinker: written and verified, yet the update does not take
+        assert not first.ok and "does not report system-part" in first.detail
+        assert any("did not take" in what for _, what in device.log)
+        second = run(update + tinker, order="apps-first")  # the other order
+        assert second.ok, second.detail
+        assert boots_with_all_modules_valid(device)
+
+
+def bench_module_wait(slot):
+    from kiosk import modes
+
+    device = modes.wait_for_device(slot, 10.0)
+    assert device is not None
+    return device

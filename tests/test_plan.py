@@ -373,6 +373,19 @@ def test_every_reason_is_listed_not_just_the_first():
 
 def test_there_is_no_way_to_skip_a_check():
     params = set(inspect.signature(plan_flash).parameters)
-    assert params == {"device", "wanted", "transport"}
+    assert params == {"device", "wanted", "transport", "order"}
     fields = {f.name for f in dataclasses.fields(DeviceFacts)}
     assert not {f for f in fields if "force" in f or "skip" in f or "check" in f}
+
+
+def test_apps_first_order_still_checks_dependencies_on_the_final_state():
+    parts = release("boron", "6.1.1")
+    plan = plan_flash(device("boron", system_version=5901), parts, Transport.AUTO, order="apps-first")
+    assert names(plan)[:2] == ["invalidate the former 128 KiB user part", "boron-tinker"]
+    assert {s.module.function for s in plan.steps[2:] if s.module} == {F.BOOTLOADER, F.RADIO_STACK, F.SYSTEM_PART}
+    tinker_alone = [(n, m) for n, m in parts if m.function == F.USER_PART]
+    installed = (InstalledModule(F.SYSTEM_PART, 1, 5901),)
+    with pytest.raises(PlanRefused, match="6101"):
+        plan_flash(device("boron", modules=installed), tinker_alone, Transport.AUTO, order="apps-first")
+    with pytest.raises(ValueError, match="order must be one of"):
+        plan_flash(device("boron"), parts, Transport.AUTO, order="whatever")

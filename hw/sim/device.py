@@ -301,6 +301,11 @@ class SimDevice:
         self._flags = set()
         if stage == "dfu" or "dfu" in requested or not self._system_ok():
             self._dfu_wrote = False
+            self._dfu_snapshot = {
+                (s.start, s.end): self.flash.read(0, s.start, s.end - s.start)
+                for s in self.platform.layout
+                if s.function == Function.SYSTEM_PART
+            } if self.faults.needs_tinker_first else {}  # fmt: skip
             if self.dfu is not None:
                 self.dfu.usb_reset()
             self._enter(Mode.DFU, led.steady("yellow", "bootloader-5hz", self.clock.now()))
@@ -579,7 +584,31 @@ class SimDevice:
         """The DFU leave (manifest) resets the device into whatever is in flash now."""
         with self.clock.lock:
             if self.mode == Mode.DFU:
+                self._tinker_first_rule()
                 self._start("DFU leave")
+
+    def _note_dfu_target(self, address: int) -> None:
+        slot = next((s for s in self.platform.layout if s.storage is Storage.INTERNAL and s.start <= address < s.end
+                     and s.function in (Function.SYSTEM_PART, Function.USER_PART)), None)  # fmt: skip
+        if slot is None:
+            return
+        if slot.function == Function.USER_PART:
+            self._user_part_rewritten = True  # remembered across DFU sessions
+        elif not hasattr(self, "_system_update_takes"):
+            self._system_update_takes = getattr(self, "_user_part_rewritten", False)
+
+    def _tinker_first_rule(self) -> None:
+        """The ``needs_tinker_first`` fault: a system-part update only takes when the user part was rewritten
+        before the system part was written (earlier in this DFU session or in an earlier one); otherwise the
+        old system part is back after the reset."""
+        takes = getattr(self, "_system_update_takes", None)
+        if hasattr(self, "_system_update_takes"):
+            del self._system_update_takes
+        if not self.faults.needs_tinker_first or takes is None or takes:
+            return
+        for (start, _end), data in self._dfu_snapshot.items():
+            self.flash.load(0, start, data)
+        self._log("the Device OS update did not take: Tinker was not written first")
 
     def dfu_safe_mode(self) -> None:
         with self.clock.lock:
@@ -600,6 +629,8 @@ class SimDevice:
                 # A module is complete when the host reads it back, or moves on (new address or erase).
                 next_command = bm == 0x21 and request == 1 and value == 0 and isinstance(data, bytes)
                 reading_back = bm == 0xA1 and request == 2 and value >= 2  # UPLOAD
+                if next_command and data[:1] in (b"\x21", b"\x41") and len(data) >= 5:
+                    self._note_dfu_target(int.from_bytes(data[1:5], "little"))
                 if writing:
                     self._dfu_wrote = True
                 elif self._dfu_wrote and (reading_back or (next_command and data[:1] in (b"\x21", b"\x41"))):

@@ -39,8 +39,8 @@ class Scenario:
     name: str
     models: str  # what the simulated device does
     fix: str  # what should fix it (the verdict the recovery ladder should reach)
-    release: str = "current"  # "current" or "old"
-    app: str = "tinker"  # "tinker", "app" (a customer app), "needs-newer" (an app built for a newer Device OS)
+    release: str = "current"  # "current", "previous" or "old"
+    app: str = "tinker"  # "tinker", "app" (a customer app), "needs-newer" (an app built for the current Device OS)
     corrupt: tuple[tuple[int, int], ...] = ()  # (function, index) whose bytes are damaged
     missing: tuple[tuple[int, int], ...] = ()
     old_bootloader: bool = False  # a bootloader older than the system part needs
@@ -64,7 +64,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("frozen", "solid cyan, USB serial present, control requests time out", "safe mode, Tinker",
                  app="app", faults={"frozen": True}),
         Scenario("deps-mismatch", "user app needs a newer Device OS: the device sits in safe mode",
-                 "Device OS update", app="needs-newer"),
+                 "Device OS update", release="previous", app="needs-newer"),
         Scenario("old-bootloader", "system part needs a newer bootloader: safe mode",
                  "update including the bootloader", old_bootloader=True),
         Scenario("corrupt-system", "system part fails its CRC: the bootloader falls into DFU (blinking yellow)",
@@ -72,7 +72,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("drops-dfu", "leaves DFU after the first module written", "re-enter DFU, carry on",
                  corrupt=(SYSTEM,), faults={"drops_dfu_after_writes": 1}),
         Scenario("tinker-first", "update only takes after Tinker was written first", "the second try, other order",
-                 app="needs-newer", faults={"needs_tinker_first": True}),
+                 release="previous", app="needs-newer", faults={"needs_tinker_first": True}),
         Scenario("flaky-cable", "one USB transfer in N fails", "retries; the report names the cable",
                  corrupt=(SYSTEM,), faults={"flaky_transfer_every": 7}),
         Scenario("battery-fitted", "a LiPo keeps it running when VBUS is cut; otherwise like cold-boot-fixes",
@@ -128,14 +128,15 @@ def build_device(name: str, platform: str | Platform, clock: VirtualClock, slot:
     family = p.mcu.name
     if family not in CURRENT_RELEASE:
         raise UnknownScenarioError(f"the simulator has no {p.name} ({family}); try boron, photon or p2")
-    release = (OLD_RELEASE if scenario.release == "old" else CURRENT_RELEASE)[family]
+    release = {"old": OLD_RELEASE, "previous": PREVIOUS_RELEASE}.get(scenario.release, CURRENT_RELEASE)[family]
     files = synthetic_release(p, release, tinker=scenario.app == "tinker")
     if scenario.old_bootloader:
         previous = synthetic_release(p, PREVIOUS_RELEASE[family], tinker=False)
         files[f"{p.name}-bootloader@{release}.bin"] = previous[f"{p.name}-bootloader@{PREVIOUS_RELEASE[family]}.bin"]
     system = system_version_for(release) or 0
     if scenario.app in ("app", "needs-newer"):
-        needs = system + 100 if scenario.app == "needs-newer" else system
+        # "needs-newer": built for the current release, which this device (on an earlier one) lacks
+        needs = system_version_for(CURRENT_RELEASE[family]) if scenario.app == "needs-newer" else system
         app_dep = (Function.SYSTEM_PART, 2 if family == "stm32f2xx" else 1, needs)
         app_index = 2 if family == "nrf52840" and system >= 3100 else 1
         files[f"{p.name}-customer-app.bin"] = build_module(
