@@ -161,7 +161,7 @@ def test_inspect_names_the_failing_check(capsys):
     assert status == 1 and doc["ok"] is False and doc["source"] == "control request 90"
     app = next(m for m in doc["modules"] if m["function"] == "user-part")
     assert app["checks"] == {"integrity": "PASS", "range": "PASS", "platform": "PASS", "dependencies": "FAIL"}
-    assert app["dependencies"] == [{"function": "system-part", "index": 1, "version": 6300}]
+    assert app["dependencies"] == [{"function": "system-part", "index": 1, "version": 6200}]  # P2 runs 5.9.0
 
 
 def test_inspect_of_an_old_device_uses_the_legacy_format(capsys):
