@@ -252,3 +252,23 @@ def bench_module_wait(slot):
     device = modes.wait_for_device(slot, 10.0)
     assert device is not None
     return device
+
+
+def test_swd_restore_from_module_sets_on_gen2_but_not_gen3(capsys, tmp_path):
+    from kiosk.demo_library import demo_library
+
+    library = tmp_path / "lib"
+    for platform in ("photon", "boron"):
+        demo = demo_library([platform], root=tmp_path / f"demo-{platform}")
+        for entry in demo.entries():
+            if entry.kind == "module":  # the release and Tinker, but no restore .hex
+                (tmp_path / "in").mkdir(exist_ok=True)
+                (tmp_path / "in" / entry.path.split("/")[-1]).write_bytes(demo.read(entry))
+    assert main(["firmware", "import", "--library", str(library), str(tmp_path / "in")]) == 0
+    capsys.readouterr()
+    status, doc = run_json(capsys, "restore", "--swd", "--platform", "photon", "--library", str(library),
+                           "--simulate", "missing-bootloader@photon")  # fmt: skip
+    assert status == 0 and doc["ok"] and "laid out by address" in doc["image"]
+    status = main(["restore", "--swd", "--platform", "boron", "--library", str(library),
+                   "--simulate", "missing-bootloader"])  # fmt: skip
+    assert status == 2 and "no SWD restore image for boron" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from firmware.intelhex import HexError, parse_hex
 from firmware.library import FirmwareLibrary, LibraryError
 from firmware.module import Module, NotAModuleError, parse_module
 from firmware.plan import DeviceFacts, PlanRefused, Transport, plan_flash
-from firmware.platforms import UnknownPlatformError, platform_by_name
+from firmware.platforms import Platform, UnknownPlatformError, platform_by_name
 from firmware.versions import VersionError, parse_device_os, release_name
 from hw.flash_timing import device_busy_s
 from hw.swd import NoProbe, NoTargetPower, ProbeNotFound, SwdError, image_segments, restore
@@ -222,8 +222,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             )
         library = _library(args, bench)
         try:
-            entry = library.restore_image(platform, args.device_os)
-            image = parse_hex(library.read(entry))
+            source, image = _restore_source(library, platform, args.device_os)
         except (LibraryError, HexError) as exc:
             raise CommandError(str(exc), EXIT_REFUSED) from None
         if slot.swd is None:
@@ -242,21 +241,21 @@ def cmd_restore(args: argparse.Namespace) -> int:
         except SwdError as exc:
             status = EXIT_NOT_FOUND if isinstance(exc, NoProbe | ProbeNotFound | NoTargetPower) else EXIT_FAILED
             if args.json:
-                emit({"slot": slot.index, "ok": False, "platform": platform.name, "image": entry.path,
+                emit({"slot": slot.index, "ok": False, "platform": platform.name, "image": source,
                       "error": type(exc).__name__, "detail": str(exc)})  # fmt: skip
             raise CommandError(str(exc), status) from None
         back = modes.wait_for_device(slot, 15.0)
         elapsed = slot.clock.now() - started
         ok = back is not None and back.mode == "normal"
         step = {
-            "module": "restore image", "file": entry.path, "mechanism": "swd", "bytes": result.bytes_written,
+            "module": "restore image", "file": source, "mechanism": "swd", "bytes": result.bytes_written,
             "outcome": "written", "mass_erased": result.mass_erased, "notes": list(result.notes),
             "usb_transfers": 0, "host_cpu_s": round(time.process_time() - cpu, 4),
             "device_busy_s": round(sum(device_busy_s(platform, "swd", len(d), a) for a, d in image_segments(image)), 4),
             "elapsed_s": round(elapsed, 4),
         }  # fmt: skip
     if args.json:
-        emit({"slot": slot.index, "ok": ok, "platform": platform.name, "image": entry.path,
+        emit({"slot": slot.index, "ok": ok, "platform": platform.name, "image": source,
               "final_usb_mode": back.mode if back else None, "steps": [step]})  # fmt: skip
     else:
         where = f"running ({back.mode} mode on USB)" if back else "not on USB"
@@ -292,3 +291,26 @@ def cmd_send_ymodem(args: argparse.Namespace) -> int:
         print(f"sent {result.bytes} bytes to {args.port} in {result.seconds:.2f} s "
               f"({result.bytes_per_second:.0f} B/s, {result.retransmissions} retransmissions)")  # fmt: skip
     return EXIT_OK
+
+
+#: MCU families whose whole flash image is the modules laid out by address (Gen2: the DCT keeps the
+#: device's keys and stays). Gen3 also needs the Nordic MBR and UICR words, which no module carries.
+MODULE_SET_RESTORE = frozenset({"stm32f2xx"})
+
+
+def _restore_source(library: FirmwareLibrary, platform: Platform, release: str | None) -> tuple[str, object]:
+    """(what it is, the image) for an SWD restore: the library's restore .hex, else, where that makes a
+    whole image, the release's modules and Tinker laid out by address."""
+    try:
+        entry = library.restore_image(platform, release)
+        return entry.path, parse_hex(library.read(entry))
+    except LibraryError:
+        if platform.mcu.name not in MODULE_SET_RESTORE:
+            raise
+    bundle = library.bundle(platform, release)
+    entries = [e for e in bundle.entries if not e.encrypted] + [library.tinker(platform)]
+    segments = []
+    for entry in entries:
+        data = library.read(entry)
+        segments.append((parse_module(data).start_address, data))
+    return f"Device OS {bundle.release} modules and Tinker, laid out by address", sorted(segments)
