@@ -37,6 +37,7 @@ from pure_protobuf.message import BaseMessage
 
 from firmware.platforms import QUIRK_CONTROL_OUT_DATA_STAGE, QUIRK_NO_CONTROL_REQUESTS
 from hw.clock import Cancelled, Clock, ClockEvent
+from hw.usb_identity import still_attached
 
 log = logging.getLogger(__name__)
 
@@ -654,21 +655,7 @@ class ControlChannel:
         return bytes(answer) if bm & 0x80 else b""
 
     def _still_attached(self) -> bool:
-        """Whether the device is still on its bus at its address (a pipe or I/O error can mean it left)."""
-        backend = getattr(getattr(self.device, "_ctx", None), "backend", None)
-        if backend is None:
-            return True
-        try:
-            found = usb.core.find(
-                backend=backend,
-                bus=self.device.bus,
-                address=self.device.address,
-                idVendor=self.device.idVendor,
-                idProduct=self.device.idProduct,
-            )
-        except usb.core.USBError:
-            return True  # cannot tell: report the transfer error itself
-        return found is not None
+        return still_attached(self.device)
 
     def close(self) -> None:
         """Release pyusb's handle on the device (the channel can be used again afterwards)."""

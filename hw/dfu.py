@@ -43,6 +43,7 @@ import usb.util
 
 from firmware.memory_map import MemoryMap, MemoryMapError, Sector, parse_memory_map
 from hw.clock import Cancelled, Clock, ClockEvent
+from hw.usb_identity import still_attached
 
 # --- wire constants (usb-serial-protocols.md 1.3-1.4) -----------------------------------------------
 
@@ -816,21 +817,7 @@ class DfuDevice:
         return usb.util.get_string(self.device, index, LANGID_EN_US)
 
     def _still_attached(self) -> bool:
-        """Whether the device is still at its address (an I/O error or timeout may mean it left)."""
-        backend = getattr(getattr(self.device, "_ctx", None), "backend", None)
-        if backend is None:
-            return True
-        try:
-            found = usb.core.find(
-                backend=backend,
-                bus=self.device.bus,
-                address=self.device.address,
-                idVendor=self.device.idVendor,
-                idProduct=self.device.idProduct,
-            )
-        except usb.core.USBError:
-            return True  # cannot tell: let the retry decide
-        return found is not None
+        return still_attached(self.device)
 
     def _require_open(self) -> None:
         if not self._opened:

@@ -226,3 +226,25 @@ def find_device(
         if (device_id is None or p.device_id == device_id.lower()) and (port is None or p.port_path == port):
             return p
     return None
+
+
+def still_attached(device: usb.core.Device) -> bool:
+    """Whether ``device`` is still on its bus at its address (a pipe, I/O error or timeout may mean it left).
+
+    True when it cannot tell (no backend to ask, or asking failed): the caller then reports the transfer's
+    own error rather than a disconnect.
+    """
+    backend = getattr(getattr(device, "_ctx", None), "backend", None)
+    if backend is None:
+        return True
+    try:
+        found = usb.core.find(
+            backend=backend,
+            bus=device.bus,
+            address=device.address,
+            idVendor=device.idVendor,
+            idProduct=device.idProduct,
+        )
+    except usb.core.USBError:
+        return True
+    return found is not None
