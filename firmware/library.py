@@ -52,6 +52,8 @@ SCHEMA = 1
 MAX_FILE_BYTES = 32 * 1024 * 1024  # larger than any module or restore image; stops zip bombs
 FIRMWARE_SUFFIXES = (".bin", ".hex")
 #: Functions that make up a Device OS release (what `update` flashes); user parts are apps.
+#: MCU families whose whole flash image is the modules laid out by address (see swd_image).
+MODULE_SET_RESTORE = frozenset({"stm32f2xx"})
 DEVICE_OS_FUNCTIONS = (Function.BOOTLOADER, Function.RADIO_STACK, Function.SYSTEM_PART, Function.NCP_FIRMWARE)
 
 _VERSION_IN_NAME = re.compile(r"@v?(\d+\.\d+\.\d+(?:-[0-9A-Za-z.]+?)?)(?:\+[0-9A-Za-z.]+)?(?=$|\.[a-z]+$)")
@@ -537,6 +539,24 @@ class FirmwareLibrary:
             return (e.release is not None, DeviceOsVersion.parse(e.release) if e.release else None, e.path)
 
         return max(images, key=newest)
+
+    def swd_image(self, platform: Platform | str, release: str | None = None) -> tuple[str, object]:
+        """(what it is, the image) for an SWD restore: the restore .hex, else, where modules laid out by
+        address make a whole image (Gen2: the DCT with the keys stays), the release's modules and Tinker.
+        Gen3 also needs the Nordic MBR and UICR, which no module carries: there only the .hex will do."""
+        p = platform if isinstance(platform, Platform) else platform_by_name(platform)
+        try:
+            entry = self.restore_image(p, release)
+            return entry.path, parse_hex(self.read(entry))
+        except LibraryError:
+            if p.mcu.name not in MODULE_SET_RESTORE:
+                raise
+        bundle = self.bundle(p, release)
+        segments = []
+        for entry in [e for e in bundle.entries if not e.encrypted] + [self.tinker(p)]:
+            data = self.read(entry)
+            segments.append((parse_module(data).start_address, data))
+        return f"Device OS {bundle.release} modules and Tinker, laid out by address", sorted(segments)
 
     def tinker(self, platform: Platform | str, system_version: int | None = None) -> LibraryEntry:
         """Tinker for the platform: the newest one whose Device OS dependency ``system_version`` meets."""

@@ -12,11 +12,11 @@ import sys
 import time
 from pathlib import Path
 
-from firmware.intelhex import HexError, parse_hex
+from firmware.intelhex import HexError
 from firmware.library import FirmwareLibrary, LibraryError
 from firmware.module import Module, NotAModuleError, parse_module
 from firmware.plan import DeviceFacts, PlanRefused, Transport, plan_flash
-from firmware.platforms import Platform, UnknownPlatformError, platform_by_name
+from firmware.platforms import UnknownPlatformError, platform_by_name
 from firmware.versions import VersionError, parse_device_os, release_name
 from hw.flash_timing import device_busy_s
 from hw.swd import NoProbe, NoTargetPower, ProbeNotFound, SwdError, image_segments, restore
@@ -222,7 +222,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
             )
         library = _library(args, bench)
         try:
-            source, image = _restore_source(library, platform, args.device_os)
+            source, image = library.swd_image(platform, args.device_os)
         except (LibraryError, HexError) as exc:
             raise CommandError(str(exc), EXIT_REFUSED) from None
         if slot.swd is None:
@@ -291,26 +291,3 @@ def cmd_send_ymodem(args: argparse.Namespace) -> int:
         print(f"sent {result.bytes} bytes to {args.port} in {result.seconds:.2f} s "
               f"({result.bytes_per_second:.0f} B/s, {result.retransmissions} retransmissions)")  # fmt: skip
     return EXIT_OK
-
-
-#: MCU families whose whole flash image is the modules laid out by address (Gen2: the DCT keeps the
-#: device's keys and stays). Gen3 also needs the Nordic MBR and UICR words, which no module carries.
-MODULE_SET_RESTORE = frozenset({"stm32f2xx"})
-
-
-def _restore_source(library: FirmwareLibrary, platform: Platform, release: str | None) -> tuple[str, object]:
-    """(what it is, the image) for an SWD restore: the library's restore .hex, else, where that makes a
-    whole image, the release's modules and Tinker laid out by address."""
-    try:
-        entry = library.restore_image(platform, release)
-        return entry.path, parse_hex(library.read(entry))
-    except LibraryError:
-        if platform.mcu.name not in MODULE_SET_RESTORE:
-            raise
-    bundle = library.bundle(platform, release)
-    entries = [e for e in bundle.entries if not e.encrypted] + [library.tinker(platform)]
-    segments = []
-    for entry in entries:
-        data = library.read(entry)
-        segments.append((parse_module(data).start_address, data))
-    return f"Device OS {bundle.release} modules and Tinker, laid out by address", sorted(segments)

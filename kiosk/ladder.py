@@ -1,0 +1,432 @@
+"""The recovery ladder: Particle's procedure for a device blinking red, yellow, frozen or dark, run alone.
+
+Rungs, in Particle's order: identify -> cold boot -> safe mode (then Tinker: the app was at fault) ->
+DFU + Device OS update + Tinker -> one more try in the other order (Tinker, then the update) -> SWD
+restore -> verdict. What the kiosk observes steers it (an SOS code, module validity, the USB mode): a
+device in DFU goes straight to the update, a dependency failure in the module table goes straight to the
+update, a healthy device is left alone. The device's state is re-detected after every rung, never
+assumed. "Recovered" means: normal mode on USB, every module valid, no SOS for a full observation window.
+
+Every rung publishes events, and records the device seconds its own timings demanded (``minimum_s``:
+boot, mode switches, flash time, and the shortest observation that tells what the rung needs to know),
+so elapsed / minimum says how much the kiosk itself cost. A Stop (``cancel``) ends it between and inside
+waits; teardown always releases the buttons and leaves power on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from firmware.intelhex import HexError
+from firmware.library import FirmwareLibrary, LibraryError
+from firmware.module import parse_module
+from firmware.plan import DeviceFacts, PlanRefused, Transport, plan_flash
+from firmware.platforms import Platform
+from hw.clock import Cancelled, ClockEvent
+from hw.control import ControlChannel, ControlError, ControlFailure
+from hw.flash_timing import device_busy_s
+from hw.hazard import HazardRefused
+from hw.led_classifier import LedReading, minimum_watch_s
+from hw.swd import NoProbe, NoTarget, PackMissing, ProbeNotFound, SwdError, TargetLocked, image_segments, restore
+from hw.usb_identity import ParticleUsbDevice
+from kiosk import modes
+from kiosk.bench import Slot
+from kiosk.events import Event, EventBus
+from kiosk.executor import FlashExecutor
+from kiosk.facts import gather_facts
+
+#: Device seconds the device's own behaviour needs, per action (timing-model.md 3-4).
+BOOT_S = 1.0  # reset to Device OS running (P2: 2.4 s; see hw/sim/device.py, a per-family figure)
+CONTROL_RESET_S = 1.0  # requests 40/50/60: the device waits 1 s before it resets
+DFU_ENUMERATE_S = 0.2
+DRAIN_S = 5.0
+#: How long "no SOS" must hold to call a device recovered: an app that crashes does so within a few
+#: seconds of boot in every case the guide describes (the simulator's crash comes 2 s after boot).
+HEALTHY_WINDOW_S = 3.0
+
+PROTECTED_ADVICE = (
+    "Device Protection is on: nothing can be written offline. Ask the product's owner to put the device in "
+    "service mode, then press Recover"
+)
+CHECKLIST = (
+    "EN pin: not held low by the carrier board or a wire",
+    "3V3 rail: measure it; a short pulls it down",
+    "shorts: look for solder bridges and metal debris, especially near the USB connector",
+    "heat: a part that gets hot within seconds of power-on is damaged",
+    "back-powering: a peripheral powered from elsewhere can hold the MCU up through its pins",
+)
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    device_id: str | None
+    platform: str | None
+
+
+@dataclass(frozen=True)
+class RungStarted(Event):
+    rung: str
+
+
+@dataclass(frozen=True)
+class Observation(Event):
+    what: str
+    data: dict
+
+
+@dataclass(frozen=True)
+class RungFinished(Event):
+    rung: str
+    outcome: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict(Event):
+    verdict: str
+    rung: str | None
+    detail: str
+    elapsed_s: float
+    minimum_s: float
+
+
+@dataclass
+class Seen:
+    """What the kiosk found when it last looked."""
+
+    usb: ParticleUsbDevice | None
+    led: LedReading | None
+    modules_ok: bool | None  # None: the device did not say
+    deps_failed: bool = False
+    responsive: bool = False
+    protected: bool = False
+
+    @property
+    def sos(self) -> int | None:
+        return self.led.sos_code if self.led is not None else None
+
+    @property
+    def healthy(self) -> bool:
+        led_ok = self.led is None or (self.led.pattern != "sos" and self.led.sos_code is None)
+        return bool(self.usb and self.usb.mode == "normal" and self.responsive and self.modules_ok and led_ok)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "usb_mode": self.usb.mode if self.usb else None,
+            "led": self.led.to_json() if self.led else None,
+            "modules_ok": self.modules_ok,
+            "dependencies_failed": self.deps_failed,
+            "responsive": self.responsive,
+            "protected": self.protected,
+        }
+
+
+@dataclass
+class LadderResult:
+    verdict: str  # healthy, recovered, recovered-by-swd, needs-technician, needs-owner, damaged-hardware, stopped
+    rung: str | None  # the rung that fixed it
+    detail: str
+    elapsed_s: float
+    minimum_s: float
+    steps: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict,
+            "rung": self.rung,
+            "detail": self.detail,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "minimum_s": round(self.minimum_s, 3),
+            "steps": self.steps,
+        }
+
+
+class Ladder:
+    """One recovery of the device in ``slot``; ``run()`` returns the verdict."""
+
+    def __init__(
+        self,
+        slot: Slot,
+        library: FirmwareLibrary,
+        bus: EventBus | None = None,
+        cancel: ClockEvent | None = None,
+        journal=None,
+        run_id: int | None = None,
+    ):
+        self.slot = slot
+        self.library = library
+        self.bus = bus or EventBus()
+        self.cancel = cancel
+        self.clock = slot.clock
+        self.journal = journal
+        self.run_id = run_id
+        self.minimum_s = 0.0
+        self.steps: list[dict] = []
+        #: the platform to assume when the device shows nothing on USB (the slot's label, or the technician)
+        self.platform_hint: Platform | None = None
+        self._started = 0.0
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def _publish(self, event: Event) -> None:
+        self.bus.publish(event)
+
+    def _step(self, rung: str, action: str, fn: Callable[[], tuple[str, str, float]]) -> tuple[str, str]:
+        """Run one action: journal it before and after, count the device time it demanded."""
+        step_id = self.journal.begin_step(self.run_id, rung, action) if self.journal else None
+        started = self.clock.now()
+        outcome, detail, demanded = "failed", "", 0.0
+        try:
+            outcome, detail, demanded = fn()
+            return outcome, detail
+        finally:
+            elapsed = self.clock.now() - started
+            self.minimum_s += demanded
+            record = {"rung": rung, "action": action, "outcome": outcome, "detail": detail,
+                      "elapsed_s": round(elapsed, 3), "minimum_s": round(demanded, 3)}  # fmt: skip
+            self.steps.append(record)
+            if self.journal and step_id is not None:
+                self.journal.end_step(step_id, outcome, detail, {"elapsed_s": elapsed, "minimum_s": demanded})
+
+    def _observe(self, what: str, data: dict) -> None:
+        self._publish(Observation(self.slot.index, what, data))
+        if self.journal:
+            self.journal.observe(self.run_id, what, data)
+
+    # -- looking -------------------------------------------------------------------------------
+    def look(self, led_s: float | None = None) -> Seen:
+        """USB mode, module table and (where there is a sensor) the LED, re-detected from scratch."""
+        usb = modes.wait_for_device(self.slot, modes.FIND_TIMEOUT_S, None, self.cancel)
+        seen = Seen(usb, None, None)
+        if usb is not None and usb.mode == "normal":
+            channel = ControlChannel(usb.usb_device, self.clock, usb.platform.quirks)
+            try:
+                infos = channel.module_info(timeout_s=3.0)
+                seen.responsive = True
+                seen.modules_ok = all(i.valid for i in infos)
+                seen.deps_failed = any("dependencies" in i.failed for i in infos)
+            except ControlError as exc:
+                seen.responsive = True
+                seen.protected = exc.protected
+            except ControlFailure:
+                seen.responsive = False
+        if self.slot.led.available:
+            watch = led_s if led_s is not None else HEALTHY_WINDOW_S
+            with contextlib.suppress(Exception):
+                seen.led = self.slot.led.watch(watch, self.cancel)
+        self._observe("look", seen.to_json())
+        return seen
+
+    # -- the rungs -----------------------------------------------------------------------------
+    def run(self) -> LadderResult:
+        self._started = self.clock.now()
+        try:
+            return self._run()
+        except Cancelled:
+            return self._verdict("stopped", None, "stopped by the technician; buttons released, power on")
+        finally:
+            self.slot.buttons.release_all()
+            if self.slot.power is not None and not self.slot.power.is_on:
+                with contextlib.suppress(HazardRefused):
+                    self.clock.sleep(self.slot.power.guard.power_off_wait_needed())
+                    self.slot.power.on()
+
+    def _run(self) -> LadderResult:
+        seen = self._identify()
+        if seen.healthy:
+            return self._verdict("healthy", None, "normal mode, every module valid, no SOS: nothing was done")
+        if seen.protected:
+            return self._verdict("needs-owner", None, PROTECTED_ADVICE)
+        if seen.usb is None or (seen.usb.mode == "normal" and not seen.responsive):
+            seen = self._cold_boot()
+            if seen.healthy:
+                return self._verdict("recovered", "cold-boot", "a cold boot was enough")
+            if getattr(self, "_battery", False):
+                return self._verdict("needs-technician", "cold-boot", "power did not go: a battery keeps the "
+                                     "device running. Unplug its battery, then press Recover again")  # fmt: skip
+        if seen.usb is None:
+            return self._swd_rung()
+        if seen.usb.mode == "normal" and not seen.deps_failed:
+            outcome = self._safe_mode_then_tinker()
+            if outcome is not None:
+                return outcome
+        for order, rung in (("dependencies", "update"), ("apps-first", "second-try")):
+            seen = self._update(order, rung)
+            if seen is not None and seen.healthy:
+                return self._verdict("recovered", rung, f"Device OS update and Tinker ({order} order)")
+        return self._swd_rung()
+
+    def _identify(self) -> Seen:
+        self._publish(RungStarted(self.slot.index, "identify"))
+        result: list[Seen] = []
+
+        def act() -> tuple[str, str, float]:
+            seen = self.look(led_s=minimum_watch_s(1) if self.slot.led.available else 0.0)
+            result.append(seen)
+            led = seen.led
+            if led is not None and led.pattern == "sos" and led.sos_code is None and led.needs_more_s:
+                more = self.slot.led.watch(led.needs_more_s, self.cancel)
+                if more.sos_code is not None:
+                    seen.led = more
+            demanded = (seen.led.watched_s if seen.led else 0.0) if seen.sos else HEALTHY_WINDOW_S
+            return "observed", self._describe(seen), demanded
+
+        self._step("identify", "look at USB, module table and LED", act)
+        self._publish(RungFinished(self.slot.index, "identify", "observed"))
+        return result[0]
+
+    @staticmethod
+    def _describe(seen: Seen) -> str:
+        parts = [f"USB {seen.usb.mode}" if seen.usb else "not on USB"]
+        if seen.led is not None:
+            parts.append(seen.led.describe())
+        if seen.modules_ok is not None:
+            parts.append("modules valid" if seen.modules_ok else "a module fails its checks")
+        return "; ".join(parts)
+
+    def _cold_boot(self) -> Seen:
+        self._publish(RungStarted(self.slot.index, "cold-boot"))
+        result: list[Seen] = []
+
+        def act() -> tuple[str, str, float]:
+            if self.slot.power is None:
+                return "skipped", "no power switch on this slot", 0.0
+            outcome = modes.cold_boot(self.slot, self.cancel)
+            self._battery = any("battery" in a.outcome for a in outcome.attempts)
+            result.append(self.look())
+            return (
+                ("done" if outcome.ok else "failed"),
+                "; ".join(a.outcome for a in outcome.attempts),
+                (DRAIN_S + BOOT_S + HEALTHY_WINDOW_S),
+            )
+
+        self._step("cold-boot", "power off for the drain time, then on", act)
+        self._publish(RungFinished(self.slot.index, "cold-boot", "done"))
+        return result[0] if result else self.look()
+
+    def _safe_mode_then_tinker(self) -> LadderResult | None:
+        self._publish(RungStarted(self.slot.index, "safe-mode"))
+        outcome, _ = self._step("safe-mode", "restart in safe mode", self._enter_safe_mode)
+        self._publish(RungFinished(self.slot.index, "safe-mode", outcome))
+        if outcome != "done":
+            return None
+        seen = self._flash_tinker("safe-mode")
+        if seen is not None and seen.healthy:
+            return self._verdict("recovered", "safe-mode", "Device OS runs without the app, so the app was at "
+                                 "fault: Tinker written in its place")  # fmt: skip
+        return None
+
+    def _enter_safe_mode(self) -> tuple[str, str, float]:
+        result = modes.enter_safe_mode(self.slot, self.cancel)
+        demanded = (CONTROL_RESET_S if result.via == "control-request" else 1.3) + BOOT_S
+        return ("done" if result.ok else "failed"), "; ".join(a.outcome for a in result.attempts), demanded
+
+    def _flash(self, rung: str, action: str, wanted: list, order: str = "dependencies") -> Seen | None:
+        result: list[Seen] = []
+
+        def act() -> tuple[str, str, float]:
+            usb = modes.wait_for_device(self.slot, modes.FIND_TIMEOUT_S, None, self.cancel)
+            if usb is None:
+                return "failed", "the device is not on USB", 0.0
+            facts = gather_facts(self.slot, usb)
+            facts = DeviceFacts(facts.platform, facts.system_version, None, facts.mode, facts.protected)
+            try:
+                plan = plan_flash(facts, wanted, Transport.AUTO, order)
+            except PlanRefused as refused:
+                return "refused", str(refused), 0.0
+            report = FlashExecutor(self.slot, plan, self.bus, self.cancel).run()
+            result.append(self.look())
+            busy = sum(s.device_busy_s for s in report.steps)
+            switches = sum(1 for s in plan.steps if s.mechanism.value == "dfu") and (CONTROL_RESET_S + DFU_ENUMERATE_S)
+            demanded = busy + switches + 0.5 + BOOT_S + HEALTHY_WINDOW_S  # leave resets 0.5 s after the last write
+            return ("done" if report.ok else "failed"), report.detail or f"{len(plan.steps)} step(s) written", demanded
+
+        self._step(rung, action, act)
+        return result[0] if result else None
+
+    def _flash_tinker(self, rung: str) -> Seen | None:
+        usb = modes.wait_for_device(self.slot, modes.FIND_TIMEOUT_S, None, self.cancel)
+        if usb is None:
+            return None
+        try:
+            entry = self.library.tinker(usb.platform)
+            tinker = [(entry.path, parse_module(self.library.read(entry)))]
+        except LibraryError as exc:
+            self._observe("library", {"problem": str(exc)})
+            return None
+        return self._flash(rung, "write Tinker over DFU", tinker)
+
+    def _update(self, order: str, rung: str) -> Seen | None:
+        self._publish(RungStarted(self.slot.index, rung))
+        usb = modes.wait_for_device(self.slot, modes.FIND_TIMEOUT_S, None, self.cancel)
+        if usb is None:
+            return None
+        try:
+            bundle = self.library.bundle(usb.platform)
+            wanted = [(e.path, parse_module(self.library.read(e))) for e in bundle.entries if not e.encrypted]
+            tinker_entry = self.library.tinker(usb.platform)
+            wanted.append((tinker_entry.path, parse_module(self.library.read(tinker_entry))))
+        except LibraryError as exc:
+            self._observe("library", {"problem": str(exc)})
+            return None
+        seen = self._flash(rung, f"Device OS {bundle.release} and Tinker ({order} order)", wanted, order)
+        self._publish(RungFinished(self.slot.index, rung, "healthy" if seen and seen.healthy else "not yet"))
+        return seen
+
+    def _swd_rung(self) -> LadderResult:
+        """The last rung: program the restore image over SWD, judged by what the probe and the device say."""
+        self._publish(RungStarted(self.slot.index, "swd-restore"))
+        if self.slot.swd is None:
+            return self._verdict(
+                "needs-technician", None, "no SWD debugger fitted: connect one and press Recover again"
+            )
+        platform = self._platform()
+        if platform is None:
+            return self._verdict("needs-technician", None, "the device shows nothing on USB, so the kiosk cannot "
+                                 "tell its platform: run `kiosk restore --swd --platform P`")  # fmt: skip
+        outcome: list[str] = []
+
+        def act() -> tuple[str, str, float]:
+            try:
+                source, image = self.library.swd_image(platform)
+                result = restore(self.slot.swd, platform, image, unique_id=self.slot.swd_probe_id,
+                                 allow_unlock=False, cancel=self.cancel)  # fmt: skip
+            except (LibraryError, HexError) as exc:
+                outcome.append("no-image")
+                return "failed", str(exc), 0.0
+            except (NoProbe, ProbeNotFound, NoTarget, PackMissing, TargetLocked) as exc:
+                outcome.append("technician")
+                return "failed", str(exc), 0.0
+            except SwdError as exc:  # no target power, transfers failing: nothing answers
+                outcome.append("damaged")
+                return "failed", str(exc), 0.0
+            outcome.append("written")
+            busy = sum(device_busy_s(platform, "swd", len(d), a) for a, d in image_segments(image))
+            return "done", f"{result.bytes_written} bytes from {source}", busy + BOOT_S + HEALTHY_WINDOW_S
+
+        _, detail = self._step("swd-restore", "program the restore image over SWD", act)
+        self._publish(RungFinished(self.slot.index, "swd-restore", outcome[0] if outcome else "failed"))
+        if outcome and outcome[0] == "written":
+            seen = self.look()
+            if seen.healthy:
+                return self._verdict("recovered-by-swd", "swd-restore", detail)
+            return self._verdict("damaged-hardware", "swd-restore",
+                                 "restored over SWD, yet it does not run; check: " + "; ".join(CHECKLIST))  # fmt: skip
+        if outcome and outcome[0] == "damaged":
+            return self._verdict("damaged-hardware", None, f"nothing answers over USB or SWD ({detail}); check: "
+                                 + "; ".join(CHECKLIST))  # fmt: skip
+        return self._verdict("needs-technician", None, detail)
+
+    def _platform(self) -> Platform | None:
+        usb = modes.wait_for_device(self.slot, 1.0, None, self.cancel)
+        if usb is not None:
+            return usb.platform
+        return self.platform_hint
+
+    def _verdict(self, verdict: str, rung: str | None, detail: str) -> LadderResult:
+        elapsed = self.clock.now() - self._started
+        result = LadderResult(verdict, rung, detail, elapsed, self.minimum_s, self.steps)
+        self._publish(Verdict(self.slot.index, verdict, rung, detail, elapsed, self.minimum_s))
+        return result
