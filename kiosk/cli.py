@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from kiosk.commands import device_cmd, firmware_cmd, flash_cmd
+from kiosk.commands import device_cmd, firmware_cmd, flash_cmd, recover_cmd
 from kiosk.commands.common import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CommandError
 
 FORCE_REFUSAL = (
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     device_cmd.register(sub)
     flash_cmd.register(sub)
+    recover_cmd.register(sub)
     firmware_cmd.register(sub)
     return parser
 

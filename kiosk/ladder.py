@@ -28,10 +28,12 @@ from firmware.platforms import Platform
 from hw.clock import Cancelled, ClockEvent
 from hw.control import ControlChannel, ControlError, ControlFailure
 from hw.flash_timing import device_busy_s
+from hw.gpio import LedUnavailable
 from hw.hazard import HazardRefused
 from hw.led_classifier import LedReading, minimum_watch_s
 from hw.swd import NoProbe, NoTarget, PackMissing, ProbeNotFound, SwdError, TargetLocked, image_segments, restore
 from hw.usb_identity import ParticleUsbDevice
+from kiosk import inspect as inspection
 from kiosk import modes
 from kiosk.bench import Slot
 from kiosk.events import Event, EventBus
@@ -74,7 +76,7 @@ class RungStarted(Event):
 @dataclass(frozen=True)
 class Observation(Event):
     what: str
-    data: dict
+    data: dict | list
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,7 @@ class Ladder:
             if self.journal and step_id is not None:
                 self.journal.end_step(step_id, outcome, detail, {"elapsed_s": elapsed, "minimum_s": demanded})
 
-    def _observe(self, what: str, data: dict) -> None:
+    def _observe(self, what: str, data: dict | list) -> None:
         self._publish(Observation(self.slot.index, what, data))
         if self.journal:
             self.journal.observe(self.run_id, what, data)
@@ -200,6 +202,8 @@ class Ladder:
         """USB mode, module table and (where there is a sensor) the LED, re-detected from scratch."""
         usb = modes.wait_for_device(self.slot, modes.FIND_TIMEOUT_S, None, self.cancel)
         seen = Seen(usb, None, None)
+        if usb is not None and self.journal is not None and self.run_id is not None:
+            self.journal.identify_run(self.run_id, usb.device_id, usb.platform.name)
         if usb is not None and usb.mode == "normal":
             channel = ControlChannel(usb.usb_device, self.clock, usb.platform.quirks)
             try:
@@ -207,6 +211,7 @@ class Ladder:
                 seen.responsive = True
                 seen.modules_ok = all(i.valid for i in infos)
                 seen.deps_failed = any("dependencies" in i.failed for i in infos)
+                self._observe("modules", [m.to_json() for m in inspection.from_control(infos)])
             except ControlError as exc:
                 seen.responsive = True
                 seen.protected = exc.protected
@@ -214,9 +219,11 @@ class Ladder:
                 seen.responsive = False
         if self.slot.led.available:
             watch = led_s if led_s is not None else HEALTHY_WINDOW_S
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(LedUnavailable):
                 seen.led = self.slot.led.watch(watch, self.cancel)
-        self._observe("look", seen.to_json())
+        if seen.led is not None:
+            self._observe("led", seen.led.to_json())
+        self._observe("usb", seen.to_json())
         return seen
 
     # -- the rungs -----------------------------------------------------------------------------
