@@ -103,8 +103,10 @@ COMMAND_NAMES = {
 
 #: The Device Secret's label, still found with any one byte of it garbled ("Device S", "Secr" or "ecret" survive),
 #: and anywhere in a line (a lost line end joins it to the line before); the value is the rest of the line.
-_SECRET_LABEL = r"(?:Device\s*S|Secr|ecret)"
-_SECRET_LINE = re.compile(rf"({_SECRET_LABEL}[A-Za-z]*\s*:?[ \t]*)[^\r\n]*", re.IGNORECASE)
+#: "Device S" is matched as the device prints it (capitals), so ordinary prose such as "the device sits in
+#: safe mode" is left alone; "secr"/"ecret" match in any case.
+_SECRET_LABEL = r"(?:Device\s*S|(?i:secr|ecret))"
+_SECRET_LINE = re.compile(rf"({_SECRET_LABEL}[A-Za-z]*\s*:?[ \t]*)[^\r\n]*")
 _SECRET_JSON = re.compile(r'("ms"\s*:\s*)"[^"\r\n]*"?')
 
 

@@ -398,9 +398,17 @@ class Journal:
     def observe(
         self, run_id: int, kind: str, data: Any, step_id: int | None = None, *, device_s: float | None = None
     ) -> int:
-        """Record what was seen (``kind``: led, usb, modules, transcript, ...; ``data``: JSON-able); its id."""
+        """Record what was seen (``kind``: led, usb, modules, transcript, ...; ``data``: JSON-able); its id.
+
+        Without ``step_id`` it belongs to the run's open step, if one is open: steps of a run never overlap.
+        """
         with self._write() as db:
             self._run_row(db, run_id)
+            if step_id is None:
+                row = db.execute(
+                    "SELECT id FROM steps WHERE run_id = ? AND outcome IS NULL ORDER BY seq DESC LIMIT 1", (run_id,)
+                ).fetchone()
+                step_id = row[0] if row else None
             cursor = db.execute(
                 "INSERT INTO observations (run_id, step_id, at, kind, data, device_s) VALUES (?, ?, ?, ?, ?, ?)",
                 (run_id, step_id, self._stamp(), _text(kind), _json(data), _num(device_s)),

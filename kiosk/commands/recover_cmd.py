@@ -9,6 +9,8 @@ their outcomes, and ``elapsed_s`` and ``minimum_s`` (device seconds).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import sys
 import threading
@@ -22,9 +24,29 @@ from kiosk.commands.flash_cmd import LIBRARY_HELP, _library
 from kiosk.events import EventBus
 from kiosk.ladder import Ladder, LadderResult, RungStarted, Verdict
 
+#: What Particle's support asks about a device (kiosk.journal HISTORY_FIELDS), as CLI options.
+HISTORY_OPTIONS = {
+    "powered-by": "how it is powered (USB, LiPo, VIN supply...)",
+    "mounted-on": "what it is mounted on (breadboard, carrier board, product PCB...)",
+    "peripherals": "what is connected to it",
+    "firmware-notes": "which app and Device OS it runs, and how it got them",
+}
+
 #: Verdicts after which the device works.
 GOOD_VERDICTS = ("healthy", "recovered", "recovered-by-swd")
 RUN_TIMEOUT_S = 3600.0  # device seconds; a ladder takes minutes at worst
+
+
+def _runner_lock(journal: Path):
+    """The journal's runner lock (non-blocking); None when another kiosk process holds it."""
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(journal.with_name(journal.name + ".runner-lock"), "w")  # noqa: SIM115 - held for the run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
 
 
 def default_journal() -> Path:
@@ -40,6 +62,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     rec.add_argument("--journal", type=Path, help=f"the journal (default {default_journal()})")
     add_bench_options(rec)
     rec.set_defaults(handler=cmd_recover)
+
+    hist = sub.add_parser("history", help="past recovery runs from the journal")
+    hist.add_argument("--device", metavar="ID", help="only this device's runs")
+    hist.add_argument("--journal", type=Path, help=f"the journal (default {default_journal()})")
+    hist.add_argument("--json", action="store_true", help="print one JSON document")
+    hist.set_defaults(handler=cmd_history)
+
+    rep = sub.add_parser("report", help="the support-ticket bundle of one run (Markdown or JSON)")
+    rep.add_argument("run_id", type=int, metavar="RUN_ID")
+    rep.add_argument("--format", choices=("md", "json"), default="md")
+    rep.add_argument("--out", type=Path, help="write it to this file instead of printing it")
+    rep.add_argument("--journal", type=Path, help=f"the journal (default {default_journal()})")
+    rep.set_defaults(handler=cmd_report)
+
+    dev = sub.add_parser("device-history", help="show, or set, what the support ticket asks about a device")
+    dev.add_argument("device_id", metavar="DEVICE_ID")
+    for name, text in HISTORY_OPTIONS.items():
+        dev.add_argument(f"--{name}", help=text)
+    dev.add_argument("--journal", type=Path, help=f"the journal (default {default_journal()})")
+    dev.add_argument("--json", action="store_true", help="print one JSON document")
+    dev.set_defaults(handler=cmd_device_history)
 
 
 def _printer(json_out: bool):
@@ -57,11 +100,15 @@ def _printer(json_out: bool):
 def cmd_recover(args: argparse.Namespace) -> int:
     from kiosk.journal import Journal, JournalError
 
+    path = args.journal or default_journal()
     try:
-        journal = Journal(args.journal or default_journal())
+        journal = Journal(path)
     except JournalError as exc:
         raise CommandError(str(exc), 2) from None
-    interrupted = journal.mark_interrupted()
+    # Only the process that holds the runner lock may call other runs interrupted: a second kiosk process
+    # (the TUI and a CLI run at once) must not mark the first one's live runs.
+    lock = _runner_lock(Path(path))
+    interrupted = journal.mark_interrupted() if lock is not None else []
     if interrupted and not args.json:
         print(
             f"note: runs {', '.join(map(str, interrupted))} were interrupted (kiosk stopped mid-run)", file=sys.stderr
@@ -89,8 +136,9 @@ def cmd_recover(args: argparse.Namespace) -> int:
                                        result.minimum_s, status)  # fmt: skip
                     results[slot.index] = (run_id, result)
                 except Exception as exc:  # one slot's failure must not take the others down
-                    journal.finish_run(run_id, "error", None, f"{type(exc).__name__}: {exc}")
                     errors[slot.index] = f"{type(exc).__name__}: {exc}"
+                    with contextlib.suppress(JournalError):  # the failure may have been finish_run itself
+                        journal.finish_run(run_id, "error", None, errors[slot.index])
 
         threads = [threading.Thread(target=work, args=(s, r), name=f"ladder-slot-{s.index}", daemon=True)
                    for s, r in zip(slots, ready, strict=True)]  # fmt: skip
@@ -100,6 +148,8 @@ def cmd_recover(args: argparse.Namespace) -> int:
             registered.wait(10.0)  # each worker joins the clock before time may move on
         bench.clock.wait_for(lambda: not any(t.is_alive() for t in threads), RUN_TIMEOUT_S, poll=1.0)
     journal.close()
+    if lock is not None:
+        lock.close()
     docs: list[dict[str, Any]] = []
     for slot in slots:
         if slot.index in errors:
@@ -114,3 +164,69 @@ def cmd_recover(args: argparse.Namespace) -> int:
             print(f"slot {doc['slot']}: {doc['verdict']}" + (f" by {doc['rung']}" if doc.get("rung") else "")
                   + f": {doc.get('detail', '')} (run {doc.get('run_id')})")  # fmt: skip
     return EXIT_OK if all(d["verdict"] in GOOD_VERDICTS for d in docs) else EXIT_FAILED
+
+
+def _open_journal(args: argparse.Namespace):
+    from kiosk.journal import Journal, JournalError
+
+    path = args.journal or default_journal()
+    if not Path(path).exists():
+        raise CommandError(f"no journal at {path}: nothing has been recovered here yet", 1)
+    try:
+        return Journal(path)
+    except JournalError as exc:
+        raise CommandError(str(exc), 2) from None
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    journal = _open_journal(args)
+    runs = journal.runs(device_id=args.device)
+    journal.close()
+    if args.json:
+        emit(runs)
+        return EXIT_OK
+    if not runs:
+        print("no runs recorded" + (f" for {args.device}" if args.device else ""))
+    for r in runs:
+        fixed = f"by {r['rung_that_fixed']}" if r.get("rung_that_fixed") else ""
+        print(f"run {r['id']}: slot {r['slot']} {r['device_id'] or '?'} {r['platform'] or '?'} "
+              f"{r['status']} {r['verdict'] or ''} {fixed}")  # fmt: skip
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from kiosk.journal import UnknownRecordError
+    from kiosk.report import build_report, render_json, render_markdown
+
+    journal = _open_journal(args)
+    try:
+        report = build_report(journal, args.run_id)
+    except UnknownRecordError as exc:
+        raise CommandError(str(exc), 2) from None
+    finally:
+        journal.close()
+    text = render_markdown(report) if args.format == "md" else render_json(report)
+    if args.out:
+        args.out.write_text(text)
+        print(f"report of run {args.run_id} written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return EXIT_OK
+
+
+def cmd_device_history(args: argparse.Namespace) -> int:
+    from kiosk.journal import Journal
+
+    journal = Journal(args.journal or default_journal())
+    given = {k.replace("-", "_"): getattr(args, k.replace("-", "_")) for k in HISTORY_OPTIONS}
+    given = {k: v for k, v in given.items() if v is not None}
+    if given:
+        journal.set_device_history(args.device_id, **given)
+    history = journal.device_history(args.device_id) or {}
+    journal.close()
+    if args.json:
+        emit({"device_id": args.device_id.lower(), **history})
+    else:
+        for name in HISTORY_OPTIONS:
+            print(f"{name}: {history.get(name.replace('-', '_')) or 'not given'}")
+    return EXIT_OK
