@@ -30,7 +30,7 @@ from hw.control import ControlChannel, ControlError, ControlFailure
 from hw.flash_timing import device_busy_s
 from hw.gpio import LedUnavailable
 from hw.hazard import HazardRefused
-from hw.led_classifier import LedReading, minimum_watch_s
+from hw.led_classifier import LedReading, classify, minimum_watch_s
 from hw.swd import NoProbe, NoTarget, PackMissing, ProbeNotFound, SwdError, TargetLocked, image_segments, restore
 from hw.usb_identity import ParticleUsbDevice
 from kiosk import inspect as inspection
@@ -270,13 +270,17 @@ class Ladder:
         result: list[Seen] = []
 
         def act() -> tuple[str, str, float]:
+            started = self.clock.now()
             seen = self.look(led_s=minimum_watch_s(1) if self.slot.led.available else 0.0)
             result.append(seen)
-            led = seen.led
-            if led is not None and led.pattern == "sos" and led.sos_code is None and led.needs_more_s:
-                more = self.slot.led.watch(led.needs_more_s, self.cancel)
-                if more.sos_code is not None:
-                    seen.led = more
+            # An SOS seen in part: keep watching, and read the code from everything seen since `started`.
+            for _ in range(3):
+                led = seen.led
+                if led is None or led.pattern != "sos" or led.sos_code is not None or not led.needs_more_s:
+                    break
+                self.clock.sleep(led.needs_more_s, self.cancel)
+                seen.led = classify(self.slot.led.samples_since(started))
+                self._observe("led", seen.led.to_json())
             demanded = (seen.led.watched_s if seen.led else 0.0) if seen.sos else HEALTHY_WINDOW_S
             return "observed", self._describe(seen), demanded
 

