@@ -67,3 +67,10 @@ def test_history_report_and_device_history(capsys, tmp_path):
 def test_history_without_a_journal_says_so(capsys, tmp_path):
     assert main(["history", "--journal", str(tmp_path / "none.sqlite")]) == 1
     assert "nothing has been recovered here yet" in capsys.readouterr().err
+
+
+def test_demo_recovers_its_devices(capsys, tmp_path):
+    status, docs = run_json(capsys, "demo", "--speed", "1000", "--scenarios", "app-crash,cold-boot-fixes@photon",
+                            "--journal", str(tmp_path / "j.sqlite"))  # fmt: skip
+    assert status == 0
+    assert [(d["verdict"], d["rung"]) for d in docs] == [("recovered", "safe-mode"), ("recovered", "cold-boot")]

@@ -32,6 +32,8 @@ HISTORY_OPTIONS = {
     "firmware-notes": "which app and Device OS it runs, and how it got them",
 }
 
+DEMO_SCENARIOS = "app-crash@boron,corrupt-system@photon,frozen@p2,cold-boot-fixes@argon"
+
 #: Verdicts after which the device works.
 GOOD_VERDICTS = ("healthy", "recovered", "recovered-by-swd")
 RUN_TIMEOUT_S = 3600.0  # device seconds; a ladder takes minutes at worst
@@ -62,6 +64,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     rec.add_argument("--journal", type=Path, help=f"the journal (default {default_journal()})")
     add_bench_options(rec)
     rec.set_defaults(handler=cmd_recover)
+
+    demo = sub.add_parser("demo", help="watch simulated faulty devices being recovered in parallel")
+    demo.add_argument("--scenarios", default=DEMO_SCENARIOS, metavar="SCENARIO[@PLATFORM][,...]",
+                      help=f"the devices on the demo bench (default {DEMO_SCENARIOS})")  # fmt: skip
+    demo.add_argument("--speed", type=float, default=1.0, help="device seconds per real second (default 1)")
+    demo.add_argument("--journal", type=Path, help=f"the journal (default {default_journal()})")
+    demo.add_argument("--json", action="store_true", help="print one JSON document")
+    demo.set_defaults(handler=cmd_demo)
 
     hist = sub.add_parser("history", help="past recovery runs from the journal")
     hist.add_argument("--device", metavar="ID", help="only this device's runs")
@@ -230,3 +240,13 @@ def cmd_device_history(args: argparse.Namespace) -> int:
         for name in HISTORY_OPTIONS:
             print(f"{name}: {history.get(name.replace('-', '_')) or 'not given'}")
     return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """`kiosk recover --all` on a simulated bench of faulty devices, paced so a person can follow it."""
+    args.simulate = args.scenarios
+    args.all = True
+    args.slot = 1
+    args.library = None
+    args.config = None
+    return cmd_recover(args)
