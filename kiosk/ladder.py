@@ -41,7 +41,9 @@ from kiosk.executor import FlashExecutor
 from kiosk.facts import gather_facts
 
 #: Device seconds the device's own behaviour needs, per action (timing-model.md 3-4).
-BOOT_S = 1.0  # reset to Device OS running (P2: 2.4 s; see hw/sim/device.py, a per-family figure)
+#: Reset to Device OS running, per MCU family (timing-model.md 3: P2's KM0 validates the image for ~2.4 s;
+#: Gen3 is an estimate, UNVERIFIED).
+BOOT_S_BY_FAMILY = {"stm32f1xx": 1.0, "stm32f2xx": 1.0, "nrf52840": 1.0, "rtl872x": 2.4}
 CONTROL_RESET_S = 1.0  # requests 40/50/60: the device waits 1 s before it resets
 DFU_ENUMERATE_S = 0.2
 DRAIN_S = 5.0
@@ -169,6 +171,7 @@ class Ladder:
         self.steps: list[dict] = []
         #: the platform to assume when the device shows nothing on USB (the slot's label, or the technician)
         self.platform_hint: Platform | None = None
+        self._known_platform: Platform | None = None
         self._started = 0.0
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -197,11 +200,17 @@ class Ladder:
         if self.journal:
             self.journal.observe(self.run_id, what, data)
 
+    def _boot_s(self) -> float:
+        platform = self._known_platform or self.platform_hint
+        return BOOT_S_BY_FAMILY.get(platform.mcu.name, 1.0) if platform is not None else 1.0
+
     # -- looking -------------------------------------------------------------------------------
     def look(self, led_s: float | None = None) -> Seen:
         """USB mode, module table and (where there is a sensor) the LED, re-detected from scratch."""
         usb = modes.wait_for_device(self.slot, modes.FIND_TIMEOUT_S, None, self.cancel)
         seen = Seen(usb, None, None)
+        if usb is not None:
+            self._known_platform = usb.platform
         if usb is not None and self.journal is not None and self.run_id is not None:
             self.journal.identify_run(self.run_id, usb.device_id, usb.platform.name)
         if usb is not None and usb.mode == "normal":
@@ -271,14 +280,21 @@ class Ladder:
 
         def act() -> tuple[str, str, float]:
             started = self.clock.now()
-            seen = self.look(led_s=minimum_watch_s(1) if self.slot.led.available else 0.0)
+            # The same window that later decides "recovered"; longer only when the LED gives reason to be.
+            seen = self.look(led_s=HEALTHY_WINDOW_S if self.slot.led.available else 0.0)
             result.append(seen)
-            # An SOS seen in part: keep watching, and read the code from everything seen since `started`.
-            for _ in range(3):
+            for _ in range(4):
                 led = seen.led
-                if led is None or led.pattern != "sos" or led.sos_code is not None or not led.needs_more_s:
+                if led is None or led.sos_code is not None:
                     break
-                self.clock.sleep(led.needs_more_s, self.cancel)
+                alarming = led.colour == "red" or "red" in led.colours_seen or led.pattern in ("sos", "unknown")
+                if led.sure and not alarming:
+                    break
+                watched = self.clock.now() - started
+                more = led.needs_more_s or max(1.0, minimum_watch_s(1) - watched)
+                if watched + more > minimum_watch_s("sos") + 5.0:
+                    break  # long enough for any SOS code: what is seen is what there is
+                self.clock.sleep(more, self.cancel)
                 seen.led = classify(self.slot.led.samples_since(started))
                 self._observe("led", seen.led.to_json())
             demanded = (seen.led.watched_s if seen.led else 0.0) if seen.sos else HEALTHY_WINDOW_S
@@ -310,7 +326,7 @@ class Ladder:
             return (
                 ("done" if outcome.ok else "failed"),
                 "; ".join(a.outcome for a in outcome.attempts),
-                (DRAIN_S + BOOT_S + HEALTHY_WINDOW_S),
+                (DRAIN_S + self._boot_s() + HEALTHY_WINDOW_S),
             )
 
         self._step("cold-boot", "power off for the drain time, then on", act)
@@ -331,7 +347,7 @@ class Ladder:
 
     def _enter_safe_mode(self) -> tuple[str, str, float]:
         result = modes.enter_safe_mode(self.slot, self.cancel)
-        demanded = (CONTROL_RESET_S if result.via == "control-request" else 1.3) + BOOT_S
+        demanded = (CONTROL_RESET_S if result.via == "control-request" else 1.3) + self._boot_s()
         return ("done" if result.ok else "failed"), "; ".join(a.outcome for a in result.attempts), demanded
 
     def _flash(self, rung: str, action: str, wanted: list, order: str = "dependencies") -> Seen | None:
@@ -351,7 +367,7 @@ class Ladder:
             result.append(self.look())
             busy = sum(s.device_busy_s for s in report.steps)
             switches = sum(1 for s in plan.steps if s.mechanism.value == "dfu") and (CONTROL_RESET_S + DFU_ENUMERATE_S)
-            demanded = busy + switches + 0.5 + BOOT_S + HEALTHY_WINDOW_S  # leave resets 0.5 s after the last write
+            demanded = busy + switches + 0.5 + self._boot_s() + HEALTHY_WINDOW_S  # leave resets 0.5 s after the write
             return ("done" if report.ok else "failed"), report.detail or f"{len(plan.steps)} step(s) written", demanded
 
         self._step(rung, action, act)
@@ -415,7 +431,7 @@ class Ladder:
                 return "failed", str(exc), 0.0
             outcome.append("written")
             busy = sum(device_busy_s(platform, "swd", len(d), a) for a, d in image_segments(image))
-            return "done", f"{result.bytes_written} bytes from {source}", busy + BOOT_S + HEALTHY_WINDOW_S
+            return "done", f"{result.bytes_written} bytes from {source}", busy + self._boot_s() + HEALTHY_WINDOW_S
 
         _, detail = self._step("swd-restore", "program the restore image over SWD", act)
         self._publish(RungFinished(self.slot.index, "swd-restore", outcome[0] if outcome else "failed"))
