@@ -3,6 +3,10 @@ with the verdict the table expects, by the rung that should fix it, and reaches 
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
 
 from hw.sim.scenarios import SCENARIOS
@@ -47,13 +51,47 @@ def test_ladder_verdicts(name, platform, tmp_path):
     bus.subscribe(events.append)
     with simulated_bench(f"{name}@{platform}") as bench, bench.clock.actor():
         slot = bench.slot(1)
+        before = _valid_modules(slot.device)
         ladder = Ladder(slot, library, bus)
         ladder.platform_hint = slot.device.platform  # what the slot's label says, for a device silent on USB
         result = ladder.run()
         assert (result.verdict, result.rung) == expected, result.detail
         assert slot.device.hazards == []
+        after = _valid_modules(slot.device)
+        # No worse than before: no valid Device OS part lost or downgraded, and a valid app still there if
+        # there was one (Tinker replacing a crashing app, perhaps in the newer user-part slot, is the fix).
+        for key, version in before.items():
+            if key == "app":
+                assert "app" in after
+            else:
+                assert key in after and after[key] >= version, (key, version, after.get(key))
         assert not slot.buttons.mode.pressed and not slot.buttons.reset.pressed
         assert slot.power.is_on
     assert isinstance(events[-1], Verdict) and events[-1].verdict == expected[0]
     assert isinstance(next(e for e in events if isinstance(e, RungStarted)), RungStarted)
     assert result.minimum_s > 0 and result.elapsed_s >= result.minimum_s * 0.99
+
+
+def _valid_modules(device) -> dict:
+    device.rescan()
+    valid = {key: m.version for key, m in device.modules.items() if m.valid_integrity}
+    apps = [key for key in valid if key[0] == 5]
+    for key in apps:
+        del valid[key]
+    if apps:
+        valid["app"] = 1
+    return valid
+
+
+def test_four_slots_at_once_take_about_as_long_as_the_slowest_one(tmp_path):
+    scenarios = ["app-crash@boron", "corrupt-system@photon", "frozen@p2", "cold-boot-fixes@argon"]
+
+    def run(spec: str) -> list[dict]:
+        argv = ["recover", "--all", "--simulate", spec, "--journal", str(tmp_path / "j.sqlite"), "--json"]
+        out = subprocess.run([sys.executable, "-m", "kiosk.cli", *argv], capture_output=True, text=True, timeout=300)
+        return json.loads(out.stdout)
+
+    alone = [run(spec)[0]["elapsed_s"] for spec in scenarios]
+    together = run(",".join(scenarios))
+    assert [d["verdict"] for d in together] == ["recovered"] * 4
+    assert max(d["elapsed_s"] for d in together) <= 1.2 * max(alone)
