@@ -8,6 +8,7 @@ Times are device seconds on the slot's clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,18 +151,28 @@ def enter_safe_mode(slot: Slot, cancel: ClockEvent | None = None) -> ModeResult:
     device = identify(slot, cancel)
     result = _result("safe-mode", device, started, slot)
     if device.mode == "normal":
-        try:
-            _channel(slot, device).enter_safe_mode(timeout_s=REQUEST_TIMEOUT_S, cancel=cancel)
-            back = _back_in_normal(slot, device, cancel)
-            if back is not None:
-                result.attempts.append(Attempt("control-request", "safe mode request (60) obeyed; Device OS is up"))
-                return _finish(result, "safe-mode", "control-request", slot, started)
-            result.attempts.append(Attempt("control-request", "acknowledged, but the device did not restart"))
-        except ControlFailure as exc:
-            result.attempts.append(Attempt("control-request", f"failed: {exc}"))
+        asked = _restart_by_control(slot, device, result, lambda c: c.enter_safe_mode(REQUEST_TIMEOUT_S, cancel),
+                                    "safe mode request (60)", "safe-mode", started, cancel)  # fmt: skip
+        if asked is not None:
+            return asked
     else:
         result.attempts.append(Attempt("control-request", "skipped: the device is in DFU mode"))
     return _by_buttons(slot, result, "safe-mode", started, cancel)
+
+
+def _restart_by_control(slot: Slot, device: ParticleUsbDevice, result: ModeResult,
+                        ask: Callable[[ControlChannel], None], what: str, reached: str, started: float,
+                        cancel: ClockEvent | None) -> ModeResult | None:  # fmt: skip
+    """Ask for a restart by control request; it counts only once the device is back in normal mode."""
+    try:
+        ask(_channel(slot, device))
+        if _back_in_normal(slot, device, cancel) is not None:
+            result.attempts.append(Attempt("control-request", f"{what} obeyed"))
+            return _finish(result, reached, "control-request", slot, started)
+        result.attempts.append(Attempt("control-request", "acknowledged, but the device did not restart"))
+    except ControlFailure as exc:
+        result.attempts.append(Attempt("control-request", f"failed: {exc}"))
+    return None
 
 
 def _back_in_normal(slot: Slot, before: ParticleUsbDevice, cancel: ClockEvent | None) -> ParticleUsbDevice | None:
@@ -221,14 +232,10 @@ def reset(slot: Slot, cancel: ClockEvent | None = None) -> ModeResult:
     device = identify(slot, cancel)
     result = _result("normal", device, started, slot)
     if device.mode == "normal":
-        try:
-            _channel(slot, device).reset(timeout_s=REQUEST_TIMEOUT_S, cancel=cancel)
-            if _back_in_normal(slot, device, cancel) is not None:
-                result.attempts.append(Attempt("control-request", "reset request (40) obeyed"))
-                return _finish(result, "normal", "control-request", slot, started)
-            result.attempts.append(Attempt("control-request", "acknowledged, but the device did not come back"))
-        except ControlFailure as exc:
-            result.attempts.append(Attempt("control-request", f"failed: {exc}"))
+        asked = _restart_by_control(slot, device, result, lambda c: c.reset(REQUEST_TIMEOUT_S, cancel),
+                                    "reset request (40)", "normal", started, cancel)  # fmt: skip
+        if asked is not None:
+            return asked
     slot.buttons.tap_reset(cancel)
     back = wait_for_device(slot, SWITCH_TIMEOUT_S, None, cancel, not_address=device.address)
     if back is None:
