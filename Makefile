@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint bench clean tools
+.PHONY: test lint bench clean tools demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ tools:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lrzsz >/dev/null; \
 	  else echo "lrzsz is missing: install Debian's lrzsz package (sudo apt-get install lrzsz)"; exit 1; fi; }
+
+# The demo: simulated faulty devices recovered in parallel, at 5x real time (the TUI comes with issue 6).
+demo: $(STAMP)
+	$(BIN)/kiosk demo --speed 5
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
