@@ -366,7 +366,8 @@ class Ladder:
             report = FlashExecutor(self.slot, plan, self.bus, self.cancel).run()
             result.append(self.look())
             busy = sum(s.device_busy_s for s in report.steps)
-            switches = sum(1 for s in plan.steps if s.mechanism.value == "dfu") and (CONTROL_RESET_S + DFU_ENUMERATE_S)
+            uses_dfu = any(s.mechanism.value == "dfu" for s in plan.steps)
+            switches = CONTROL_RESET_S + DFU_ENUMERATE_S if uses_dfu else 0.0  # into DFU once
             demanded = busy + switches + 0.5 + self._boot_s() + HEALTHY_WINDOW_S  # leave resets 0.5 s after the write
             return ("done" if report.ok else "failed"), report.detail or f"{len(plan.steps)} step(s) written", demanded
 

@@ -15,7 +15,7 @@ from typing import Any
 from hw.clock import ClockEvent
 from hw.control import ControlChannel, ControlFailure, DeviceMode
 from hw.hazard import HazardRefused
-from hw.usb_identity import ParticleUsbDevice, UsbAccessError, find_particle_devices
+from hw.usb_identity import ParticleUsbDevice, find_particle_devices
 from kiosk.bench import Slot
 
 FIND_TIMEOUT_S = 5.0  # a device that just booted enumerates within ~2.5 s (P2 is the slowest)
@@ -94,10 +94,7 @@ def wait_for_device(slot: Slot, timeout: float, mode: str | None = None, cancel:
 
 
 def identify(slot: Slot, cancel: ClockEvent | None = None) -> ParticleUsbDevice:
-    try:
-        device = wait_for_device(slot, FIND_TIMEOUT_S, cancel=cancel)
-    except UsbAccessError:
-        raise
+    device = wait_for_device(slot, FIND_TIMEOUT_S, cancel=cancel)  # UsbAccessError goes to the caller
     if device is None:
         where = f"on USB port {slot.usb_port}" if slot.usb_port else "on USB"
         raise DeviceNotFound(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from firmware.platforms import Function
 from hw.serial_console import ModuleDependency, SerialModule, SystemInfo
 from hw.sim.device import Mode, SimDevice
 from hw.sim.device_control import _checks
@@ -104,6 +103,3 @@ def serial_lister(device: SimDevice):
         ]  # fmt: skip
 
     return ports
-
-
-__all__ = ["DeviceSerialProvider", "Function", "attach_serial", "serial_lister"]
