@@ -9,20 +9,18 @@ their outcomes, and ``elapsed_s`` and ``minimum_s`` (device seconds).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import fcntl
 import os
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
-from kiosk.bench import Slot
 from kiosk.commands.common import EXIT_FAILED, EXIT_OK, CommandError, emit
 from kiosk.commands.device_cmd import add_bench_options, open_bench
 from kiosk.commands.flash_cmd import LIBRARY_HELP, _library
 from kiosk.events import EventBus
-from kiosk.ladder import Ladder, LadderResult, RungStarted, Verdict
+from kiosk.ladder import RungStarted, Verdict
+from kiosk.runner import RecoveryRunner
 
 #: What Particle's support asks about a device (kiosk.journal HISTORY_FIELDS), as CLI options.
 HISTORY_OPTIONS = {
@@ -36,7 +34,6 @@ DEMO_SCENARIOS = "app-crash@boron,corrupt-system@photon,frozen@p2,cold-boot-fixe
 
 #: Verdicts after which the device works.
 GOOD_VERDICTS = ("healthy", "recovered", "recovered-by-swd")
-RUN_TIMEOUT_S = 3600.0  # device seconds; a ladder takes minutes at worst
 
 
 def _runner_lock(journal: Path):
@@ -125,48 +122,27 @@ def cmd_recover(args: argparse.Namespace) -> int:
         )
     bus = EventBus()
     bus.subscribe(_printer(args.json))
-    results: dict[int, tuple[int, LadderResult]] = {}
-    errors: dict[int, str] = {}
     with open_bench(args) as bench:
         library = _library(args, bench)
         slots = bench.slots if args.all else [bench.slot(args.slot)]
-        ready = [threading.Event() for _ in slots]
-
-        def work(slot: Slot, registered: threading.Event) -> None:
-            with bench.clock.actor():
-                registered.set()
-                run_id = journal.start_run(slot.index, None, None, slot.scenario)
-                try:
-                    ladder = Ladder(slot, library, bus, journal=journal, run_id=run_id)
-                    if slot.device is not None:  # a simulated slot's label names its platform
-                        ladder.platform_hint = slot.device.platform
-                    result = ladder.run()
-                    status = "stopped" if result.verdict == "stopped" else "finished"
-                    journal.finish_run(run_id, result.verdict, result.rung, result.detail, result.elapsed_s,
-                                       result.minimum_s, status)  # fmt: skip
-                    results[slot.index] = (run_id, result)
-                except Exception as exc:  # one slot's failure must not take the others down
-                    errors[slot.index] = f"{type(exc).__name__}: {exc}"
-                    with contextlib.suppress(JournalError):  # the failure may have been finish_run itself
-                        journal.finish_run(run_id, "error", None, errors[slot.index])
-
-        threads = [threading.Thread(target=work, args=(s, r), name=f"ladder-slot-{s.index}", daemon=True)
-                   for s, r in zip(slots, ready, strict=True)]  # fmt: skip
-        for thread in threads:
-            thread.start()
-        for registered in ready:
-            registered.wait(10.0)  # each worker joins the clock before time may move on
-        bench.clock.wait_for(lambda: not any(t.is_alive() for t in threads), RUN_TIMEOUT_S, poll=1.0)
+        runner = RecoveryRunner(bench, library, journal, bus)
+        for slot in slots:
+            runner.start(slot.index)
+        if not runner.wait(*(s.index for s in slots)):
+            runner.stop_all()  # a ladder that overran its hour stops, releasing buttons and restoring power
+            runner.wait(timeout_s=60.0)
     journal.close()
     if lock is not None:
         lock.close()
     docs: list[dict[str, Any]] = []
     for slot in slots:
-        if slot.index in errors:
-            docs.append({"slot": slot.index, "verdict": "error", "detail": errors[slot.index]})
+        run = runner.run(slot.index)
+        if run is None or run.result is None:
+            detail = run.error if run is not None and run.error else "the run did not finish in time"
+            docs.append({"slot": slot.index, "run_id": run.run_id if run else None, "verdict": "error",
+                         "detail": detail})  # fmt: skip
             continue
-        run_id, result = results[slot.index]
-        docs.append({"slot": slot.index, "run_id": run_id, **result.to_json()})
+        docs.append({"slot": slot.index, "run_id": run.run_id, **run.result.to_json()})
     if args.json:
         emit(docs if args.all else docs[0])
     else:
