@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from kiosk.commands import device_cmd, firmware_cmd, flash_cmd, recover_cmd
+from kiosk.commands import device_cmd, doctor_cmd, firmware_cmd, flash_cmd, recover_cmd
 from kiosk.commands.common import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CommandError
 
 FORCE_REFUSAL = (
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     flash_cmd.register(sub)
     recover_cmd.register(sub)
     firmware_cmd.register(sub)
+    doctor_cmd.register(sub)
     return parser
 
 
