@@ -1,0 +1,129 @@
+"""`kiosk tui` (also bare `kiosk`): the touchscreen kiosk; `kiosk serve`: the same app in a web browser.
+
+``kiosk tui --simulate SCENARIO,...`` opens it on the simulated bench (paced at real time unless
+``--speed`` says otherwise), so the whole product can be tried on a laptop. On a real bench only one
+process may drive the buttons: a second kiosk (or a second browser on ``kiosk serve``) is refused
+with a message, never allowed to press anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from kiosk.commands.common import EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, CommandError
+from kiosk.config import DEFAULT_CONFIG, ConfigError
+
+SIMULATED_SPEED = 1.0  # device seconds per real second on a simulated bench: a person can follow it
+
+
+def _add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--simulate", metavar="SCENARIO[@PLATFORM][,...]",
+                        help="the simulated bench, one scenario per slot (see `kiosk scenarios`)")  # fmt: skip
+    parser.add_argument("--speed", type=float,
+                        help=f"simulated device seconds per real second (default {SIMULATED_SPEED:g})")  # fmt: skip
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help=f"bench config (default {DEFAULT_CONFIG})")
+    parser.add_argument("--journal", type=Path, help="the journal (default: the kiosk's)")
+    parser.add_argument("--library", type=Path,
+                        help="the firmware library (default: the kiosk's; a synthetic demo library with --simulate)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    tui = sub.add_parser("tui", help="the touchscreen kiosk (what bare `kiosk` opens)")
+    _add_options(tui)
+    tui.set_defaults(handler=cmd_tui)
+
+    serve = sub.add_parser("serve", help="serve the touchscreen kiosk to a web browser (a supervisor's screen)")
+    _add_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="the port (default 8000)")
+    serve.set_defaults(handler=cmd_serve)
+
+
+def tui_defaults() -> argparse.Namespace:
+    """The arguments bare `kiosk` runs the TUI with: the configured bench."""
+    return argparse.Namespace(simulate=None, speed=None, config=DEFAULT_CONFIG, journal=None, library=None)
+
+
+def build_app(args: argparse.Namespace, *, live: bool = True):
+    """The app and its backend for these arguments; bad arguments raise CommandError before any screen."""
+    from kiosk.commands.flash_cmd import _library
+    from kiosk.commands.recover_cmd import default_journal
+    from kiosk.tui.app import KioskApp
+    from kiosk.tui.backend import KioskBackend
+    from kiosk.tui.settings import TuiSettings
+
+    if args.speed is not None and args.speed <= 0:
+        raise CommandError("--speed must be positive (device seconds per real second)", EXIT_REFUSED)
+    if args.simulate:
+        from firmware.platforms import UnknownPlatformError
+        from hw.sim.scenarios import parse_simulate
+
+        try:
+            wanted = parse_simulate(args.simulate)
+        except (LookupError, UnknownPlatformError, ValueError) as exc:
+            raise CommandError(str(exc), EXIT_REFUSED) from None
+        from kiosk.bench import MAX_SIM_SLOTS
+
+        if len(wanted) > MAX_SIM_SLOTS:
+            raise CommandError(f"a simulated bench has at most {MAX_SIM_SLOTS} slots, not {len(wanted)}")
+        speed = args.speed if args.speed is not None else SIMULATED_SPEED
+        words = f"simulated bench ({speed:g}x)"
+
+        def open_bench():
+            from kiosk.bench import simulated_bench
+
+            return simulated_bench(args.simulate, speed)
+    else:
+        from kiosk.config import load_config
+
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            status = EXIT_NOT_FOUND if not Path(args.config).exists() else EXIT_REFUSED
+            hint = "" if Path(args.config).exists() else "; to try it without hardware: kiosk tui --simulate app-crash"
+            raise CommandError(f"{exc}{hint}", status) from None
+        words = f"bench {config.source}"
+
+        def open_bench():
+            from kiosk.bench import hardware_bench
+
+            return hardware_bench(config)
+
+    journal = args.journal or default_journal()
+    holder: dict[str, KioskApp] = {}
+    backend = KioskBackend(open_bench, lambda bench: _library(args, bench), journal,
+                           lambda message: holder["app"].post_message(message), description=words,
+                           exclusive=not args.simulate)  # fmt: skip
+    app = KioskApp(backend, live=live, settings=TuiSettings.load(), bench_words=words)
+    holder["app"] = app
+    return app, backend
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    app, backend = build_app(args)
+    try:
+        app.run()
+    finally:
+        backend.close()
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """textual-serve runs `kiosk tui` with the same options for each browser that connects."""
+    try:
+        from textual_serve.server import Server
+    except ImportError:
+        raise CommandError("kiosk serve needs textual-serve: pip install textual-serve", EXIT_NOT_FOUND) from None
+    build_app(args)  # the same checks as `kiosk tui`, before anything listens
+    passthrough = ["--config", str(args.config)]
+    for name in ("simulate", "speed", "journal", "library"):
+        value = getattr(args, name)
+        if value is not None:
+            passthrough += [f"--{name}", str(value)]
+    command = shlex.join([sys.executable, "-m", "kiosk.cli", "tui", *passthrough])
+    print(f"serving the kiosk on http://{args.host}:{args.port} (Ctrl+C stops it)", file=sys.stderr)
+    Server(command, host=args.host, port=args.port, title="Particle bench kiosk").serve()
+    return EXIT_OK

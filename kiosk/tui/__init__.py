@@ -1,0 +1,1 @@
+"""The touchscreen kiosk (Textual): app.py, screens/, widgets/, one kiosk.tcss."""

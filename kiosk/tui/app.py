@@ -1,0 +1,328 @@
+"""The touchscreen kiosk: a Textual app a technician runs with one finger.
+
+The app owns the slot states and changes them only in message handlers on the UI thread. Everything
+that waits on hardware runs in plain daemon threads started here (the ladder's watcher, the USB and LED
+pollers, Stop, manual flashing): Textual's thread workers share asyncio's default executor, which has
+six threads on a two-core Pi, and a recovery holds one for minutes, so four slots and two pollers would
+leave a Stop waiting in its queue. Short look-ups (history, reports, the library) use thread workers.
+
+    kiosk tui --simulate app-crash@boron,corrupt-system@photon --speed 3
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+from textual import events
+from textual.app import App
+from textual.binding import Binding
+from textual.theme import Theme
+from textual.widgets import Button, Input
+
+from kiosk.tui.backend import KioskBackend, SlotBusyError
+from kiosk.tui.messages import BenchEvent, BenchReady, DeviceSeen, LedSeen, Notice, SlotBusy, SlotIdle
+from kiosk.tui.screens.main import MainScreen
+from kiosk.tui.settings import TuiSettings
+from kiosk.tui.state import SlotState, apply, apply_device, apply_led, finish, fresh_run
+
+#: A barcode scanner types a 24-hex device id and Enter within this many seconds; a person cannot.
+SCAN_WINDOW_S = 1.5
+DEVICE_ID_LENGTH = 24
+HEX = frozenset("0123456789abcdefABCDEF")
+TICK_S = 0.25  # the indeterminate bar's step
+
+THEMES = (
+    Theme(name="kiosk-dark", primary="#4da3ff", secondary="#ffd60a", accent="#ffd60a", warning="#ffb000",
+          error="#ff453a", success="#30d158", foreground="#ffffff", background="#000000", surface="#101010",
+          panel="#1c1c1c", dark=True),
+    Theme(name="kiosk-light", primary="#003e99", secondary="#7a4a00", accent="#7a4a00", warning="#8a5a00",
+          error="#b00020", success="#006b1e", foreground="#000000", background="#ffffff", surface="#f2f2f2",
+          panel="#e0e0e0", dark=False),
+)
+
+
+def _screen_factory(name: str, app: KioskApp):
+    """The screen behind a name (imported on first use: the main screen shows first, fast)."""
+    if name == "flash":
+        from kiosk.tui.screens.flash import FlashScreen
+
+        return FlashScreen(app.selected)
+    if name == "library":
+        from kiosk.tui.screens.library import LibraryScreen
+
+        return LibraryScreen()
+    if name == "history":
+        from kiosk.tui.screens.history import HistoryScreen
+
+        return HistoryScreen()
+    if name == "report":
+        from kiosk.tui.screens.report import ReportScreen
+
+        state = app.states.get(app.selected)
+        return ReportScreen(state.last_run_id if state else None)
+    if name == "settings":
+        from kiosk.tui.screens.settings import SettingsScreen
+
+        return SettingsScreen()
+    raise LookupError(f"no screen {name!r}")
+
+
+class KioskApp(App[None]):
+    """The kiosk on one bench. ``live`` False: no pollers and no animation (snapshot tests feed events)."""
+
+    CSS_PATH = "kiosk.tcss"
+    TITLE = "Particle bench kiosk"
+    ENABLE_COMMAND_PALETTE = False  # a kiosk: nothing a technician could wander into
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("r", "recover_selected", "Recover", show=False),
+        Binding("s", "stop_selected", "Stop", show=False),
+        Binding("m", "open('flash')", "Flash by hand", show=False),
+        Binding("l", "open('library')", "Library", show=False),
+        Binding("h", "open('history')", "History", show=False),
+        Binding("p", "open('report')", "Report", show=False),
+        Binding("o", "open('settings')", "Settings", show=False),
+        Binding("escape", "back", "Back", show=False),
+        *(Binding(str(n), f"select_slot({n})", f"Slot {n}", show=False) for n in range(1, 5)),
+    ]
+
+    def __init__(self, backend: KioskBackend | None, *, live: bool = True, settings: TuiSettings | None = None,
+                 settings_file: Path | None = None, bench_words: str = "") -> None:  # fmt: skip
+        super().__init__()
+        self.backend = backend
+        self.live = live
+        self.settings = settings or TuiSettings()
+        self.settings_file = settings_file
+        self.bench_words = bench_words or (backend.description if backend else "")
+        self.states: dict[int, SlotState] = {}
+        self.selected = 1
+        self.bench_ready = threading.Event()
+        self.bench_error: str | None = None
+        self._stop_pollers = threading.Event()
+        self._scan: list[tuple[str, float]] = []
+        for theme in THEMES:
+            self.register_theme(theme)
+        self.theme = self.settings.theme
+
+    # -- start ------------------------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self.push_screen(MainScreen())
+        if self.backend is not None:
+            self.spawn(self._open_bench, "open-bench")
+        if self.live:
+            self.set_interval(TICK_S, self._tick)
+
+    def _open_bench(self) -> None:
+        try:
+            self.backend.open()
+        except Exception as exc:
+            self.post_message(BenchReady(error=str(exc) or type(exc).__name__))
+            return
+        self.post_message(BenchReady())
+
+    def on_bench_ready(self, message: BenchReady) -> None:
+        main = self.main_screen
+        if message.error is not None:
+            self.bench_error = message.error
+            main.show_problem(f"The bench could not be opened:\n{message.error}")
+            self.bench_ready.set()
+            return
+        bench = self.backend.bench
+        for slot in bench.slots:
+            device = slot.device
+            hint = device.platform.name if device is not None else None
+            self.states[slot.index] = SlotState(slot.index, slot.name, platform_hint=hint,
+                                                led_sensor=bool(slot.led.available))  # fmt: skip
+        main.show_slots()
+        if self.backend.interrupted:
+            runs = ", ".join(map(str, self.backend.interrupted))
+            self.notify(f"Runs {runs} were interrupted (the kiosk stopped mid-run); their record is kept.")
+        if self.live:
+            self.spawn(lambda: self.backend.poll_usb(self._stop_pollers), "usb-poller")
+            self.spawn(lambda: self.backend.poll_led(self._stop_pollers), "led-poller")
+        self.bench_ready.set()
+
+    def on_unmount(self) -> None:
+        self._stop_pollers.set()
+
+    def spawn(self, work: Callable[[], None], name: str) -> threading.Thread:
+        """Run ``work`` in a daemon thread; what it raises reaches the technician as a notice."""
+
+        def guarded() -> None:
+            try:
+                work()
+            except Exception as exc:
+                self.post_message(Notice(f"{name}: {exc}", "error"))
+
+        thread = threading.Thread(target=guarded, name=f"tui-{name}", daemon=True)
+        thread.start()
+        return thread
+
+    # -- what the screen says ---------------------------------------------------------------------
+    @property
+    def main_screen(self) -> MainScreen:
+        return next(s for s in self.screen_stack if isinstance(s, MainScreen))
+
+    def title_text(self) -> str:
+        slots = f" · {len(self.states)} slot{'s' if len(self.states) != 1 else ''}" if self.states else ""
+        return f"PARTICLE BENCH KIOSK · {self.bench_words}{slots} · tap RECOVER on a slot"
+
+    def set_state(self, slot: int, state: SlotState) -> None:
+        self.states[slot] = state
+        card = self.main_screen.card(slot)
+        if card is not None:
+            card.state = state
+
+    def _tick(self) -> None:
+        for card in self.main_screen.query("SlotCard"):
+            card.advance()
+
+    # -- messages from the workers ----------------------------------------------------------------
+    def on_bench_event(self, message: BenchEvent) -> None:
+        slot = message.event.slot
+        if slot in self.states:
+            self.set_state(slot, apply(self.states[slot], message.event, message.at))
+
+    def on_led_seen(self, message: LedSeen) -> None:
+        if message.slot in self.states:
+            self.set_state(message.slot, apply_led(self.states[message.slot], message.lit, message.reading))
+
+    def on_device_seen(self, message: DeviceSeen) -> None:
+        if message.slot in self.states:
+            state = apply_device(self.states[message.slot], message.device_id, message.platform, message.mode)
+            self.set_state(message.slot, state)
+
+    def on_slot_busy(self, message: SlotBusy) -> None:
+        state = self.states[message.slot]
+        if state.activity == "idle":  # started from elsewhere (the manual flash screen)
+            state = fresh_run(state, message.busy_with)
+        activity = state.activity if state.activity == "stopping" else "running"
+        self.set_state(message.slot, _replace(state, activity=activity, busy_with=message.busy_with,
+                                              run_id=message.run_id))  # fmt: skip
+
+    def on_slot_idle(self, message: SlotIdle) -> None:
+        state = finish(self.states[message.slot], message.verdict, message.detail, message.run_id)
+        self.set_state(message.slot, state)
+
+    def on_notice(self, message: Notice) -> None:
+        self.notify(message.text, severity=message.severity, timeout=8)
+
+    # -- actions ----------------------------------------------------------------------------------
+    def toggle_slot(self, slot: int) -> None:
+        """The slot's big button: Recover when idle, Stop when busy."""
+        self.selected = slot
+        state = self.states.get(slot)
+        if state is None:
+            return
+        if state.running:
+            self.stop_slot(slot)
+        else:
+            self.recover_slot(slot)
+
+    def recover_slot(self, slot: int) -> None:
+        state = self.states.get(slot)
+        if state is None or state.running or self.backend is None:
+            return
+        self.set_state(slot, fresh_run(state))
+
+        def work() -> None:
+            try:
+                self.backend.recover(slot)
+            except SlotBusyError as exc:
+                self.post_message(Notice(str(exc), "warning"))
+            except Exception as exc:
+                self.post_message(SlotIdle(slot, "error", f"{type(exc).__name__}: {exc}", None))
+
+        self.spawn(work, f"recover-{slot}")
+
+    def stop_slot(self, slot: int) -> None:
+        """Stop at once: the card says so now; the ladder ends promptly with buttons released, power on."""
+        state = self.states.get(slot)
+        if state is None or not state.running or self.backend is None:
+            return
+        self.set_state(slot, _replace(state, activity="stopping"))
+        self.spawn(lambda: self.backend.stop(slot), f"stop-{slot}")
+
+    def action_recover_selected(self) -> None:
+        self.recover_slot(self.selected)
+
+    def action_stop_selected(self) -> None:
+        self.stop_slot(self.selected)
+
+    def action_select_slot(self, slot: int) -> None:
+        if slot not in self.states or not isinstance(self.screen, MainScreen):
+            return
+        self.selected = slot
+        with contextlib.suppress(Exception):
+            self.screen.query_one(f"#act-{slot}", Button).focus()
+
+    def action_open(self, name: str) -> None:
+        if not self.bench_ready.is_set() or self.bench_error is not None or not isinstance(self.screen, MainScreen):
+            return
+        self.push_screen(_screen_factory(name, self))
+
+    def action_back(self) -> None:
+        if not isinstance(self.screen, MainScreen):
+            self.pop_screen()
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        widget_id = getattr(event.widget, "id", None) or ""
+        if widget_id.startswith("act-"):
+            self.selected = int(widget_id.removeprefix("act-"))
+
+    def apply_settings(self, settings: TuiSettings) -> None:
+        self.settings = settings
+        self.theme = settings.theme
+        for slot, state in self.states.items():
+            self.set_state(slot, state)
+
+    # -- a barcode scanner ------------------------------------------------------------------------
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key) and self._scanned(event):
+            return
+        await super().on_event(event)
+
+    def _scanned(self, event: events.Key) -> bool:
+        """True when this Enter ends a device id typed at scanner speed (then it is handled here)."""
+        if isinstance(self.focused, Input):
+            return False  # the history filter and the report form take the scanner's typing themselves
+        now = time.monotonic()
+        if event.character and event.character in HEX:
+            self._scan = [(c, t) for c, t in self._scan if now - t <= SCAN_WINDOW_S]
+            self._scan.append((event.character.lower(), now))
+            return False
+        if event.key != "enter":
+            self._scan.clear()
+            return False
+        typed = "".join(c for c, _ in self._scan[-DEVICE_ID_LENGTH:])
+        recent = self._scan and now - self._scan[-DEVICE_ID_LENGTH:][0][1] <= SCAN_WINDOW_S
+        self._scan.clear()
+        if len(typed) != DEVICE_ID_LENGTH or not recent:
+            return False
+        self.scanned(typed)
+        return True
+
+    def scanned(self, device_id: str) -> None:
+        """A device id from the scanner: show its slot if it is on the bench, else its history."""
+        for slot, state in self.states.items():
+            if state.device_id == device_id:
+                if not isinstance(self.screen, MainScreen):
+                    self.pop_screen()
+                self.action_select_slot(slot)
+                self.notify(f"Device {device_id} is in slot {slot}.")
+                return
+        if self.bench_ready.is_set() and self.bench_error is None:
+            from kiosk.tui.screens.history import HistoryScreen
+
+            self.push_screen(HistoryScreen(device_id))
+            self.notify(f"Device {device_id} is not on the bench: its history.")
+
+
+def _replace(state: SlotState, **changes) -> SlotState:
+    from dataclasses import replace
+
+    return replace(state, **changes)

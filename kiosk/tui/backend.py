@@ -1,0 +1,356 @@
+"""The kiosk behind the touchscreen: the bench, the library, the journal and the runner, driven from workers.
+
+Nothing here runs on the UI thread. The app calls these methods from thread workers and learns what
+happened only through the messages ``post`` delivers (``App.post_message`` is thread-safe). Recoveries
+go through :class:`kiosk.runner.RecoveryRunner`; manual flashes through the planner and
+:class:`kiosk.executor.FlashExecutor`, as ``kiosk flash`` does. Buttons and power are only ever moved by
+those, inside the hazard guard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from firmware.library import FirmwareLibrary, LibraryEntry, LibraryError
+from firmware.module import Module, NotAModuleError, parse_module
+from firmware.plan import FlashPlan, PlanRefused, Refusal, Transport, plan_flash
+from hw.led_signals import COLOUR_NAMES
+from hw.usb_identity import UsbAccessError
+from kiosk import modes
+from kiosk.bench import Bench
+from kiosk.events import Event, EventBus, Progress
+from kiosk.executor import FlashExecutor
+from kiosk.facts import gather_facts
+from kiosk.runner import AlreadyRunning, RecoveryRunner
+from kiosk.tui.messages import BenchEvent, DeviceSeen, LedSeen, Notice, SlotBusy, SlotIdle
+
+USB_POLL_S = 1.0  # real seconds between looks at each idle slot's USB port
+LED_POLL_S = 0.05  # real seconds between LED samples for the swatch (it posts only on change)
+LED_CLASSIFY_S = 2.0  # real seconds between classifications of the recent LED samples
+LED_WINDOW_S = 15.0  # device seconds of samples a classification reads: long enough for SOS codes up to 8
+PROGRESS_EVERY_S = 0.1  # real seconds between progress messages per slot (the last one always goes)
+MAX_MODULE_BYTES = 32 * 1024 * 1024
+#: Where a USB stick shows up on Raspberry Pi OS and other Linux desktops.
+MEDIA_ROOTS = (Path("/media"), Path("/run/media"), Path("/mnt"))
+
+Post = Callable[[Any], Any]
+
+
+class SlotBusyError(RuntimeError):
+    """The slot is recovering or flashing already."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A module the technician chose for a manual flash: from the library or a file (a USB stick)."""
+
+    label: str
+    entry: LibraryEntry | None = None
+    path: Path | None = None
+
+
+@dataclass
+class ManualPlan:
+    """A checked plan, or the planner's refusals in plain words; ``facts`` says what the device is."""
+
+    slot: int
+    plan: FlashPlan | None
+    refusals: list[Refusal]
+    device: str  # "Boron e00fce…0011, Device OS 6.1.1, running"
+
+    @property
+    def refused(self) -> bool:
+        return self.plan is None
+
+
+def removable_media(roots: tuple[Path, ...] = MEDIA_ROOTS) -> list[Path]:
+    """Mounted USB sticks: folders one or two levels under /media, /run/media and /mnt (user/label)."""
+    found: list[Path] = []
+    for root in roots:
+        with contextlib.suppress(OSError):
+            for first in sorted(p for p in root.iterdir() if p.is_dir()):
+                with contextlib.suppress(OSError):
+                    inner = sorted(p for p in first.iterdir() if p.is_dir() and not p.name.startswith("."))
+                    if root.name == "mnt" or not inner:
+                        found.append(first)
+                    else:
+                        found.extend(inner)
+    return found
+
+
+def firmware_files(folder: Path, limit: int = 200) -> list[Path]:
+    """Module files (.bin) in a folder and its subfolders, for choosing from a USB stick."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder that exists: plug the USB stick in, or check the path")
+    files = sorted(p for p in folder.rglob("*.bin") if p.is_file())
+    return files[:limit]
+
+
+class KioskBackend:
+    """One bench and what runs on it, for the touchscreen. ``open()`` and every other call run in workers."""
+
+    def __init__(
+        self,
+        open_bench: Callable[[], Bench],
+        open_library: Callable[[Bench], FirmwareLibrary],
+        journal_path: Path | None,
+        post: Post,
+        *,
+        description: str = "",
+        exclusive: bool = False,
+    ):
+        self._open_bench = open_bench
+        self._open_library = open_library
+        self.journal_path = journal_path
+        self.post = post
+        self.description = description
+        self.exclusive = exclusive  # a real bench: one process drives it, or none
+        self.bench: Bench | None = None
+        self.library: FirmwareLibrary | None = None
+        self.journal = None
+        self.runner: RecoveryRunner | None = None
+        self.bus = EventBus()
+        self.interrupted: list[int] = []
+        self._runner_lock = None
+        self._slot_locks: dict[int, threading.Lock] = {}
+        self._busy: dict[int, str] = {}
+        self._flash_cancel: dict[int, Any] = {}
+        self._last_progress: dict[int, float] = {}
+        self._closed = threading.Event()
+
+    # -- life ------------------------------------------------------------------------------------
+    def open(self) -> Bench:
+        """Open the bench, the journal and the library (slow on a real bench: call it in a worker)."""
+        from kiosk.commands.recover_cmd import _runner_lock
+        from kiosk.journal import Journal
+
+        if self.journal_path is not None:
+            self._runner_lock = _runner_lock(Path(self.journal_path))
+            if self._runner_lock is None and self.exclusive:
+                raise SlotBusyError(
+                    "another kiosk process (the touchscreen, a browser or `kiosk recover`) drives this bench now: "
+                    "close it first; two processes must never move the same buttons"
+                )
+            self.journal = Journal(self.journal_path)
+            if self._runner_lock is not None:  # only the process holding the lock may call runs interrupted
+                self.interrupted = self.journal.mark_interrupted()
+        bench = self._open_bench()
+        self.bench = bench
+        self.library = self._open_library(bench)
+        self.runner = RecoveryRunner(bench, self.library, self.journal, self.bus)
+        self._slot_locks = {s.index: threading.Lock() for s in bench.slots}
+        self.bus.subscribe(self._forward)
+        return bench
+
+    def close(self) -> None:
+        """Stop every run and release the bench (buttons released, samplers stopped). Not on the UI thread."""
+        self._closed.set()
+        if self.runner is not None and self.bench is not None:
+            self.runner.stop_all()
+            for run in (self.runner.run(s.index) for s in self.bench.slots):
+                if run is not None:
+                    run.thread.join(30.0)
+        for cancel in list(self._flash_cancel.values()):
+            cancel.set()
+        if self.bench is not None:
+            self.bench.close()
+        if self.journal is not None:
+            self.journal.close()
+        if self._runner_lock is not None:
+            self._runner_lock.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    # -- events -> messages -------------------------------------------------------------------------
+    def _forward(self, event: Event) -> None:
+        """In the publishing worker: post the event, thinning progress to a few per second per slot."""
+        if isinstance(event, Progress) and event.done < event.total:
+            now = time.monotonic()
+            if now - self._last_progress.get(event.slot, 0.0) < PROGRESS_EVERY_S:
+                return
+            self._last_progress[event.slot] = now
+        at = self.bench.clock.now() if self.bench is not None else 0.0
+        self.post(BenchEvent(event, at))
+
+    # -- recovery ----------------------------------------------------------------------------------
+    def busy(self, slot: int) -> str | None:
+        return self._busy.get(slot)
+
+    def recover(self, slot: int) -> None:
+        """Start the ladder on ``slot`` and wait (in this worker) until it ends; posts SlotBusy, SlotIdle."""
+        lock = self._slot_locks[slot]
+        with lock:
+            if self._busy.get(slot):
+                raise SlotBusyError(f"slot {slot} is busy with a {self._busy[slot]}: press Stop first")
+            try:
+                run_id = self.runner.start(slot)
+            except AlreadyRunning as exc:
+                raise SlotBusyError(str(exc)) from None
+            self._busy[slot] = "recovery"
+        self.post(SlotBusy(slot, "recovery", run_id))
+        run = self.runner.run(slot)
+        run.thread.join()
+        with lock:
+            self._busy.pop(slot, None)
+        verdict = run.result.verdict if run.result else "error"
+        detail = run.result.detail if run.result else (run.error or "the ladder ended without a verdict")
+        self.post(SlotIdle(slot, verdict, detail, run.run_id))
+
+    def stop(self, slot: int) -> bool:
+        """Stop whatever runs on ``slot`` (the ladder or a manual flash); it ends promptly, buttons released."""
+        with self._slot_locks[slot]:
+            if self._busy.get(slot) == "manual flash":
+                cancel = self._flash_cancel.get(slot)
+                if cancel is not None:
+                    cancel.set()
+                    return True
+                return False
+            return self.runner.stop(slot) if self.runner is not None else False
+
+    # -- pollers -----------------------------------------------------------------------------------
+    def poll_usb(self, stop: threading.Event) -> None:
+        """Until ``stop``: look at every idle slot's USB port and post what changed (a device plugged in)."""
+        seen: dict[int, tuple] = {}
+        warned = False
+        while not stop.is_set() and not self.closed:
+            for slot in self.bench.slots:
+                if self._busy.get(slot.index):
+                    seen.pop(slot.index, None)  # the ladder reports the mode; look afresh once it is done
+                    continue
+                try:
+                    found = modes.devices_on(slot)
+                except UsbAccessError as exc:
+                    if not warned:
+                        self.post(Notice(str(exc), "error"))
+                        warned = True
+                    continue
+                first = found[0] if found else None
+                key = (first.device_id, first.platform.name, first.mode) if first else (None, None, None)
+                if seen.get(slot.index) != key:
+                    seen[slot.index] = key
+                    self.post(DeviceSeen(slot.index, *key))
+            stop.wait(USB_POLL_S)
+
+    def poll_led(self, stop: threading.Event) -> None:
+        """Until ``stop``: the colour each slot's LED shows now (on change) and a classification now and then."""
+        from hw.led_classifier import classify
+
+        slots = [s for s in self.bench.slots if s.led.available]
+        for slot in slots:
+            slot.led.start()
+        shown: dict[int, str | None] = {}
+        next_classify = 0.0
+        while not stop.is_set() and not self.closed:
+            classify_now = time.monotonic() >= next_classify
+            if classify_now:
+                next_classify = time.monotonic() + LED_CLASSIFY_S
+            for slot in slots:
+                now = slot.clock.now()
+                recent = slot.led.samples_since(now - 0.2)
+                lit = COLOUR_NAMES.get((recent[-1].r, recent[-1].g, recent[-1].b)) if recent else None
+                reading = None
+                if classify_now:
+                    samples = slot.led.samples_since(now - LED_WINDOW_S)
+                    if len(samples) >= 20:
+                        reading = classify(samples).to_json()
+                if lit != shown.get(slot.index, "") or reading is not None:
+                    shown[slot.index] = lit
+                    self.post(LedSeen(slot.index, lit, reading))
+            stop.wait(LED_POLL_S)
+
+    # -- manual flash ------------------------------------------------------------------------------
+    def library_sources(self, platform: str | None) -> list[Source]:
+        """The library's modules for ``platform`` (every platform when None), newest release first."""
+        entries = [e for e in self.library.entries()
+                   if e.kind == "module" and (platform is None or e.platform == platform)]  # fmt: skip
+        entries.sort(key=lambda e: (e.platform, e.release or "", e.name), reverse=True)
+        return [Source(f"{e.platform} {e.release or ''} {e.name}".replace("  ", " "), entry=e) for e in entries]
+
+    def _load(self, sources: list[Source]) -> list[tuple[str, Module]]:
+        wanted = []
+        for source in sources:
+            if source.entry is not None:
+                try:
+                    data = self.library.read(source.entry)
+                except LibraryError as exc:
+                    raise ValueError(f"{source.label}: {exc}; nothing was written") from None
+                wanted.append((source.label, parse_module(data)))
+                continue
+            path = source.path
+            try:
+                if path.stat().st_size > MAX_MODULE_BYTES:
+                    raise ValueError(f"{path.name} is {path.stat().st_size} bytes, larger than any module; "
+                                     "nothing was written. Choose the module file itself")  # fmt: skip
+                data = path.read_bytes()
+            except OSError as exc:
+                raise ValueError(f"cannot read {path}: {exc.strerror or exc}. Is the USB stick still plugged in? "
+                                 "Nothing was written") from None  # fmt: skip
+            try:
+                wanted.append((path.name, parse_module(data)))
+            except NotAModuleError as exc:
+                raise ValueError(f"{path.name} is not a Particle module ({exc}). Nothing was written: choose a "
+                                 ".bin made for this device") from None  # fmt: skip
+        return wanted
+
+    def plan_manual(self, slot_number: int, sources: list[Source], transport: Transport) -> ManualPlan:
+        """Check a manual flash before anything is written: the plan, or every reason it is refused."""
+        if not sources:
+            raise ValueError("choose at least one module first")
+        bench = self.bench
+        slot = bench.slot(slot_number)
+        if self._busy.get(slot_number):
+            raise SlotBusyError(f"slot {slot_number} is busy with a {self._busy[slot_number]}: wait, or press Stop")
+        wanted = self._load(sources)
+        with bench.clock.actor():
+            try:
+                device = modes.identify(slot)
+            except modes.DeviceNotFound as exc:
+                raise ValueError(str(exc)) from None
+            facts = gather_facts(slot, device)
+        version = facts.system_version
+        from firmware.versions import describe_system_version
+
+        os_words = f"Device OS {describe_system_version(version)}" if version else "Device OS unknown"
+        words = f"{facts.platform.display_name} {device.device_id or ''} · {os_words} · {modes_word(device.mode)}"
+        try:
+            plan = plan_flash(facts, wanted, transport)
+        except PlanRefused as refused:
+            return ManualPlan(slot_number, None, list(refused.refusals), words)
+        return ManualPlan(slot_number, plan, [], words)
+
+    def flash(self, slot_number: int, plan: FlashPlan) -> None:
+        """Write a checked plan (in this worker, as a clock actor); events show on the slot's card."""
+        bench = self.bench
+        lock = self._slot_locks[slot_number]
+        with lock:
+            if self._busy.get(slot_number):
+                raise SlotBusyError(f"slot {slot_number} is busy with a {self._busy[slot_number]}")
+            self._busy[slot_number] = "manual flash"
+            cancel = bench.clock.event()
+            self._flash_cancel[slot_number] = cancel
+        self.post(SlotBusy(slot_number, "manual flash", None))
+        verdict, detail = "flash-failed", ""
+        try:
+            with bench.clock.actor():
+                report = FlashExecutor(bench.slot(slot_number), plan, self.bus, cancel).run()
+            detail = ("every module written and verified; the device runs" if report.ok else report.detail) or ""
+            verdict = "stopped" if cancel.is_set() else ("flashed" if report.ok else "flash-failed")
+        except Exception as exc:  # the UI must hear of it, whatever it was
+            verdict, detail = "flash-failed", f"the flash failed: {type(exc).__name__}: {exc}"
+        finally:
+            with lock:
+                self._busy.pop(slot_number, None)
+                self._flash_cancel.pop(slot_number, None)
+            self.post(SlotIdle(slot_number, verdict, detail, None))
+
+
+def modes_word(mode: str | None) -> str:
+    return {"normal": "running", "dfu": "in DFU mode", "listening": "listening"}.get(mode or "", "not on USB")

@@ -1,0 +1,1 @@
+"""The kiosk's screens: main, manual flash, library, history, report, settings."""
