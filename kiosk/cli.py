@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from kiosk.commands import device_cmd, doctor_cmd, firmware_cmd, flash_cmd, recover_cmd
+from kiosk.commands import device_cmd, doctor_cmd, firmware_cmd, flash_cmd, recover_cmd, tui_cmd
 from kiosk.commands.common import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CommandError
 
 FORCE_REFUSAL = (
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     recover_cmd.register(sub)
     firmware_cmd.register(sub)
     doctor_cmd.register(sub)
+    tui_cmd.register(sub)
     return parser
 
 
@@ -75,9 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(args_list)
     except SystemExit as exc:  # argparse prints its own message; usage errors are refusals
         return EXIT_OK if exc.code == 0 else EXIT_REFUSED
-    if getattr(args, "handler", None) is None:
-        parser.print_help(sys.stderr)
-        return EXIT_REFUSED
+    if getattr(args, "handler", None) is None:  # bare `kiosk`: the touchscreen on the configured bench
+        args = tui_cmd.tui_defaults()
+        args.handler = tui_cmd.cmd_tui
     try:
         return int(args.handler(args))
     except CommandError as exc:
