@@ -24,7 +24,7 @@ from textual.binding import Binding
 from textual.theme import Theme
 from textual.widgets import Button, Input
 
-from kiosk.tui.backend import KioskBackend, SlotBusyError
+from kiosk.tui.backend import MEDIA_ROOTS, KioskBackend, SlotBusyError
 from kiosk.tui.messages import BenchEvent, BenchReady, DeviceSeen, LedSeen, Notice, SlotBusy, SlotIdle
 from kiosk.tui.screens.main import MainScreen
 from kiosk.tui.settings import TuiSettings
@@ -104,6 +104,7 @@ class KioskApp(App[None]):
         self.bench_error: str | None = None
         self._stop_pollers = threading.Event()
         self._scan: list[tuple[str, float]] = []
+        self.media_roots: tuple[Path, ...] = MEDIA_ROOTS  # where USB sticks appear (tests point it elsewhere)
         for theme in THEMES:
             self.register_theme(theme)
         self.theme = self.settings.theme
@@ -176,6 +177,9 @@ class KioskApp(App[None]):
         card = self.main_screen.card(slot)
         if card is not None:
             card.state = state
+        follower = getattr(self.screen, "slot_changed", None)
+        if follower is not None:
+            follower(slot, state)
 
     def _tick(self) -> None:
         for card in self.main_screen.query("SlotCard"):

@@ -248,7 +248,9 @@ class SlotCard(Vertical):
         platform = state.shown_platform
         self.border_title = f"Slot {state.index}" + (f" · {platform}" if platform else "")
         mode = USB_MODES.get(state.usb_mode, state.usb_mode or "")
-        subtitle = " · ".join(x for x in (state.short_id, mode if state.present is not None else None) if x)
+        settings = getattr(self.app, "settings", None)
+        ident = state.device_id if settings is not None and settings.full_device_ids else state.short_id
+        subtitle = " · ".join(x for x in (ident, mode if state.present is not None else None) if x)
         self.border_subtitle = subtitle
         self.query_one(LedSwatch).show(state, self.roomy)
         self.query_one(LadderView).show(state, self.roomy)

@@ -1,0 +1,215 @@
+"""Manual flashing: choose a slot, modules (from the library or a USB stick) and usb or serial; the planner
+checks everything first and its refusal is shown in plain words before a byte is written. No force anywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
+
+from rich.text import Text
+from textual import work
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Button, RadioSet, Static
+
+from firmware.plan import Transport
+from kiosk.tui.backend import ManualPlan, SlotBusyError, Source, firmware_files, removable_media
+from kiosk.tui.screens.base import KioskScreen
+from kiosk.tui.state import SlotState
+from kiosk.tui.widgets.choices import ChoiceList, mark_radios, marked_radio
+from kiosk.tui.widgets.slot_card import FlashBar
+
+#: The transports a technician may choose, with the words on their buttons.
+TRANSPORTS: dict[str, tuple[Transport, str]] = {
+    "usb": (Transport.USB, "usb (DFU)"),
+    "serial": (Transport.SERIAL, "serial (YModem)"),
+}
+
+
+def describe_plan(plan: ManualPlan) -> Text:
+    """The checked plan in words: what goes where, how, and any warnings."""
+    text = Text(f"OK to flash: {plan.device}\n", style="bold")
+    for n, step in enumerate(plan.plan.steps, 1):
+        text.append(f"{n}. {Path(step.name).name} → {step.mechanism.value}, {len(step.payload)} bytes "
+                    f"({step.device_mode} mode)\n")  # fmt: skip
+    for warning in plan.plan.warnings:
+        text.append(f"note: {warning}\n", style="italic")
+    return text
+
+
+def describe_refusal(plan: ManualPlan) -> Text:
+    text = Text(f"REFUSED ✘ nothing was written. {plan.device}\n", style="bold")
+    for refusal in plan.refusals:
+        text.append(f"• {Path(refusal.name).name}: {refusal.reason}\n")
+    return text
+
+
+class FlashScreen(KioskScreen):
+    """Pick, check, then flash; the slot's card on the main screen shows the same progress."""
+
+    TITLE_TEXT = "FLASH BY HAND · choose slot, modules and usb or serial · CHECK, then FLASH"
+
+    def __init__(self, slot: int = 1) -> None:
+        super().__init__()
+        self.slot = slot
+        self.sources: dict[str, Source] = {}
+        self.checked: ManualPlan | None = None
+
+    def body(self) -> Iterable:
+        app = self.app
+        with Vertical(classes="body"):
+            with Horizontal(classes="row", id="slot-row"):
+                for number in app.states:
+                    yield Button(f"Slot {number}", id=f"pick-{number}", classes="pick")
+            with RadioSet(id="transport"):
+                for key, (_, words) in TRANSPORTS.items():
+                    yield marked_radio(words, key == "usb", f"transport-{key}")
+            yield ChoiceList(id="modules")
+            yield FlashBar(id="flash-progress")
+            yield Static("Choose modules, then tap CHECK.", id="plan-result", classes="note")
+
+    def buttons(self) -> Iterable[Button]:
+        yield Button("USB stick", id="stick")
+        yield Button("Check", id="check", variant="primary")
+        yield Button("Flash", id="flash", variant="success", disabled=True)
+
+    def on_mount(self) -> None:
+        self._pick(self.slot if self.slot in self.app.states else next(iter(self.app.states), 1))
+
+    # -- choosing ------------------------------------------------------------------------------------
+    def _pick(self, slot: int) -> None:
+        self.slot = slot
+        for button in self.query(".pick").results(Button):
+            chosen = button.id == f"pick-{slot}"
+            button.label = f"◆ Slot {button.id.removeprefix('pick-')}" if chosen else f"Slot {button.id[5:]}"
+            button.variant = "primary" if chosen else "default"
+        self._invalidate()
+        self._load_library()
+        self.slot_changed(slot, self.app.states.get(slot))
+
+    @work(thread=True, exclusive=True, group="library")
+    def _load_library(self) -> None:
+        state = self.app.states.get(self.slot)
+        platform = state.shown_platform if state else None
+        try:
+            sources = self.app.backend.library_sources(platform)
+        except Exception as exc:
+            self.app.call_from_thread(self.say, "plan-result", f"The library could not be read: {exc}", "problem")
+            return
+        self.app.call_from_thread(self._show_sources, sources, keep_files=True)
+
+    def _show_sources(self, sources: list[Source], keep_files: bool = False) -> None:
+        chosen = set(self.query_one(ChoiceList).selected)
+        kept = {k: v for k, v in self.sources.items() if keep_files and v.path is not None}
+        self.sources = {**kept, **{f"lib:{s.entry.path}": s for s in sources if s.entry is not None},
+                        **{f"file:{s.path}": s for s in sources if s.path is not None}}  # fmt: skip
+        self.query_one(ChoiceList).set_choices([(s.label, key) for key, s in self.sources.items()], chosen)
+        if not self.sources:
+            self.say("plan-result", "The library has nothing for this platform: import a release in Library, "
+                     "or tap USB stick.", "problem")  # fmt: skip
+
+    def pressed_stick(self) -> None:
+        sticks = removable_media(self.app.media_roots)
+        if not sticks:
+            self.say("plan-result", "No USB stick found: plug one in, wait a moment, then tap USB stick again.",
+                     "problem")  # fmt: skip
+            return
+        files: list[Source] = []
+        problems = []
+        for stick in sticks:
+            try:
+                files += [Source(f"stick {stick.name}: {f.name}", path=f) for f in firmware_files(stick)]
+            except OSError as exc:
+                problems.append(f"{stick}: {exc}")
+        if not files:
+            self.say("plan-result", f"No .bin files on {', '.join(map(str, sticks))}. "
+                     + " ".join(problems), "problem")  # fmt: skip
+            return
+        library = [s for s in self.sources.values() if s.entry is not None]
+        self._show_sources([*library, *files])
+        self.say("plan-result", f"{len(files)} module file(s) from the USB stick added to the list.", "note")
+
+    def on_choice_list_changed(self, _event: ChoiceList.Changed) -> None:
+        self._invalidate()
+
+    def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
+        mark_radios(event.radio_set)
+        self._invalidate()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if (event.button.id or "").startswith("pick-"):
+            event.stop()
+            self._pick(int(event.button.id.removeprefix("pick-")))
+            return
+        super().on_button_pressed(event)
+
+    def _invalidate(self) -> None:
+        self.checked = None
+        flash = self.query_one("#flash", Button)
+        state = self.app.states.get(self.slot)
+        if state is not None and state.running and state.busy_with == "manual flash":
+            return
+        flash.label, flash.variant, flash.disabled = "Flash", "success", True
+
+    @property
+    def transport(self) -> Transport:
+        pressed = self.query_one(RadioSet).pressed_button
+        key = (pressed.id or "transport-usb").removeprefix("transport-") if pressed else "usb"
+        return TRANSPORTS[key][0]
+
+    # -- checking and flashing ------------------------------------------------------------------------
+    def pressed_check(self) -> None:
+        chosen = [self.sources[key] for key in self.query_one(ChoiceList).selected if key in self.sources]
+        if not chosen:
+            self.say("plan-result", "Choose at least one module first (tap it in the list).", "problem")
+            return
+        self.say("plan-result", f"Checking with the device in slot {self.slot}… nothing is written yet.", "note")
+        self._check(self.slot, chosen, self.transport)
+
+    @work(thread=True, exclusive=True, group="check")
+    def _check(self, slot: int, chosen: list[Source], transport: Transport) -> None:
+        try:
+            result = self.app.backend.plan_manual(slot, chosen, transport)
+        except (ValueError, SlotBusyError) as exc:
+            self.app.call_from_thread(self.say, "plan-result", f"✘ {exc}", "problem")
+            return
+        self.app.call_from_thread(self._show_check, result)
+
+    def _show_check(self, result: ManualPlan) -> None:
+        if result.slot != self.slot:
+            return
+        if result.refused:
+            self.checked = None
+            self.say("plan-result", describe_refusal(result), "problem")
+            return
+        self.checked = result
+        self.say("plan-result", describe_plan(result), "good")
+        self.query_one("#flash", Button).disabled = False
+
+    def pressed_flash(self) -> None:
+        state = self.app.states.get(self.slot)
+        if state is not None and state.running:
+            self.app.stop_slot(self.slot)
+            return
+        if self.checked is None:
+            self.say("plan-result", "Tap CHECK first: the plan is checked before anything is written.", "problem")
+            return
+        plan, slot = self.checked.plan, self.slot
+        self.app.set_state(slot, replace(self.app.states[slot], activity="starting", busy_with="manual flash",
+                                         verdict=None, verdict_detail="", progress=None))  # fmt: skip
+        self.app.spawn(lambda: self.app.backend.flash(slot, plan), f"flash-{slot}")
+
+    def slot_changed(self, slot: int, state: SlotState | None) -> None:
+        """Called by the app whenever a slot's state changes: mirror this slot's progress and result."""
+        if slot != self.slot or state is None:
+            return
+        self.query_one(FlashBar).show(state, True, 0)
+        flash = self.query_one("#flash", Button)
+        if state.running and state.busy_with == "manual flash":
+            flash.label, flash.variant, flash.disabled = "■ Stop", "error", state.activity == "stopping"
+        elif state.busy_with == "manual flash" and state.verdict is not None:
+            self.checked = None
+            flash.label, flash.variant, flash.disabled = "Flash", "success", True
+            kind = "good" if state.verdict == "flashed" else "problem"
+            self.say("plan-result", f"{state.verdict.upper()}: {state.verdict_detail}", kind)
