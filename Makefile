@@ -18,11 +18,17 @@ test: $(STAMP) lint tools
 	$(BIN)/python -m pytest
 
 # The YModem tests talk to lrzsz (Debian's package; `rb`/`sb`) over a pseudo-terminal.
+# The deploy tests verify the kiosk's systemd unit (systemd-analyze checks that cage and foot exist), foot's config
+# and install.sh (shellcheck); without them those tests are skipped.
 tools:
 	@command -v rb >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lrzsz >/dev/null; \
 	  else echo "lrzsz is missing: install Debian's lrzsz package (sudo apt-get install lrzsz)"; exit 1; fi; }
+	@{ command -v cage && command -v foot && command -v shellcheck && command -v systemd-analyze; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cage foot shellcheck systemd >/dev/null; \
+	  else echo "note: cage, foot, shellcheck or systemd-analyze missing: some deploy tests will be skipped"; fi; }
 
 # The demo: the touchscreen kiosk on a simulated bench of faulty devices, at 3x real time.
 demo: $(STAMP)
