@@ -505,14 +505,14 @@ class ControlChannel:
         self._opened = False
 
     # -- the framed protocol --
-    def open(self) -> None:
+    def open(self, timeout_s: float = RESET_TRANSFER_TIMEOUT_S) -> None:
         """Send RESET(0) to cancel requests an earlier session left active (once; ``request`` calls it)."""
         with self._lock:  # held throughout: no other thread's INIT may slip in before the RESET(0)
             if self._opened:
                 return
             self._opened = True
             try:
-                self._service(Service.RESET, 0, RESET_TRANSFER_TIMEOUT_S)
+                self._service(Service.RESET, 0, min(RESET_TRANSFER_TIMEOUT_S, timeout_s))
             except (ControlError, ControlTimeout) as exc:
                 log.debug("RESET(0) on open failed: %s", exc)  # as PUSB: the requests that follow will tell
 
@@ -535,8 +535,8 @@ class ControlChannel:
             raise ValueError(f"type {type_id} must fit 16 bits and the payload {MAX_PAYLOAD} bytes")
         if QUIRK_NO_CONTROL_REQUESTS in self.quirks:
             raise ControlError(Result.NOT_SUPPORTED, "this platform takes no control requests")
-        self.open()
         deadline = self.clock.now() + timeout_s
+        self.open(timeout_s / 2)  # the clean-up RESET(0) may take at most half of what the caller allows
         for attempt in range(WIRE_RETRIES + 1):
             pending = _Pending(type_id)
             try:
@@ -557,7 +557,8 @@ class ControlChannel:
         pending.stage = "init"
         attempt = 0
         while True:  # INIT; BUSY means the device's 4 slots are taken: back off and ask again
-            reply = self._service(Service.INIT, pending.type_id, value=len(payload))
+            busy = "the device stayed busy (4 requests active)" if attempt else "the device did not answer in time"
+            reply = self._service(Service.INIT, pending.type_id, self._left(deadline, busy), value=len(payload))
             if reply.status != Status.BUSY:
                 break
             self._backoff(attempt, deadline, cancel, "the device stayed busy (4 requests active)")
@@ -572,7 +573,8 @@ class ControlChannel:
                 self._poll(pending.id, deadline, cancel)
             pending.stage = "send"
             for offset in range(0, len(payload), MAX_CHUNK):
-                self._transfer(BM_OUT, Service.SEND, 0, pending.id, payload[offset : offset + MAX_CHUNK])
+                chunk = payload[offset : offset + MAX_CHUNK]
+                self._transfer(BM_OUT, Service.SEND, 0, pending.id, chunk, self._left(deadline))
         pending.stage = "check"
         done = self._poll(pending.id, deadline, cancel)
         pending.stage = "recv"
@@ -582,7 +584,7 @@ class ControlChannel:
         size = done.size or 0
         while len(data) < size:
             want = min(MAX_CHUNK, size - len(data))
-            chunk = self._transfer(BM_IN, Service.RECV, 0, pending.id, want)
+            chunk = self._transfer(BM_IN, Service.RECV, 0, pending.id, want)  # the reply is ready: no deadline
             if len(chunk) != want:
                 raise ControlError(Result.PROTOCOL_ERROR, f"RECV gave {len(chunk)} bytes, not {want}")
             data += chunk
@@ -596,7 +598,7 @@ class ControlChannel:
             self._backoff(attempt, deadline, cancel, "the device did not finish the request in time")
             attempt += 1
             try:
-                reply = self._service(Service.CHECK, request_id)
+                reply = self._service(Service.CHECK, request_id, self._left(deadline))
             except ControlError as exc:
                 if not _wire_error(exc) or attempt > WIRE_RETRIES + 2:
                     raise
@@ -605,6 +607,13 @@ class ControlChannel:
                 return reply
             if reply.status != Status.PENDING:
                 raise self._status_error(reply, "CHECK")
+
+    def _left(self, deadline: float, why: str = "the device did not answer in time") -> float:
+        """One transfer's timeout: the usual one, but never past the request's deadline."""
+        left = deadline - self.clock.now()
+        if left <= 0:
+            raise ControlTimeout(why)
+        return min(self.transfer_timeout_s, left)
 
     def _backoff(self, attempt: int, deadline: float, cancel: ClockEvent | None, why: str) -> None:
         left = deadline - self.clock.now()

@@ -260,6 +260,10 @@ class DfuStats:
     cpu_s: float = 0.0
     bytes_written: int = 0
     bytes_read: int = 0
+    #: what the device was given to do, as it took it (retries included): sector sizes erased and block
+    #: sizes written, per alt setting; the device time they cost is priced by hw.flash_timing
+    erased: list[tuple[int, int]] = field(default_factory=list)  # (alt, sector size)
+    written: list[tuple[int, int]] = field(default_factory=list)  # (alt, bytes)
 
     @property
     def total_transfers(self) -> int:
@@ -420,7 +424,8 @@ class DfuDevice:
             erasable = [s for s in sectors if s.erasable]  # DCT-like memories are written in place
             erase_total, erased = sum(s.size for s in erasable), 0
             for sector in erasable:
-                self._retrying("erase", lambda s=sector: self._command(DfuseCommand.ERASE, s.start, cancel), cancel)
+                self._retrying("erase", lambda s=sector: self._command(DfuseCommand.ERASE, s.start, cancel, s.size),
+                               cancel)  # fmt: skip
                 erased += sector.size
                 _report(progress, erased, erase_total, "erase")
             self._download(address, data, progress, cancel)
@@ -556,6 +561,7 @@ class DfuDevice:
             chunk = data[done : done + size]
             self._ensure(_DOWNLOAD_READY, cancel)
             self._dnload(block, chunk)
+            self.stats.written.append((self._alt or 0, len(chunk)))
             self._check(self._poll(cancel), f"write at {at:#x}", DfuState.DNLOAD_IDLE)
             done += len(chunk)
 
@@ -618,7 +624,8 @@ class DfuDevice:
         return block if block <= MAX_BLOCK_NUMBER else None
 
     # --- commands, polling, recovery ------------------------------------------------------------------
-    def _command(self, command: DfuseCommand, argument: int | None, cancel: ClockEvent | None) -> DfuGetStatus:
+    def _command(self, command: DfuseCommand, argument: int | None, cancel: ClockEvent | None,
+                 sector_size: int | None = None) -> DfuGetStatus:  # fmt: skip
         """One DfuSe command: DNLOAD wValue 0, then GETSTATUS until it is done; must end in DNLOAD_IDLE."""
         self._ensure(_DOWNLOAD_READY, cancel)
         payload = bytes([command]) + (struct.pack("<I", argument) if argument is not None else b"")
@@ -626,6 +633,8 @@ class DfuDevice:
         if command in (DfuseCommand.SET_ADDRESS_POINTER, DfuseCommand.ERASE):
             self._pointer = None  # unknown until confirmed; an ERASE may move it (see _block_for)
         self._dnload(0, payload)
+        if command is DfuseCommand.ERASE and sector_size:
+            self.stats.erased.append((self._alt or 0, sector_size))  # the device has it: it erases
         reply = self._poll(cancel)
         where = f" {argument:#x}" if argument is not None else ""
         return self._check(reply, f"{command.name}{where}", DfuState.DNLOAD_IDLE)

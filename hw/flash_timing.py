@@ -135,3 +135,38 @@ def device_busy_s(platform: Platform, mechanism: str, nbytes: int, address: int 
     if function == "ncp":
         return nbytes / NCP_UPDATE_BYTES_PER_S
     return write_busy_s(platform, address, nbytes)
+
+
+#: SWD throughput (UNVERIFIED): 1 MHz SWD moves at most 125 KB/s of raw bits; with CMSIS-DAP packet overhead
+#: about half of that. Shared by the simulated probe and the kiosk's figures.
+SWD_BYTES_PER_S = 64 * 1024
+#: Erasing the whole chip through its debug port (seconds): nRF52840 ERASEALL 169 ms (UNVERIFIED), STM32F2
+#: mass erase 8 s typical (timing-model.md 2).
+MASS_ERASE_S = {"nrf52840": 0.169, "stm32f2xx": 8.0}
+SWD_PAGE = 4096  # bytes per program step (pyOCD's flash page for both families)
+
+
+def swd_restore_floor_s(platform: Platform, segments: tuple[tuple[int, bytes], ...], mass_erased: bool) -> float:
+    """The least device time an SWD restore of ``segments`` takes: the mass erase (when the restore does
+    one), each page programmed at the slower of flash and wire, and read back once over the wire. Sector
+    erases are left out: pyOCD skips blank ones, so they are not certain to be needed."""
+    timing = timing_for(platform, "internal")
+    total = MASS_ERASE_S.get(platform.mcu.name, 0.0) if mass_erased else 0.0
+    for _address, data in segments:
+        for offset in range(0, len(data), SWD_PAGE):
+            page = len(data[offset : offset + SWD_PAGE])
+            total += max(timing.write_time_s(page), page / SWD_BYTES_PER_S) + page / SWD_BYTES_PER_S
+    return total
+
+
+def dfu_work_s(platform: Platform, erased: list[tuple[int, int]], written: list[tuple[int, int]]) -> float:
+    """Device seconds of the DFU work a client gave the device (``hw.dfu.DfuStats.erased``/``written``:
+    (alt, sector size) erased and (alt, bytes) written, retries included)."""
+
+    def timing(alt: int) -> FlashTiming:
+        memory = platform.memory_map(alt)
+        return timing_for(platform, memory_kind(memory) if memory else "internal")
+
+    return sum(timing(alt).erase_time_s(size) for alt, size in erased) + sum(
+        timing(alt).write_time_s(n) for alt, n in written
+    )

@@ -20,8 +20,9 @@ from typing import Any
 from firmware.plan import FlashPlan, FlashStep, Mechanism
 from hw.clock import Cancelled, ClockEvent
 from hw.control import ControlChannel, ControlError, ControlFailure, Result
+from hw.device_timing import DFU_ENUMERATE_S, DFU_LEAVE_S, SWITCH_S, YMODEM_APPLY_DELAY_S, boot_s
 from hw.dfu import DfuDevice, DfuDisconnected, DfuError, DfuProtected
-from hw.flash_timing import device_busy_s
+from hw.flash_timing import device_busy_s, dfu_work_s
 from hw.hazard import HazardRefused
 from hw.serial_console import SerialError, find_port, trigger_dfu
 from hw.usb_identity import ParticleUsbDevice
@@ -36,6 +37,10 @@ MAX_ATTEMPTS = 4  # one write and up to three re-entries after the device droppe
 APPLY_TIMEOUT_S = 240.0  # a control-request or YModem update: apply and restart (NCP firmware is slow)
 BOOT_TIMEOUT_S = 15.0
 BAUD_TRICK_WINDOW_S = 40.0  # long enough for a crash loop's SOS (up to 27 s) and the reboot
+#: Gen2 on Device OS below 2.0.0 acknowledges the DFU request and may not obey it (usb-serial-protocols.md,
+#: "Put the device in DFU mode and try again"): the 14400-baud trick and the buttons go first.
+UNRELIABLE_DFU_REQUEST_BELOW = 2000  # system module version of 2.0.0 is 2008: anything below 2000 is 1.x
+OLD_GEN2_TRICK_WINDOW_S = 2.0  # a running Device OS hears the trick at once; a crashing one gets the buttons
 
 
 class StepFailed(Exception):
@@ -74,6 +79,9 @@ class ExecutionReport:
     detail: str = ""
     elapsed_s: float = 0.0
     final_mode: str | None = None
+    #: device seconds the device's own timings demanded on the path taken: flash time of every attempt
+    #: (as far as it got), every mode switch and restart (hw.device_timing, hw.flash_timing)
+    device_demanded_s: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,6 +94,7 @@ class ExecutionReport:
                 "usb_transfers": sum(s.usb_transfers for s in self.steps),
                 "host_cpu_s": round(sum(s.host_cpu_s for s in self.steps), 4),
                 "device_busy_s": round(sum(s.device_busy_s for s in self.steps), 4),
+                "device_demanded_s": round(self.device_demanded_s, 4),
                 "elapsed_s": round(self.elapsed_s, 4),
             },
         }
@@ -101,6 +110,10 @@ class FlashExecutor:
         self.cancel = cancel
         self.clock = slot.clock
         self._dfu: DfuDevice | None = None  # open while consecutive DFU steps run
+        self._demanded = 0.0  # device seconds demanded so far (ExecutionReport.device_demanded_s)
+        self._dfu_request_ignored = False
+        self._dfu_work: tuple[list, list] = ([], [])  # this attempt's DFU erases and writes (hw.dfu.DfuStats)
+        self._boot_s = boot_s(plan.device.platform)
 
     def run(self) -> ExecutionReport:
         started = self.clock.now()
@@ -133,6 +146,7 @@ class FlashExecutor:
             self.slot.buttons.release_all()
 
     def _finish(self, report: ExecutionReport, started: float, outcome: str) -> ExecutionReport:
+        report.device_demanded_s = self._demanded
         report.elapsed_s = self.clock.now() - started
         self.bus.publish(PlanFinished(self.slot.index, outcome, report.detail))
         return report
@@ -147,8 +161,16 @@ class FlashExecutor:
             )
         )
         started, cpu = self.clock.now(), time.process_time()
+        report.device_busy_s = device_busy_s(
+            self.plan.device.platform,
+            step.mechanism.value,
+            len(step.payload),
+            step.address if step.address is not None else (m.start_address if m else None),
+            m.function_name if m else None,
+        )
         for attempt in range(1, MAX_ATTEMPTS + 1):
             report.attempts = attempt
+            self._dfu_work = ([], [])
             try:
                 device = self._ensure_mode(index, step.device_mode)
                 report.usb_transfers += self._perform(index, step, device)
@@ -161,15 +183,10 @@ class FlashExecutor:
                     report.outcome = "failed"
                     break
                 self.bus.publish(Retry(self.slot.index, index, attempt, str(exc)))
+            finally:
+                self._demanded += self._attempt_s(step, report)
         report.elapsed_s = self.clock.now() - started
         report.host_cpu_s = time.process_time() - cpu
-        report.device_busy_s = device_busy_s(
-            self.plan.device.platform,
-            step.mechanism.value,
-            len(step.payload),
-            step.address if step.address is not None else (m.start_address if m else None),
-            m.function_name if m else None,
-        )
         figures = {"elapsed_s": report.elapsed_s, "device_busy_s": report.device_busy_s}
         self.bus.publish(StepFinished(self.slot.index, index, step.name, report.outcome, report.detail, figures))
         return report
@@ -189,16 +206,28 @@ class FlashExecutor:
 
         return report
 
+    def _attempt_s(self, step: FlashStep, report: StepReport) -> float:
+        """Device seconds one attempt made the device spend on flash: for DFU, every erase and block it
+        was given (retries included); otherwise the step's flash time once the device took the module."""
+        if step.mechanism is Mechanism.DFU:
+            erased, written = self._dfu_work
+            return dfu_work_s(self.plan.device.platform, erased, written)
+        return report.device_busy_s if report.outcome == "written" else 0.0
+
     # -- DFU -------------------------------------------------------------------------------------
     def _write_dfu(self, step: FlashStep, device: ParticleUsbDevice, progress: Callable[..., None]) -> int:
         try:
             if self._dfu is None:
                 self._dfu = DfuDevice(device.usb_device, self.clock)
                 self._dfu.open()
-            before = self._dfu.transfers
-            self._dfu.write(step.address, step.payload, alt=step.alt_setting or 0, verify=True, progress=progress,
-                            cancel=self.cancel)  # fmt: skip
-            return self._dfu.transfers - before
+            dfu = self._dfu
+            before, erased, written = dfu.transfers, len(dfu.stats.erased), len(dfu.stats.written)
+            try:
+                dfu.write(step.address, step.payload, alt=step.alt_setting or 0, verify=True, progress=progress,
+                          cancel=self.cancel)  # fmt: skip
+            finally:
+                self._dfu_work = (dfu.stats.erased[erased:], dfu.stats.written[written:])
+            return dfu.transfers - before
         except DfuProtected as exc:
             raise StepFailed(f"the device is protected: {exc}") from None
         except DfuDisconnected as exc:
@@ -244,6 +273,7 @@ class FlashExecutor:
             raise StepFailed(f"YModem: {exc}", retry=False) from None
         except SerialError as exc:
             raise StepFailed(f"serial: {exc}", retry=True) from None
+        self._demanded += YMODEM_APPLY_DELAY_S
         self._confirm_applied(step, device)
         return 0
 
@@ -252,6 +282,7 @@ class FlashExecutor:
         back = modes.wait_for_device(self.slot, APPLY_TIMEOUT_S, "normal", self.cancel, not_address=before.address)
         if back is None:
             raise StepFailed("the device did not come back after applying the update")
+        self._demanded += self._boot_s  # it applied the module, restarted and booted
         m = step.module
         try:
             modules = ControlChannel(back.usb_device, self.clock, back.platform.quirks).module_info()
@@ -265,18 +296,30 @@ class FlashExecutor:
 
     # -- modes -------------------------------------------------------------------------------------
     def _ensure_mode(self, index: int, wanted: str) -> ParticleUsbDevice:
+        looked = self.clock.now()
         device = modes.wait_for_device(self.slot, modes.FIND_TIMEOUT_S, None, self.cancel)
+        if device is not None:  # a device restarting (it dropped out, or applied an update) takes its time
+            self._demanded += min(self.clock.now() - looked, self._boot_s + DFU_ENUMERATE_S)
         if device is not None and device.mode == wanted == "dfu":
             return device
         if wanted != "dfu" and device is not None and device.mode == "dfu":
             self._leave_dfu(device)
             # the bootloader resets 500 ms after the leave; Device OS then needs its boot time
             modes.wait_for_device(self.slot, BOOT_TIMEOUT_S, "normal", self.cancel)
+            self._demanded += DFU_LEAVE_S + self._boot_s
         via = None
         try:
-            if wanted == "dfu":
+            if wanted == "dfu" and self._dfu_request_unreliable():
+                via = self._baud_trick(OLD_GEN2_TRICK_WINDOW_S)
+                if via is None:
+                    result = modes.enter_dfu(self.slot, self.cancel, ask=False)
+                    via = result.via if result.ok else None
+            elif wanted == "dfu":
                 result = modes.enter_dfu(self.slot, self.cancel)
                 via = result.via
+                if any(a.outcome == modes.DFU_REQUEST_IGNORED for a in result.attempts):
+                    self._dfu_request_ignored = True  # this firmware acknowledges and does not obey: not again
+                    self._demanded += SWITCH_S[("dfu", "control-request")]  # the reset it promised, waited for
                 if not result.ok:
                     via = self._baud_trick()
             elif wanted == "listening":
@@ -292,15 +335,23 @@ class FlashExecutor:
         self.bus.publish(ModeSwitch(self.slot.index, index, wanted, wanted if device else None, via))
         if device is None:
             raise StepFailed(f"could not bring the device into {wanted} mode", retry=True)
+        self._demanded += SWITCH_S.get((wanted, via or ""), 0.0)
         return device
 
-    def _baud_trick(self) -> str | None:
+    def _dfu_request_unreliable(self) -> bool:
+        if self._dfu_request_ignored:
+            return True
+        facts = self.plan.device
+        version = facts.system_version
+        return facts.platform.generation == 2 and version is not None and version < UNRELIABLE_DFU_REQUEST_BELOW
+
+    def _baud_trick(self, window_s: float = BAUD_TRICK_WINDOW_S) -> str | None:
         """Open the serial port at 14400 baud: Device OS resets into DFU (the last resort).
 
         Only a running Device OS hears it (not one showing an SOS, when USB is dead), so it is tried
         again as a crash-looping device comes back, for up to ``BAUD_TRICK_WINDOW_S``.
         """
-        deadline = self.clock.now() + BAUD_TRICK_WINDOW_S
+        deadline = self.clock.now() + window_s
         while self.clock.now() < deadline:
             device = modes.wait_for_device(self.slot, deadline - self.clock.now(), "normal", self.cancel)
             if device is None or device.device_id is None:
@@ -334,10 +385,12 @@ class FlashExecutor:
 
     def _end_running(self) -> str | None:
         """Leave DFU if the last step left the device there, and wait for it to run."""
-        self._leave_dfu(modes.wait_for_device(self.slot, 1.0, "dfu", self.cancel))
         device = modes.wait_for_device(self.slot, BOOT_TIMEOUT_S, None, self.cancel)
-        if device is not None and device.mode == "dfu":
-            # the bootloader stays in DFU when the system firmware is still not valid
-            settled = modes.wait_for_device(self.slot, BOOT_TIMEOUT_S, "normal", self.cancel)
-            return "normal" if settled else "dfu"
-        return device.mode if device else None
+        if device is None or device.mode != "dfu":
+            return device.mode if device else None
+        self._leave_dfu(device)
+        self._demanded += DFU_LEAVE_S + self._boot_s
+        if modes.wait_for_device(self.slot, BOOT_TIMEOUT_S, "normal", self.cancel) is not None:
+            return "normal"
+        # the bootloader stays in DFU when the system firmware is still not valid
+        return "dfu" if modes.wait_for_device(self.slot, 1.0, "dfu", self.cancel) else None

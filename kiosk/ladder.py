@@ -27,9 +27,9 @@ from firmware.plan import DeviceFacts, PlanRefused, Transport, plan_flash
 from firmware.platforms import Platform
 from hw.clock import Cancelled, ClockEvent
 from hw.control import ControlChannel, ControlError, ControlFailure
-from hw.flash_timing import device_busy_s
-from hw.gpio import LedUnavailable
-from hw.hazard import HazardRefused
+from hw.device_timing import BOOTLOADER_SAFE_S, CONTROL_RESET_DELAY_S, DFU_ENUMERATE_S, boot_s
+from hw.flash_timing import swd_restore_floor_s
+from hw.hazard import DEFAULT_DRAIN_S, HazardRefused
 from hw.led_classifier import LedReading, classify, minimum_watch_s
 from hw.swd import NoProbe, NoTarget, PackMissing, ProbeNotFound, SwdError, TargetLocked, image_segments, restore
 from hw.usb_identity import ParticleUsbDevice
@@ -40,16 +40,18 @@ from kiosk.events import Event, EventBus
 from kiosk.executor import FlashExecutor
 from kiosk.facts import gather_facts
 
-#: Device seconds the device's own behaviour needs, per action (timing-model.md 3-4).
-#: Reset to Device OS running, per MCU family (timing-model.md 3: P2's KM0 validates the image for ~2.4 s;
-#: Gen3 is an estimate, UNVERIFIED).
-BOOT_S_BY_FAMILY = {"stm32f1xx": 1.0, "stm32f2xx": 1.0, "nrf52840": 1.0, "rtl872x": 2.4}
-CONTROL_RESET_S = 1.0  # requests 40/50/60: the device waits 1 s before it resets
-DFU_ENUMERATE_S = 0.2
-DRAIN_S = 5.0
+DRAIN_S = DEFAULT_DRAIN_S  # Particle's guide: let the capacitors drain for 5 s
 #: How long "no SOS" must hold to call a device recovered: an app that crashes does so within a few
 #: seconds of boot in every case the guide describes (the simulator's crash comes 2 s after boot).
 HEALTHY_WINDOW_S = 3.0
+#: A running Device OS answers a control request within tens of milliseconds; one that has not answered
+#: in this long is not responding (its app blocks the system thread, or it hangs).
+MODULE_INFO_TIMEOUT_S = 2.0
+#: How much longer than its boot a device may take to show on USB: host enumeration takes 0.1-0.5 s,
+#: about 1 s on some hosts (timing-model.md 3, UNVERIFIED), so this is generous.
+ENUMERATE_ALLOWANCE_S = 1.0
+DFU_LED_WINDOW_S = 1.0  # blinking yellow (5 Hz) is sure after 0.81 s (hw.led_classifier.minimum_watch_s)
+LED_REREAD_S = 0.25  # while reading an SOS code, classify again this often (device seconds)
 
 PROTECTED_ADVICE = (
     "Device Protection is on: nothing can be written offline. Ask the product's owner to put the device in "
@@ -107,6 +109,8 @@ class Seen:
     deps_failed: bool = False
     responsive: bool = False
     protected: bool = False
+    led_from: float = 0.0  # device time the LED reading starts at
+    demanded_s: float = 0.0  # device seconds this look needed: the device showing up, then the LED window
 
     @property
     def sos(self) -> int | None:
@@ -172,6 +176,7 @@ class Ladder:
         #: the platform to assume when the device shows nothing on USB (the slot's label, or the technician)
         self.platform_hint: Platform | None = None
         self._known_platform: Platform | None = None
+        self._battery = False  # a cold boot found the LED lit with VBUS off
         self._started = 0.0
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -201,22 +206,44 @@ class Ladder:
             self.journal.observe(self.run_id, what, data)
 
     def _boot_s(self) -> float:
-        platform = self._known_platform or self.platform_hint
-        return BOOT_S_BY_FAMILY.get(platform.mcu.name, 1.0) if platform is not None else 1.0
+        return boot_s(self._known_platform or self.platform_hint)
 
     # -- looking -------------------------------------------------------------------------------
     def look(self, led_s: float | None = None) -> Seen:
-        """USB mode, module table and (where there is a sensor) the LED, re-detected from scratch."""
-        usb = modes.wait_for_device(self.slot, modes.FIND_TIMEOUT_S, None, self.cancel)
+        """USB mode, module table and (where there is a sensor) the LED, re-detected from scratch.
+
+        The LED window runs while the kiosk waits for USB and asks for the module table, so a look
+        takes the window (or the device's boot, when it is coming up), not their sum.
+        """
+        led = self.slot.led
+        window = (HEALTHY_WINDOW_S if led_s is None else led_s) if led.available else 0.0
+        started = self.clock.now()
+        if led.available:
+            led.start()
+        booting_s = self._boot_s()
+        usb = modes.wait_for_device(self.slot, max(window, booting_s + ENUMERATE_ALLOWANCE_S), None, self.cancel)
+        if usb is None and self._led_lit_since(started):  # something runs: it may still be coming up
+            usb = modes.wait_for_device(self.slot, max(0.0, started + modes.FIND_TIMEOUT_S - self.clock.now()),
+                                        None, self.cancel)  # fmt: skip
+        if usb is None and not led.available:
+            usb = modes.wait_for_device(self.slot, max(0.0, started + modes.FIND_TIMEOUT_S - self.clock.now()),
+                                        None, self.cancel)  # fmt: skip
         seen = Seen(usb, None, None)
         if usb is not None:
+            if usb.mode == "dfu":  # the bootloader's yellow blink reads in under a second, and shows no SOS
+                window = min(window, DFU_LED_WINDOW_S)
+            seen.led_from = self.clock.now()  # the window is of the device as it runs, not as it boots
+            seen.demanded_s = (seen.led_from - started) + window  # the device's own time to show up, then the window
             self._known_platform = usb.platform
+        else:
+            seen.led_from = started
+            seen.demanded_s = max(window, booting_s + DFU_ENUMERATE_S)
         if usb is not None and self.journal is not None and self.run_id is not None:
             self.journal.identify_run(self.run_id, usb.device_id, usb.platform.name)
         if usb is not None and usb.mode == "normal":
             channel = ControlChannel(usb.usb_device, self.clock, usb.platform.quirks)
             try:
-                infos = channel.module_info(timeout_s=3.0)
+                infos = channel.module_info(timeout_s=MODULE_INFO_TIMEOUT_S, cancel=self.cancel)
                 seen.responsive = True
                 seen.modules_ok = all(i.valid for i in infos)
                 seen.deps_failed = any("dependencies" in i.failed for i in infos)
@@ -226,14 +253,15 @@ class Ladder:
                 seen.protected = exc.protected
             except ControlFailure:
                 seen.responsive = False
-        if self.slot.led.available:
-            watch = led_s if led_s is not None else HEALTHY_WINDOW_S
-            with contextlib.suppress(LedUnavailable):
-                seen.led = self.slot.led.watch(watch, self.cancel)
-        if seen.led is not None:
+        if led.available:
+            self.clock.sleep(max(0.0, seen.led_from + window - self.clock.now()), self.cancel)
+            seen.led = classify(led.samples_since(seen.led_from))
             self._observe("led", seen.led.to_json())
         self._observe("usb", seen.to_json())
         return seen
+
+    def _led_lit_since(self, t: float) -> bool:
+        return self.slot.led.available and any(s.r or s.g or s.b for s in self.slot.led.samples_since(t))
 
     # -- the rungs -----------------------------------------------------------------------------
     def run(self) -> LadderResult:
@@ -259,13 +287,13 @@ class Ladder:
             seen = self._cold_boot()
             if seen.healthy:
                 return self._verdict("recovered", "cold-boot", "a cold boot was enough")
-            if getattr(self, "_battery", False):
+            if self._battery:
                 return self._verdict("needs-technician", "cold-boot", "power did not go: a battery keeps the "
                                      "device running. Unplug its battery, then press Recover again")  # fmt: skip
         if seen.usb is None:
             return self._swd_rung()
         if seen.usb.mode == "normal" and not seen.deps_failed:
-            outcome = self._safe_mode_then_tinker()
+            outcome = self._safe_mode_then_tinker(ask=seen.responsive and seen.sos is None)
             if outcome is not None:
                 return outcome
         for order, rung in (("dependencies", "update"), ("apps-first", "second-try")):
@@ -279,30 +307,38 @@ class Ladder:
         result: list[Seen] = []
 
         def act() -> tuple[str, str, float]:
-            started = self.clock.now()
             # The same window that later decides "recovered"; longer only when the LED gives reason to be.
-            seen = self.look(led_s=HEALTHY_WINDOW_S if self.slot.led.available else 0.0)
+            seen = self.look()
+            started = seen.led_from
             result.append(seen)
-            for _ in range(4):
-                led = seen.led
-                if led is None or led.sos_code is not None:
-                    break
-                alarming = led.colour == "red" or "red" in led.colours_seen or led.pattern in ("sos", "unknown")
-                if led.sure and not alarming:
-                    break
-                watched = self.clock.now() - started
-                more = led.needs_more_s or max(1.0, minimum_watch_s(1) - watched)
-                if watched + more > minimum_watch_s("sos") + 5.0:
-                    break  # long enough for any SOS code: what is seen is what there is
-                self.clock.sleep(more, self.cancel)
-                seen.led = classify(self.slot.led.samples_since(started))
+            if seen.led is not None and not self._settled(seen.led):
+                # Watch on, re-reading as it goes, until the LED says what it is; at most long enough for
+                # any SOS code (what is seen by then is what there is).
+                limit = started + minimum_watch_s("sos") + 5.0
+
+                def settled() -> bool:
+                    seen.led = classify(self.slot.led.samples_since(started))
+                    return self._settled(seen.led)
+
+                self.clock.wait_for(settled, max(0.0, limit - self.clock.now()), self.cancel, poll=LED_REREAD_S)
                 self._observe("led", seen.led.to_json())
-            demanded = (seen.led.watched_s if seen.led else 0.0) if seen.sos else HEALTHY_WINDOW_S
+            # Reading an SOS code takes what the code's own blink cycle takes; otherwise the window is enough.
+            demanded = seen.demanded_s
+            if seen.sos and seen.led is not None:
+                demanded += max(0.0, seen.led.watched_s - HEALTHY_WINDOW_S)
             return "observed", self._describe(seen), demanded
 
         self._step("identify", "look at USB, module table and LED", act)
         self._publish(RungFinished(self.slot.index, "identify", "observed"))
         return result[0]
+
+    @staticmethod
+    def _settled(led: LedReading) -> bool:
+        """Whether a reading is enough to act on: an SOS code read, or a sure reading that shows no red."""
+        if led.sos_code is not None:
+            return True
+        alarming = led.colour == "red" or "red" in led.colours_seen or led.pattern in ("sos", "unknown")
+        return led.sure and not alarming
 
     @staticmethod
     def _describe(seen: Seen) -> str:
@@ -320,22 +356,22 @@ class Ladder:
         def act() -> tuple[str, str, float]:
             if self.slot.power is None:
                 return "skipped", "no power switch on this slot", 0.0
-            outcome = modes.cold_boot(self.slot, self.cancel)
+            outcome = modes.cold_boot(self.slot, self.cancel, find_timeout_s=0.0)  # look() waits for it
             self._battery = any("battery" in a.outcome for a in outcome.attempts)
-            result.append(self.look())
-            return (
-                ("done" if outcome.ok else "failed"),
-                "; ".join(a.outcome for a in outcome.attempts),
-                (DRAIN_S + self._boot_s() + HEALTHY_WINDOW_S),
-            )
+            seen = self.look()
+            result.append(seen)
+            done = seen.usb is not None and not self._battery
+            detail = "; ".join(a.outcome for a in outcome.attempts)
+            return ("done" if done else "failed"), detail, DRAIN_S + seen.demanded_s
 
         self._step("cold-boot", "power off for the drain time, then on", act)
         self._publish(RungFinished(self.slot.index, "cold-boot", "done"))
         return result[0] if result else self.look()
 
-    def _safe_mode_then_tinker(self) -> LadderResult | None:
+    def _safe_mode_then_tinker(self, ask: bool) -> LadderResult | None:
+        """``ask``: try the control request first (a device that answers and shows no SOS)."""
         self._publish(RungStarted(self.slot.index, "safe-mode"))
-        outcome, _ = self._step("safe-mode", "restart in safe mode", self._enter_safe_mode)
+        outcome, _ = self._step("safe-mode", "restart in safe mode", lambda: self._enter_safe_mode(ask))
         self._publish(RungFinished(self.slot.index, "safe-mode", outcome))
         if outcome != "done":
             return None
@@ -345,9 +381,10 @@ class Ladder:
                                  "fault: Tinker written in its place")  # fmt: skip
         return None
 
-    def _enter_safe_mode(self) -> tuple[str, str, float]:
-        result = modes.enter_safe_mode(self.slot, self.cancel)
-        demanded = (CONTROL_RESET_S if result.via == "control-request" else 1.3) + self._boot_s()
+    def _enter_safe_mode(self, ask: bool) -> tuple[str, str, float]:
+        result = modes.enter_safe_mode(self.slot, self.cancel, ask=ask)
+        held = BOOTLOADER_SAFE_S + 0.3  # RESET tapped, then MODE held until the bootloader shows magenta
+        demanded = (CONTROL_RESET_DELAY_S if result.via == "control-request" else held) + self._boot_s()
         return ("done" if result.ok else "failed"), "; ".join(a.outcome for a in result.attempts), demanded
 
     def _flash(self, rung: str, action: str, wanted: list, order: str = "dependencies") -> Seen | None:
@@ -365,10 +402,7 @@ class Ladder:
                 return "refused", str(refused), 0.0
             report = FlashExecutor(self.slot, plan, self.bus, self.cancel).run()
             result.append(self.look())
-            busy = sum(s.device_busy_s for s in report.steps)
-            uses_dfu = any(s.mechanism.value == "dfu" for s in plan.steps)
-            switches = CONTROL_RESET_S + DFU_ENUMERATE_S if uses_dfu else 0.0  # into DFU once
-            demanded = busy + switches + 0.5 + self._boot_s() + HEALTHY_WINDOW_S  # leave resets 0.5 s after the write
+            demanded = report.device_demanded_s + HEALTHY_WINDOW_S
             return ("done" if report.ok else "failed"), report.detail or f"{len(plan.steps)} step(s) written", demanded
 
         self._step(rung, action, act)
@@ -431,13 +465,16 @@ class Ladder:
                 outcome.append("damaged")
                 return "failed", str(exc), 0.0
             outcome.append("written")
-            busy = sum(device_busy_s(platform, "swd", len(d), a) for a, d in image_segments(image))
-            return "done", f"{result.bytes_written} bytes from {source}", busy + self._boot_s() + HEALTHY_WINDOW_S
+            seen = self.look()  # the probe resets the target: it boots, and the look waits for that
+            after.append(seen)
+            busy = swd_restore_floor_s(platform, image_segments(image), result.mass_erased)
+            return "done", f"{result.bytes_written} bytes from {source}", busy + seen.demanded_s
 
+        after: list[Seen] = []
         _, detail = self._step("swd-restore", "program the restore image over SWD", act)
         self._publish(RungFinished(self.slot.index, "swd-restore", outcome[0] if outcome else "failed"))
         if outcome and outcome[0] == "written":
-            seen = self.look()
+            seen = after[0]
             if seen.healthy:
                 return self._verdict("recovered-by-swd", "swd-restore", detail)
             return self._verdict("damaged-hardware", "swd-restore",
@@ -448,7 +485,7 @@ class Ladder:
         return self._verdict("needs-technician", None, detail)
 
     def _platform(self) -> Platform | None:
-        usb = modes.wait_for_device(self.slot, 1.0, None, self.cancel)
+        usb = modes.wait_for_device(self.slot, 0.0, None, self.cancel)  # just looked: no need to wait again
         if usb is not None:
             return usb.platform
         return self.platform_hint

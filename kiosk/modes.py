@@ -14,12 +14,17 @@ from typing import Any
 
 from hw.clock import ClockEvent
 from hw.control import ControlChannel, ControlFailure, DeviceMode
+from hw.device_timing import CONTROL_RESET_DELAY_S, DFU_ENUMERATE_S
 from hw.hazard import HazardRefused
 from hw.usb_identity import ParticleUsbDevice, find_particle_devices
 from kiosk.bench import Slot
 
 FIND_TIMEOUT_S = 5.0  # a device that just booted enumerates within ~2.5 s (P2 is the slowest)
 SWITCH_TIMEOUT_S = 8.0  # control request reply + 1 s + reset + boot or DFU enumeration
+#: Request 50: the reply, 1 s, the reset, the bootloader's DFU enumeration (0.2 s; up to ~1 s on some hosts):
+#: a device not in DFU by then ignored the request, and the buttons are quicker than waiting on.
+DFU_SWITCH_TIMEOUT_S = CONTROL_RESET_DELAY_S + DFU_ENUMERATE_S + 0.8
+DFU_REQUEST_IGNORED = "acknowledged, but the device did not enter DFU"
 LISTEN_TIMEOUT_S = 3.0
 REQUEST_TIMEOUT_S = 5.0
 
@@ -126,28 +131,36 @@ def _finish(result: ModeResult, reached: str | None, via: str | None, slot: Slot
     return result
 
 
-def enter_dfu(slot: Slot, cancel: ClockEvent | None = None) -> ModeResult:
+def enter_dfu(slot: Slot, cancel: ClockEvent | None = None, *, ask: bool = True) -> ModeResult:
+    """DFU mode: by control request 50 when ``ask`` (old Gen2 firmware may ignore it), else the buttons."""
     started = slot.clock.now()
     device = identify(slot, cancel)
     result = _result("dfu", device, started, slot)
     if device.mode == "dfu":
         return _finish(result, "dfu", "already", slot, started)
+    if not ask:
+        result.attempts.append(Attempt("control-request", "skipped: this firmware may not obey it"))
+        return _by_buttons(slot, result, "dfu", started, cancel)
     try:
         _channel(slot, device).enter_dfu(timeout_s=REQUEST_TIMEOUT_S, cancel=cancel)
-        if wait_for_device(slot, SWITCH_TIMEOUT_S, "dfu", cancel) is not None:
+        if wait_for_device(slot, DFU_SWITCH_TIMEOUT_S, "dfu", cancel) is not None:
             result.attempts.append(Attempt("control-request", "DFU mode request (50) obeyed"))
             return _finish(result, "dfu", "control-request", slot, started)
-        result.attempts.append(Attempt("control-request", "acknowledged, but the device did not enter DFU"))
+        result.attempts.append(Attempt("control-request", DFU_REQUEST_IGNORED))
     except ControlFailure as exc:
         result.attempts.append(Attempt("control-request", f"failed: {exc}"))
     return _by_buttons(slot, result, "dfu", started, cancel)
 
 
-def enter_safe_mode(slot: Slot, cancel: ClockEvent | None = None) -> ModeResult:
+def enter_safe_mode(slot: Slot, cancel: ClockEvent | None = None, *, ask: bool = True) -> ModeResult:
+    """Safe mode: by control request 60 when ``ask`` (the caller knows a request would go unanswered
+    when the device hangs or panics), else by the buttons."""
     started = slot.clock.now()
     device = identify(slot, cancel)
     result = _result("safe-mode", device, started, slot)
-    if device.mode == "normal":
+    if device.mode == "normal" and not ask:
+        result.attempts.append(Attempt("control-request", "skipped: the device does not answer requests or panics"))
+    elif device.mode == "normal":
         asked = _restart_by_control(slot, device, result, lambda c: c.enter_safe_mode(REQUEST_TIMEOUT_S, cancel),
                                     "safe mode request (60)", "safe-mode", started, cancel)  # fmt: skip
         if asked is not None:
@@ -242,8 +255,9 @@ def reset(slot: Slot, cancel: ClockEvent | None = None) -> ModeResult:
     return _finish(result, back.mode, "buttons", slot, started)
 
 
-def cold_boot(slot: Slot, cancel: ClockEvent | None = None) -> ModeResult:
-    """Power off, drain, power on; says when the device kept running (a LiPo) as far as it can tell."""
+def cold_boot(slot: Slot, cancel: ClockEvent | None = None, find_timeout_s: float = FIND_TIMEOUT_S) -> ModeResult:
+    """Power off, drain, power on; says when the device kept running (a LiPo) as far as it can tell.
+    ``find_timeout_s``: how long to wait for it on USB afterwards (0 when the caller looks itself)."""
     started = slot.clock.now()
     result = ModeResult("normal", None, None)
     if slot.power is None:
@@ -262,7 +276,7 @@ def cold_boot(slot: Slot, cancel: ClockEvent | None = None) -> ModeResult:
         result.attempts.append(Attempt("power", f"VBUS off {seconds:.1f} s, but the LED stayed lit: a battery keeps "
                                        f"the device running ({advice})"))  # fmt: skip
         return _finish(result, None, None, slot, started)
-    device = wait_for_device(slot, FIND_TIMEOUT_S, None, cancel)
+    device = wait_for_device(slot, find_timeout_s, None, cancel)
     note = (
         "" if lit_during_drain is not None else " (no LED sensor: the kiosk cannot tell whether a battery kept it on)"
     )

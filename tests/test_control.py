@@ -302,6 +302,14 @@ def test_usb_timeout_of_one_transfer():
     assert rig.clock.now() == pytest.approx(2.0)  # the host waited out the transfer
 
 
+def test_a_hung_device_costs_no_more_than_the_request_allows():
+    # Every transfer of a hung device times out; RESET(0) and INIT each would wait 1 s and 5 s on their own.
+    rig = make_rig(fault=lambda bm, request, value, index: Fault.TIMEOUT)
+    with pytest.raises(ControlTimeout):
+        rig.channel().module_info(timeout_s=2.0)
+    assert rig.clock.now() == pytest.approx(2.0)  # RESET(0) took half, INIT the rest
+
+
 def test_flaky_cable_fails_one_transfer_in_n():
     rig = make_rig(fault=every_nth(7))
     channel = rig.channel()

@@ -70,6 +70,9 @@ def test_ladder_verdicts(name, platform, tmp_path):
     assert isinstance(events[-1], Verdict) and events[-1].verdict == expected[0]
     assert isinstance(next(e for e in events if isinstance(e, RungStarted)), RungStarted)
     assert result.minimum_s > 0 and result.elapsed_s >= result.minimum_s * 0.99
+    # The kiosk costs at most a tenth on top of what the device's own timings demand on the path taken.
+    steps = [(s["rung"], s["elapsed_s"], s["minimum_s"]) for s in result.steps]
+    assert result.elapsed_s <= 1.10 * result.minimum_s, steps
 
 
 def _valid_modules(device) -> dict:
@@ -95,3 +98,29 @@ def test_four_slots_at_once_take_about_as_long_as_the_slowest_one(tmp_path):
     together = run(",".join(scenarios))
     assert [d["verdict"] for d in together] == ["recovered"] * 4
     assert max(d["elapsed_s"] for d in together) <= 1.2 * max(alone)
+
+
+def test_old_gen2_goes_to_dfu_by_the_14400_baud_trick_not_the_request(tmp_path):
+    """Gen2 on Device OS < 2.0 may ignore request 50 (usb-serial-protocols.md): the trick goes first."""
+    from kiosk.events import ModeSwitch
+
+    library = demo_library(["photon"], root=tmp_path / "lib")
+    bus, switches = EventBus(), []
+    bus.subscribe(lambda e: switches.append(e) if isinstance(e, ModeSwitch) and e.wanted == "dfu" else None)
+    with simulated_bench("gen2-old@photon") as bench, bench.clock.actor():
+        result = Ladder(bench.slot(1), library, bus).run()
+    assert result.verdict == "recovered"
+    assert switches and switches[0].via == "14400-baud"
+
+
+def test_a_dfu_request_ignored_once_is_not_asked_again(tmp_path):
+    """A Boron with the same old firmware fault: after one ignored request, the buttons go straight."""
+    from kiosk.events import ModeSwitch
+
+    library = demo_library(["boron"], root=tmp_path / "lib")
+    bus, switches = EventBus(), []
+    bus.subscribe(lambda e: switches.append(e) if isinstance(e, ModeSwitch) and e.wanted == "dfu" else None)
+    with simulated_bench("gen2-old@boron") as bench, bench.clock.actor():
+        result = Ladder(bench.slot(1), library, bus).run()
+    assert result.verdict == "recovered"
+    assert [s.via for s in switches] == ["buttons"]  # one entry into DFU, by the buttons, after the ignored ask

@@ -36,6 +36,14 @@ from firmware.module import (
 from firmware.platforms import Function, ModuleSlot, Platform, Storage
 from firmware.versions import release_name
 from hw.clock import VirtualClock
+from hw.device_timing import (  # the device timings the kiosk prices its figures with
+    BOOT_S,
+    BOOTLOADER_DFU_S,
+    BOOTLOADER_SAFE_S,
+    CONTROL_RESET_DELAY_S,
+    DFU_ENUMERATE_S,
+    LISTEN_HOLD_S,
+)
 from hw.flash_timing import device_busy_s
 from hw.sim import led_timeline as led
 from hw.sim.flash import SimFlash
@@ -68,21 +76,8 @@ class Mode(StrEnum):
     NO_BOOTLOADER = "no-bootloader"  # nothing runs: no LED, no USB
 
 
-#: Seconds from reset release until Device OS runs and USB CDC enumerates (HAL_USB_Init comes just
-#: before setup(); the white boot LED hands over then). timing-model.md 3: Photon ~1 s in the default
-#: mode (white ~1 s per DOCS-LED); P2's KM0 validates the image for ~2.3-2.65 s; Gen3 is an estimate
-#: (UNVERIFIED: 0.3-1 s), taken as 1 s.
-BOOT_S = {"stm32f1xx": 1.0, "stm32f2xx": 1.0, "nrf52840": 1.0, "rtl872x": 2.4}
-DFU_ENUMERATE_S = 0.2  # bootloader to DFU enumerated (timing-model.md 3, simulator minimum)
-CONTROL_RESET_DELAY_S = 1.0  # requests 40/50/60: reply, wait 1 s, reset
-BOOTLOADER_SAFE_S, BOOTLOADER_DFU_S, BOOTLOADER_RESTORE_S, BOOTLOADER_WIPE_S, BOOTLOADER_END_S = (
-    1.0,
-    3.0,
-    6.5,
-    10.0,
-    12.0,
-)
-LISTEN_HOLD_S, CREDENTIAL_WIPE_S = 3.0, 10.0
+BOOTLOADER_RESTORE_S, BOOTLOADER_WIPE_S, BOOTLOADER_END_S = 6.5, 10.0, 12.0
+CREDENTIAL_WIPE_S = 10.0
 CLICK_MIN_S, CLICK_MAX_S, DOUBLE_CLICK_S = 0.03, 0.5, 1.0
 DRAIN_S = 5.0
 SOFTDEVICE_VERSION_ADDRESS = 0x300C  # a SoftDevice's firmware id (u16), where create_module.py reads it

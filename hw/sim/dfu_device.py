@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 
 from firmware.platforms import Platform
 from hw.clock import Clock
+from hw.device_timing import DFU_LEAVE_S
 from hw.dfu import (
     DEVICE_BLOCK_SIZE,
     DFU_IN,
@@ -74,7 +75,7 @@ from hw.sim.usb_backend import SimUsbGone, SimUsbIoError, SimUsbStall, SimUsbTim
 VENDOR_ERROR_STRING_INDEX = 8
 PROTECTED_MODE_ERROR = "Device is in protected mode"
 #: The reset counter after manifestation: 500 x 1 ms (timing-model.md 0 #5).
-RESET_AFTER_MANIFEST_S = 0.5
+RESET_AFTER_MANIFEST_S = DFU_LEAVE_S  # shared with the kiosk's figures (hw.device_timing)
 
 Fault = Callable[[str], str | None]
 _FAULTS: dict[str, type[Exception]] = {

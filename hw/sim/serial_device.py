@@ -58,6 +58,7 @@ from typing import Protocol
 from firmware.module import NotAModuleError, parse_module
 from firmware.versions import DeviceOsVersion, VersionError
 from hw.clock import Cancelled, Clock
+from hw.device_timing import YMODEM_APPLY_DELAY_S
 from hw.serial_console import (
     CONSOLE_BAUD,
     FUNCTION_TO_LETTER,
@@ -81,7 +82,7 @@ ACTIVE_FOR_S = 0.5
 NAK_TIMEOUT_S = 5.0  # the device waits this long for each byte of a transfer
 MAX_ERRORS = 5  # more errors than this and the device cancels (CA CA)
 REFUSAL_DELAY_S = 0.1  # Device OS 6: prompt, 100 ms, then four CA
-SUCCESS_RESET_DELAY_S = 1.0  # the device prints its success lines, waits 1 s, then applies the update
+SUCCESS_RESET_DELAY_S = YMODEM_APPLY_DELAY_S  # success lines, 1 s, then the update is applied
 WRITE_S_PER_KIB = 0.010  # flash write time per KiB received (nRF52840: ~42 ms per 4 KiB page)
 VALIDATE_S = 0.05  # checking the received image
 MAX_FILE_SIZE = 1536 * 1024  # larger than any OTA slot a serial transfer fills

@@ -28,6 +28,7 @@ from typing import Any
 
 from firmware.platforms import Platform
 from hw.clock import Cancelled, Clock, ClockEvent
+from hw.flash_timing import MASS_ERASE_S, SWD_BYTES_PER_S, SWD_PAGE
 from hw.swd import (
     PHASE_ERASE,
     PHASE_MASS_ERASE,
@@ -59,12 +60,11 @@ FAULTS: dict[str, str] = {
     "no-pack": "the CMSIS pack for the STM32F205 is not installed on the kiosk",
 }
 
-# Device time, seconds. SWD throughput is UNVERIFIED: 1 MHz SWD moves at most 125 KB/s of raw bits; with
-# CMSIS-DAP packet overhead about half of that is taken here. pyOCD double-buffers (the next page goes over
-# SWD while the flash writes this one), so a page costs the longer of the two.
-SWD_BYTES_PER_S = 64 * 1024
+# Device time, seconds: SWD throughput, mass erase times and the page size are shared with the kiosk's
+# figures (hw.flash_timing). pyOCD double-buffers (the next page goes over SWD while the flash writes this
+# one), so a page costs the longer of the two.
 CONNECT_S = 0.3  # UNVERIFIED: probe open, DP/AP discovery and halt
-PAGE = 4096  # bytes per program step (pyOCD's flash page for both families)
+PAGE = SWD_PAGE
 _NOT_BLANK = re.compile(rb"[^\xff]+")
 
 Sector = tuple[int, int, float]  # (start, size in bytes, erase seconds)
@@ -106,10 +106,12 @@ def _run(start: int, *groups: tuple[int, int, float]) -> tuple[Sector, ...]:
 #: 250 ms, 64 KB 550 ms, 128 KB 1 s, word 16 us, mass erase 8 s (typical values).
 GEOMETRY: dict[str, FlashGeometry] = {
     "nrf52840": FlashGeometry(
-        "nrf52840", _run(0, (256, 0x1000, 0.085)) + _run(0x10001000, (1, 0x400, 0.085)), 41e-6, 0.169
+        "nrf52840", _run(0, (256, 0x1000, 0.085)) + _run(0x10001000, (1, 0x400, 0.085)), 41e-6,
+        MASS_ERASE_S["nrf52840"],
     ),
     "stm32f2xx": FlashGeometry(
-        "stm32f2xx", _run(0x08000000, (4, 0x4000, 0.25), (1, 0x10000, 0.55), (7, 0x20000, 1.0)), 16e-6, 8.0
+        "stm32f2xx", _run(0x08000000, (4, 0x4000, 0.25), (1, 0x10000, 0.55), (7, 0x20000, 1.0)), 16e-6,
+        MASS_ERASE_S["stm32f2xx"],
     ),
 }
 
