@@ -30,8 +30,9 @@ from kiosk.tui.screens.main import MainScreen
 from kiosk.tui.settings import TuiSettings
 from kiosk.tui.state import SlotState, apply, apply_device, apply_led, finish, fresh_run
 
-#: A barcode scanner types a 24-hex device id and Enter within this many seconds; a person cannot.
-SCAN_WINDOW_S = 1.5
+#: A barcode scanner types a 24-hex device id and Enter within this many seconds. A person who types an id
+#: and Enter that fast gets the same (harmless) result: the device's slot is selected, nothing is pressed.
+SCAN_WINDOW_S = 5.0
 DEVICE_ID_LENGTH = 24
 HEX = frozenset("0123456789abcdefABCDEF")
 TICK_S = 0.25  # the indeterminate bar's step
@@ -286,8 +287,8 @@ class KioskApp(App[None]):
 
     # -- a barcode scanner ------------------------------------------------------------------------
     async def on_event(self, event: events.Event) -> None:
-        if isinstance(event, events.Key) and self._scanned(event):
-            return
+        if isinstance(event, events.Key) and not event.is_forwarded and self._scanned(event):
+            return  # (a forwarded key is one bubbling back up: it was counted when it first arrived)
         await super().on_event(event)
 
     def _scanned(self, event: events.Key) -> bool:

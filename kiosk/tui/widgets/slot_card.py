@@ -227,7 +227,8 @@ class SlotCard(Vertical):
         yield Button("▶ RECOVER", id=f"act-{self._initial.index}", classes="act", variant="success")
 
     def on_mount(self) -> None:
-        self.state = self._initial
+        # the app's state may have moved on while the card was being mounted
+        self.state = getattr(self.app, "states", {}).get(self._initial.index, self._initial)
 
     def watch_state(self, state: SlotState | None) -> None:
         if state is not None:
