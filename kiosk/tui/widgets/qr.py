@@ -1,11 +1,11 @@
 """A QR code drawn with half blocks (two modules per cell, dark on white), shown only where it fits.
 
-A device id and verdict make a version-2 code: 25 modules and a quiet zone of 2 each side, 29 cells wide
-and 15 rows high, which fits the 7" screen.
+A device id and verdict make a version-2 code: 25 modules, 25 cells wide and 13 rows high (29 x 15 with
+its quiet zone), which fits the 7" screen.
 
     >>> lines = qr_lines("E00FCE68AABBCCDDEEFF0011 RECOVERED")
-    >>> len(lines[0]), len(lines)
-    (29, 15)
+    >>> len(lines[0]), len(lines), fits(lines, 29, 15), fits(lines, 28, 15)
+    (25, 13, True, False)
 """
 
 from __future__ import annotations
@@ -14,18 +14,16 @@ import segno
 from rich.text import Text
 from textual.widgets import Static
 
-QUIET = 2  # modules of white around the code (phones read 2 well off a lit screen)
+QUIET_ROWS, QUIET_COLUMNS = 1, 2  # the quiet zone (2 modules each side) is the widget's white padding
 #: (top dark, bottom dark) -> the character; white background, black foreground.
 HALF_BLOCKS = {(False, False): " ", (True, False): "▀", (False, True): "▄", (True, True): "█"}
 
 
 def qr_lines(data: str) -> list[str]:
-    """The code as text rows, two module rows per text row, quiet zone included."""
+    """The code as text rows, two module rows per text row (the quiet zone is left to the widget's padding)."""
     code = segno.make(data, error="l", micro=False, boost_error=False)
-    matrix = [[bool(m) for m in row] for row in code.matrix]
-    size = len(matrix)
-    blank = [False] * (size + 2 * QUIET)
-    rows = [blank] * QUIET + [[False] * QUIET + row + [False] * QUIET for row in matrix] + [blank] * QUIET
+    rows = [[bool(m) for m in row] for row in code.matrix]
+    blank = [False] * len(rows[0])
     if len(rows) % 2:
         rows.append(blank)
     return ["".join(HALF_BLOCKS[(top[i], bottom[i])] for i in range(len(top))) for top, bottom in zip(rows[::2],
@@ -33,7 +31,8 @@ def qr_lines(data: str) -> list[str]:
 
 
 def fits(lines: list[str], width: int, height: int) -> bool:
-    return bool(lines) and len(lines[0]) <= width and len(lines) <= height
+    """Whether the code and its quiet zone fit in ``width`` x ``height`` cells."""
+    return bool(lines) and len(lines[0]) + 2 * QUIET_COLUMNS <= width and len(lines) + 2 * QUIET_ROWS <= height
 
 
 class QrCode(Static):

@@ -104,6 +104,7 @@ class LedSwatch(Static):
             code = Text(f"{was}SOS {sos['sos_code']} {sos.get('sos_name') or ''}", style="bold reverse")
             if roomy:
                 code.append(f" {sos.get('sos_meaning') or ''}", style="bold")
+                meaning = None  # the SOS meaning says more than the pattern's
                 lines.append(code)
             elif f"SOS {sos['sos_code']}" not in words or was:
                 swatch.append(" ")
@@ -194,10 +195,10 @@ class VerdictView(Static):
             if state.elapsed_s is not None:
                 head.append(f" ({state.elapsed_s:.0f} s)")
             body = [head]
-            if roomy:
-                body.append(Text(words.action))
-            if state.verdict_detail:
+            if state.verdict_detail:  # the words a technician acts on come first
                 body.append(Text(state.verdict_detail))
+            if roomy:
+                body.append(Text(words.action, style="italic"))
             self.update(Text("\n").join(body))
             return
         if state.present is False:
