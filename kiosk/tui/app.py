@@ -128,6 +128,8 @@ class KioskApp(App[None]):
 
     def on_bench_ready(self, message: BenchReady) -> None:
         main = self.main_screen
+        if main is None:
+            return
         if message.error is not None:
             self.bench_error = message.error
             main.show_problem(f"The bench could not be opened:\n{message.error}")
@@ -166,8 +168,9 @@ class KioskApp(App[None]):
 
     # -- what the screen says ---------------------------------------------------------------------
     @property
-    def main_screen(self) -> MainScreen:
-        return next(s for s in self.screen_stack if isinstance(s, MainScreen))
+    def main_screen(self) -> MainScreen | None:
+        """The main screen; None while the app is shutting down (workers may still be posting)."""
+        return next((s for s in self.screen_stack if isinstance(s, MainScreen)), None)
 
     def title_text(self) -> str:
         slots = f" · {len(self.states)} slot{'s' if len(self.states) != 1 else ''}" if self.states else ""
@@ -175,7 +178,8 @@ class KioskApp(App[None]):
 
     def set_state(self, slot: int, state: SlotState) -> None:
         self.states[slot] = state
-        card = self.main_screen.card(slot)
+        main = self.main_screen
+        card = main.card(slot) if main is not None else None
         if card is not None:
             card.state = state
         follower = getattr(self.screen, "slot_changed", None)
@@ -183,7 +187,8 @@ class KioskApp(App[None]):
             follower(slot, state)
 
     def _tick(self) -> None:
-        for card in self.main_screen.query("SlotCard"):
+        main = self.main_screen
+        for card in main.query("SlotCard") if main is not None else ():
             card.advance()
 
     # -- messages from the workers ----------------------------------------------------------------
