@@ -82,6 +82,7 @@ class ExecutionReport:
     #: device seconds the device's own timings demanded on the path taken: flash time of every attempt
     #: (as far as it got), every mode switch and restart (hw.device_timing, hw.flash_timing)
     device_demanded_s: float = 0.0
+    protected: bool = False  # the device refused a write because Device Protection is on
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -112,6 +113,7 @@ class FlashExecutor:
         self._dfu: DfuDevice | None = None  # open while consecutive DFU steps run
         self._demanded = 0.0  # device seconds demanded so far (ExecutionReport.device_demanded_s)
         self._dfu_request_ignored = False
+        self._protected = False
         self._dfu_work: tuple[list, list] = ([], [])  # this attempt's DFU erases and writes (hw.dfu.DfuStats)
         self._boot_s = boot_s(plan.device.platform)
 
@@ -147,6 +149,7 @@ class FlashExecutor:
 
     def _finish(self, report: ExecutionReport, started: float, outcome: str) -> ExecutionReport:
         report.device_demanded_s = self._demanded
+        report.protected = self._protected
         report.elapsed_s = self.clock.now() - started
         self.bus.publish(PlanFinished(self.slot.index, outcome, report.detail))
         return report
@@ -229,6 +232,7 @@ class FlashExecutor:
                 self._dfu_work = (dfu.stats.erased[erased:], dfu.stats.written[written:])
             return dfu.transfers - before
         except DfuProtected as exc:
+            self._protected = True
             raise StepFailed(f"the device is protected: {exc}") from None
         except DfuDisconnected as exc:
             raise StepFailed(f"the device left DFU mode during the write ({exc})", retry=True) from None
@@ -353,7 +357,7 @@ class FlashExecutor:
         """
         deadline = self.clock.now() + window_s
         while self.clock.now() < deadline:
-            device = modes.wait_for_device(self.slot, deadline - self.clock.now(), "normal", self.cancel)
+            device = modes.wait_for_device(self.slot, max(0.0, deadline - self.clock.now()), "normal", self.cancel)
             if device is None or device.device_id is None:
                 return None
             port = find_port(device.device_id, self.slot.serial_lister)
@@ -363,7 +367,7 @@ class FlashExecutor:
                 if modes.wait_for_device(self.slot, 2.0, "dfu", self.cancel) is not None:
                     return "14400-baud"
             # not heard (the app crashed, or the port is not there yet): wait for the next boot
-            modes.wait_for_device(self.slot, deadline - self.clock.now(), None, self.cancel,
+            modes.wait_for_device(self.slot, max(0.0, deadline - self.clock.now()), None, self.cancel,
                                   not_address=device.address)  # fmt: skip
         return None
 

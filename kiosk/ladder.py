@@ -117,6 +117,11 @@ class Seen:
         return self.led.sos_code if self.led is not None else None
 
     @property
+    def panicking(self) -> bool:
+        """A red SOS, its code read or not: Device OS runs and crashes (USB and requests die with it)."""
+        return self.led is not None and (self.led.sos_code is not None or self.led.pattern == "sos")
+
+    @property
     def healthy(self) -> bool:
         led_ok = self.led is None or (self.led.pattern != "sos" and self.led.sos_code is None)
         return bool(self.usb and self.usb.mode == "normal" and self.responsive and self.modules_ok and led_ok)
@@ -152,6 +157,14 @@ class LadderResult:
         }
 
 
+class _Protected(Exception):
+    """Device Protection seen: nothing may be written offline, whatever rung the ladder is on."""
+
+    def __init__(self, demanded_s: float = 0.0):
+        super().__init__("Device Protection is on")
+        self.demanded_s = demanded_s  # device seconds the step that saw it had needed so far
+
+
 class Ladder:
     """One recovery of the device in ``slot``; ``run()`` returns the verdict."""
 
@@ -163,6 +176,8 @@ class Ladder:
         cancel: ClockEvent | None = None,
         journal=None,
         run_id: int | None = None,
+        *,
+        shortcuts: bool = True,
     ):
         self.slot = slot
         self.library = library
@@ -173,6 +188,9 @@ class Ladder:
         self.run_id = run_id
         self.minimum_s = 0.0
         self.steps: list[dict] = []
+        #: False walks the guide's fixed order (every rung in turn, the LED watched for the longest SOS,
+        #: safe mode by the buttons): the comparison for the kiosk's figures, not for the bench
+        self.shortcuts = shortcuts
         #: the platform to assume when the device shows nothing on USB (the slot's label, or the technician)
         self.platform_hint: Platform | None = None
         self._known_platform: Platform | None = None
@@ -191,6 +209,9 @@ class Ladder:
         try:
             outcome, detail, demanded = fn()
             return outcome, detail
+        except _Protected as exc:
+            outcome, detail, demanded = "protected", PROTECTED_ADVICE, exc.demanded_s
+            raise
         finally:
             elapsed = self.clock.now() - started
             self.minimum_s += demanded
@@ -253,12 +274,23 @@ class Ladder:
                 seen.protected = exc.protected
             except ControlFailure:
                 seen.responsive = False
-        if led.available:
+        if led.available:  # also when protected: the ticket wants the LED
             self.clock.sleep(max(0.0, seen.led_from + window - self.clock.now()), self.cancel)
             seen.led = classify(led.samples_since(seen.led_from))
             self._observe("led", seen.led.to_json())
         self._observe("usb", seen.to_json())
+        if seen.protected:
+            raise _Protected(seen.demanded_s)
         return seen
+
+    def _look_after(self, demanded_s: float) -> Seen:
+        """look(), within a step that already demanded ``demanded_s`` device seconds (counted if the look
+        finds Device Protection and ends the run)."""
+        try:
+            return self.look()
+        except _Protected as exc:
+            exc.demanded_s += demanded_s
+            raise
 
     def _led_lit_since(self, t: float) -> bool:
         return self.slot.led.available and any(s.r or s.g or s.b for s in self.slot.led.samples_since(t))
@@ -268,6 +300,8 @@ class Ladder:
         self._started = self.clock.now()
         try:
             return self._run()
+        except _Protected:
+            return self._verdict("needs-owner", None, PROTECTED_ADVICE)
         except Cancelled:
             return self._verdict("stopped", None, "stopped by the technician; buttons released, power on")
         finally:
@@ -281,9 +315,9 @@ class Ladder:
         seen = self._identify()
         if seen.healthy:
             return self._verdict("healthy", None, "normal mode, every module valid, no SOS: nothing was done")
-        if seen.protected:
-            return self._verdict("needs-owner", None, PROTECTED_ADVICE)
-        if seen.usb is None or (seen.usb.mode == "normal" and not seen.responsive):
+        # A hang (on USB, no answer, no SOS) or nothing at all: power off and on. A crash loop is no hang.
+        hung = seen.usb is not None and seen.usb.mode == "normal" and not seen.responsive and not seen.panicking
+        if not self.shortcuts or seen.usb is None or hung:
             seen = self._cold_boot()
             if seen.healthy:
                 return self._verdict("recovered", "cold-boot", "a cold boot was enough")
@@ -292,8 +326,8 @@ class Ladder:
                                      "device running. Unplug its battery, then press Recover again")  # fmt: skip
         if seen.usb is None:
             return self._swd_rung()
-        if seen.usb.mode == "normal" and not seen.deps_failed:
-            outcome = self._safe_mode_then_tinker(ask=seen.responsive and seen.sos is None)
+        if not self.shortcuts or (seen.usb.mode == "normal" and not seen.deps_failed):
+            outcome = self._safe_mode_then_tinker(ask=seen.responsive and not seen.panicking and self.shortcuts)
             if outcome is not None:
                 return outcome
         for order, rung in (("dependencies", "update"), ("apps-first", "second-try")):
@@ -311,7 +345,11 @@ class Ladder:
             seen = self.look()
             started = seen.led_from
             result.append(seen)
-            if seen.led is not None and not self._settled(seen.led):
+            if not self.shortcuts and seen.led is not None:  # the guide: watch long enough for any SOS code
+                self.clock.sleep(max(0.0, started + minimum_watch_s("sos") - self.clock.now()), self.cancel)
+                seen.led = classify(self.slot.led.samples_since(started))
+                self._observe("led", seen.led.to_json())
+            elif seen.led is not None and not self._settled(seen.led):
                 # Watch on, re-reading as it goes, until the LED says what it is; at most long enough for
                 # any SOS code (what is seen by then is what there is).
                 limit = started + minimum_watch_s("sos") + 5.0
@@ -358,7 +396,7 @@ class Ladder:
                 return "skipped", "no power switch on this slot", 0.0
             outcome = modes.cold_boot(self.slot, self.cancel, find_timeout_s=0.0)  # look() waits for it
             self._battery = any("battery" in a.outcome for a in outcome.attempts)
-            seen = self.look()
+            seen = self._look_after(DRAIN_S)
             result.append(seen)
             done = seen.usb is not None and not self._battery
             detail = "; ".join(a.outcome for a in outcome.attempts)
@@ -395,13 +433,17 @@ class Ladder:
             if usb is None:
                 return "failed", "the device is not on USB", 0.0
             facts = gather_facts(self.slot, usb)
+            if facts.protected:
+                raise _Protected()
             facts = DeviceFacts(facts.platform, facts.system_version, None, facts.mode, facts.protected)
             try:
                 plan = plan_flash(facts, wanted, Transport.AUTO, order)
             except PlanRefused as refused:
                 return "refused", str(refused), 0.0
             report = FlashExecutor(self.slot, plan, self.bus, self.cancel).run()
-            result.append(self.look())
+            if report.protected:
+                raise _Protected(report.device_demanded_s)
+            result.append(self._look_after(report.device_demanded_s))
             demanded = report.device_demanded_s + HEALTHY_WINDOW_S
             return ("done" if report.ok else "failed"), report.detail or f"{len(plan.steps)} step(s) written", demanded
 
@@ -465,9 +507,9 @@ class Ladder:
                 outcome.append("damaged")
                 return "failed", str(exc), 0.0
             outcome.append("written")
-            seen = self.look()  # the probe resets the target: it boots, and the look waits for that
-            after.append(seen)
             busy = swd_restore_floor_s(platform, image_segments(image), result.mass_erased)
+            seen = self._look_after(busy)  # the probe resets the target: it boots, and the look waits for that
+            after.append(seen)
             return "done", f"{result.bytes_written} bytes from {source}", busy + seen.demanded_s
 
         after: list[Seen] = []

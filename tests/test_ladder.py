@@ -124,3 +124,29 @@ def test_a_dfu_request_ignored_once_is_not_asked_again(tmp_path):
         result = Ladder(bench.slot(1), library, bus).run()
     assert result.verdict == "recovered"
     assert [s.via for s in switches] == ["buttons"]  # one entry into DFU, by the buttons, after the ignored ask
+
+
+@pytest.mark.parametrize("offset", [0.0, 3.5, 8.0, 11.0, 13.5])
+@pytest.mark.parametrize("spec", ["app-crash@boron", "app-heap@photon", "protected@boron", "protected@p2",
+                                  "gen2-old@photon"])  # fmt: skip
+def test_recover_pressed_at_any_moment_of_a_crash_loop(spec, offset, tmp_path):
+    """The technician presses Recover whenever: mid-SOS (USB and requests dead), rebooting, or running."""
+    name, platform = spec.split("@")
+    library = demo_library([platform], root=tmp_path / "lib")
+    with simulated_bench(spec) as bench, bench.clock.actor():
+        bench.clock.sleep(offset) if offset else None
+        slot = bench.slot(1)
+        before = _module_bytes(slot.device) if name == "protected" else None
+        ladder = Ladder(slot, library)
+        ladder.platform_hint = slot.device.platform
+        result = ladder.run()
+        assert (result.verdict, result.rung) == EXPECTED[name], result.steps
+        assert result.elapsed_s <= 1.10 * result.minimum_s, result.steps
+        assert slot.device.hazards == []
+        if before is not None:  # Device Protection: nothing written, by any rung
+            assert _module_bytes(slot.device) == before
+
+
+def _module_bytes(device) -> dict:
+    device.rescan()
+    return {key: repr(m) for key, m in device.modules.items()}
