@@ -49,7 +49,7 @@ PARTICLE_DEBUGGER_USB_ID = (0x0D28, 0x0204)
 #: The udev rule that lets the kiosk's user open it.
 _VID, _PID = PARTICLE_DEBUGGER_USB_ID
 PROBE_UDEV_RULE = (
-    f'SUBSYSTEM=="usb", ATTR{{idVendor}}=="{_VID:04x}", ATTR{{idProduct}}=="{_PID:04x}", MODE="0666", GROUP="plugdev"'
+    f'SUBSYSTEM=="usb", ATTR{{idVendor}}=="{_VID:04x}", ATTR{{idProduct}}=="{_PID:04x}", MODE="0660", GROUP="plugdev"'
 )
 DEFAULT_FREQUENCY_HZ = 1_000_000  # Particle's OpenOCD recipes run SWD at 1000 kHz (DOCS-JTAG)
 

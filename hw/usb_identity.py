@@ -30,13 +30,13 @@ from firmware.platforms import Platform, platform_by_usb
 #: Vendor ids Particle devices enumerate on: Particle's own, and the Core's (OpenMoko's).
 PARTICLE_VIDS = (0x2B04, 0x1D50)
 
-#: The udev rule that lets the kiosk's user open Particle devices (Particle's 50-particle.rules),
-#: and where it goes.
+#: The udev rule that lets the kiosk's user (a member of plugdev) open Particle devices, and where the
+#: kiosk's installer puts it with the others (deploy/udev/60-particle-kiosk.rules): 0660, never 0666.
 UDEV_RULE = (
     'SUBSYSTEM=="usb", ATTRS{idVendor}=="2b04", ATTRS{idProduct}=="[cd]0??", '
-    'MODE="0666", GROUP="plugdev", ENV{ID_MM_DEVICE_IGNORE}="1"'
+    'MODE="0660", GROUP="plugdev", ENV{ID_MM_DEVICE_IGNORE}="1"'
 )
-UDEV_RULES_PATH = "/etc/udev/rules.d/50-particle.rules"
+UDEV_RULES_PATH = "/etc/udev/rules.d/60-particle-kiosk.rules"
 
 
 def _access_help(what: str) -> str:
@@ -44,7 +44,8 @@ def _access_help(what: str) -> str:
         f"The kiosk may not open {what}. Give it access with a udev rule: put the line\n"
         f"  {UDEV_RULE}\n"
         f"into {UDEV_RULES_PATH}, run 'sudo udevadm control --reload-rules && sudo udevadm trigger' "
-        "and plug the device in again (or run the kiosk as a member of the plugdev group)."
+        "and plug the device in again; the kiosk's user must be in the plugdev group (deploy/install.sh installs "
+        "the rules and the group)."
     )
 
 

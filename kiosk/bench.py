@@ -125,15 +125,38 @@ def hardware_bench(config: BenchConfig) -> Bench:
                 buttons, power, led, closers = _slot_drivers(cfg, clock, limits, config.led_rate_hz, None)
                 slots.append(Slot(cfg.index + 1, cfg.name, clock, buttons, power, led, cfg.usb_port, None,
                                   swd=PyocdSwd(clock), swd_probe_id=cfg.swd_probe, _closers=closers))  # fmt: skip
-    except (BadPinFactory, OSError, RuntimeError) as exc:
+    except _pin_errors() as exc:
         for slot in slots:
             slot.close()
+        if not isinstance(exc, BadPinFactory) and _line_busy(exc):
+            raise HardwareNotFound(
+                f"a GPIO line of the bench is in use by another program ({exc}): most likely the kiosk service "
+                "itself. Stop it first (sudo systemctl stop particle-kiosk), or use the touchscreen"
+            ) from None
         tried = "; ".join(str(w.message) for w in fallbacks if issubclass(w.category, PinFactoryFallback))
         raise HardwareNotFound(
             f"no usable GPIO on this machine ({exc}{' ' + tried if tried else ''}); the kiosk needs a Raspberry "
             f"Pi with the bench wired as {config.source} says. To try it without hardware, add --simulate SCENARIO"
         ) from None
     return Bench(slots, clock, simulated=False)
+
+
+def _pin_errors() -> tuple[type[BaseException], ...]:
+    """What opening the bench's pins can raise: gpiozero's errors, the OS's, and lgpio's own (a plain
+    Exception subclass, raised for a line another program holds)."""
+    from gpiozero.exc import BadPinFactory, GPIOZeroError
+
+    errors: tuple[type[BaseException], ...] = (BadPinFactory, GPIOZeroError, OSError, RuntimeError)
+    try:
+        import lgpio
+    except ImportError:
+        return errors
+    return (*errors, lgpio.error)
+
+
+def _line_busy(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "busy" in text or "in use" in text
 
 
 def simulated_bench(spec: str, speed: float | None = None) -> Bench:

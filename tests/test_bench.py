@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
@@ -100,3 +102,20 @@ def test_drivers_satisfy_their_ports():
         assert isinstance(slot.led, LedSensor) and isinstance(slot.led, LedPort)
     assert isinstance(NoLedSensor(), LedPort)
     assert issubclass(ControlChannel, ControlPort)
+
+
+def test_a_gpio_line_held_by_another_program_says_who_to_stop(monkeypatch):
+    """lgpio raises its own error for a line the running kiosk service holds: one clear line, no traceback."""
+    from gpiozero.exc import GPIOPinInUse
+
+    from kiosk import bench as bench_module
+    from kiosk.bench import HardwareNotFound, hardware_bench
+    from kiosk.config import parse_config
+
+    def busy(*args, **kwargs):
+        raise GPIOPinInUse("pin GPIO17 is already in use by another gpiozero object: GPIO busy")
+
+    monkeypatch.setattr(bench_module, "_slot_drivers", busy)
+    config = parse_config((Path(__file__).parents[1] / "deploy" / "kiosk.example.toml").read_text(), "kiosk.toml")
+    with pytest.raises(HardwareNotFound, match=r"in use by another program.*systemctl stop particle-kiosk"):
+        hardware_bench(config)
