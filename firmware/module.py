@@ -430,10 +430,14 @@ def _device_offsets(data: bytes) -> tuple[str, tuple[int, ...]]:
 def find_prefix(data: bytes) -> tuple[int, str, int]:
     """(offset, how it was found, score) of the module prefix; raises NotAModuleError."""
     how, offsets = _device_offsets(data)
-    for offset in offsets:
-        cand = _score(data, offset)
-        if cand.known:  # a size mismatch is reported by the parser, not a reason to look elsewhere
-            return offset, how, cand.score
+    # Of the places a device looks, the best-scoring known header wins (the first on a tie). A size
+    # mismatch alone is reported by the parser, not a reason to look elsewhere; but bytes further in
+    # (a vector-table offset of another MCU family falls inside a small module's body) may look like
+    # a known header by chance, and must not shadow the real one that also fits the file.
+    known = [cand for cand in (_score(data, offset) for offset in offsets) if cand.known]
+    if known:
+        best = max(known, key=lambda cand: cand.score)
+        return best.offset, how, best.score
     # Scored search, as Particle's own parser does: known offsets first, then every word.
     search_end = min(_SEARCH_LIMIT, len(data) - MIN_MODULE_SIZE)
     best: _Candidate | None = None

@@ -13,7 +13,7 @@ import hashlib
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from firmware.builder import (
@@ -32,8 +32,10 @@ from firmware.module import (
     ExtensionType,
     Module,
     ModuleFlag,
+    _score,
     decompress_body,
     encode_module,
+    find_prefix,
     parse_module,
     split_modules,
 )
@@ -570,6 +572,28 @@ dependency = st.tuples(st.integers(1, 9), st.integers(0, 255), st.integers(0, 0x
 
 
 @settings(max_examples=400, deadline=None)
+# Found by this test: on a small nRF51 system part (prefix at 0xC0), the bytes at 0x10C (where an
+# nRF52 system part keeps its prefix) looked like a known header by chance and shadowed the real one.
+@example(
+    platform=platform_by_id(103),
+    function=Function.SYSTEM_PART,
+    version=0,
+    index=None,
+    dependencies=[],
+    body=b"",
+    compress=True,
+    suffix="extensions",
+    prefix_extensions=[
+        hash_extension(_DIGEST),
+        Extension(ExtensionType.ASSET_TYPE, b"\x01\x00"),
+        Extension(0x0042, b"opaque"),
+    ],
+    suffix_extensions=[],
+    product=(0, 0),
+    reserved=0,
+    extra_flags=0,
+    start_address=None,
+)
 @given(
     platform=st.sampled_from(PLATFORMS),
     function=st.sampled_from(FUNCTIONS),
@@ -648,3 +672,25 @@ def test_random_builder_arguments_always_round_trip(
         assert stored_body(m)[: len(body)] == body
     assert encode_module(m) == data
     assert encode_module(m, seal=True) == data
+
+
+def test_a_chance_header_where_another_mcu_family_keeps_it_does_not_shadow_the_real_one():
+    """The case the test above found: a tiny compressed bluz (nRF51) system part, prefix at 0xC0."""
+    data = build_module(
+        platform_id=103,
+        function=Function.SYSTEM_PART,
+        version=0,
+        body=b"",
+        compress=True,
+        suffix="extensions",
+        prefix_extensions=[
+            hash_extension(_DIGEST),
+            Extension(ExtensionType.ASSET_TYPE, b"\x01\x00"),
+            Extension(0x0042, b"opaque"),
+        ],
+    )
+    chance = _score(data, 0x10C)  # an nRF52 system part's offset, inside this module's prefix extensions
+    assert chance.known and not chance.fits
+    assert find_prefix(data)[:2] == (0xC0, "vector-table")
+    m = parse_module(data)
+    assert m.problems == () and m.prefix_offset == 0xC0 and m.platform_name == "bluz"
