@@ -219,6 +219,7 @@ class SlotCard(Vertical):
         super().__init__(id=f"slot-{state.index}", classes="slot-card", **kwargs)
         self._initial = state
         self._tick = 0
+        self._composed = False  # a state that comes before the parts exist waits for on_mount
 
     def compose(self) -> ComposeResult:
         yield LedSwatch(classes="led")
@@ -229,21 +230,22 @@ class SlotCard(Vertical):
 
     def on_mount(self) -> None:
         # the app's state may have moved on while the card was being mounted
+        self._composed = True
         self.state = getattr(self.app, "states", {}).get(self._initial.index, self._initial)
 
     def watch_state(self, state: SlotState | None) -> None:
-        if state is not None:
+        if state is not None and self._composed:
             self._render_state(state)
 
     def watch_roomy(self, roomy: bool) -> None:
         self.set_class(roomy, "roomy")
-        if self.state is not None:
+        if self.state is not None and self._composed:
             self._render_state(self.state)
 
     def advance(self) -> None:
         """One step of the indeterminate bar (called by the app's timer while the slot is busy)."""
         self._tick += 1
-        if self.state is not None and self.state.running and self.state.progress is None:
+        if self._composed and self.state is not None and self.state.running and self.state.progress is None:
             self.query_one(FlashBar).show(self.state, self.roomy, self._tick)
 
     def _render_state(self, state: SlotState) -> None:
