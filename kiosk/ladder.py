@@ -53,6 +53,17 @@ ENUMERATE_ALLOWANCE_S = 1.0
 DFU_LED_WINDOW_S = 1.0  # blinking yellow (5 Hz) is sure after 0.81 s (hw.led_classifier.minimum_watch_s)
 LED_REREAD_S = 0.25  # while reading an SOS code, classify again this often (device seconds)
 
+#: What a running Device OS shows in normal mode (led-buttons-restore.md): network and cloud states.
+RUNNING_LED = frozenset({
+    ("cyan", "breathing"), ("cyan", "blink-normal"), ("cyan", "blink-fast"),
+    ("green", "blink-normal"), ("green", "blink-fast"), ("green", "breathing"),
+    ("white", "breathing"), ("blue", "blink-normal"), ("blue", "breathing"),
+})  # fmt: skip
+SENSOR_ADVICE = (
+    "the device answers on USB with every module valid, but the LED sensor shows {led}. A running Device OS "
+    "always drives its LED: check that the sensor faces the LED and its wires (kiosk doctor --active), or "
+    "whether the app drives the LED itself; nothing was written. Then press Recover again"
+)
 PROTECTED_ADVICE = (
     "Device Protection is on: nothing can be written offline. Ask the product's owner to put the device in "
     "service mode, then press Recover"
@@ -122,9 +133,22 @@ class Seen:
         return self.led is not None and (self.led.sos_code is not None or self.led.pattern == "sos")
 
     @property
+    def _runs_by_usb(self) -> bool:
+        return bool(self.usb and self.usb.mode == "normal" and self.responsive and self.modules_ok)
+
+    @property
     def healthy(self) -> bool:
-        led_ok = self.led is None or (self.led.pattern != "sos" and self.led.sos_code is None)
-        return bool(self.usb and self.usb.mode == "normal" and self.responsive and self.modules_ok and led_ok)
+        led_ok = self.led is None or (self.led.colour, self.led.pattern) in RUNNING_LED
+        return self._runs_by_usb and led_ok
+
+    @property
+    def led_suspect(self) -> bool:
+        """USB, requests and modules all say it runs, yet the sensor shows no running Device OS (and no
+        SOS): the sensor (or an app that drives the LED itself) is to be checked, not the device."""
+        led = self.led
+        return self._runs_by_usb and led is not None and led.sure and not self.panicking and (
+            (led.colour, led.pattern) not in RUNNING_LED
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -157,12 +181,28 @@ class LadderResult:
         }
 
 
-class _Protected(Exception):
-    """Device Protection seen: nothing may be written offline, whatever rung the ladder is on."""
+class _RunEnds(Exception):
+    """Something seen ends the run with a verdict, whatever rung the ladder is on."""
+
+    verdict = "needs-technician"
+
+    def __init__(self, detail: str, demanded_s: float = 0.0):
+        super().__init__(detail)
+        self.detail = detail
+        self.demanded_s = demanded_s  # device seconds the step that saw it had needed so far
+
+
+class _Protected(_RunEnds):
+    """Device Protection: nothing may be written offline."""
+
+    verdict = "needs-owner"
 
     def __init__(self, demanded_s: float = 0.0):
-        super().__init__("Device Protection is on")
-        self.demanded_s = demanded_s  # device seconds the step that saw it had needed so far
+        super().__init__(PROTECTED_ADVICE, demanded_s)
+
+
+class _SensorSuspect(_RunEnds):
+    """Everything says the device runs, but the LED sensor does not show a running Device OS."""
 
 
 class Ladder:
@@ -209,8 +249,8 @@ class Ladder:
         try:
             outcome, detail, demanded = fn()
             return outcome, detail
-        except _Protected as exc:
-            outcome, detail, demanded = "protected", PROTECTED_ADVICE, exc.demanded_s
+        except _RunEnds as exc:
+            outcome, detail, demanded = exc.verdict, exc.detail, exc.demanded_s
             raise
         finally:
             elapsed = self.clock.now() - started
@@ -281,6 +321,8 @@ class Ladder:
         self._observe("usb", seen.to_json())
         if seen.protected:
             raise _Protected(seen.demanded_s)
+        if seen.led_suspect:
+            raise _SensorSuspect(SENSOR_ADVICE.format(led=seen.led.describe()), seen.demanded_s)
         return seen
 
     def _look_after(self, demanded_s: float) -> Seen:
@@ -288,7 +330,7 @@ class Ladder:
         finds Device Protection and ends the run)."""
         try:
             return self.look()
-        except _Protected as exc:
+        except _RunEnds as exc:
             exc.demanded_s += demanded_s
             raise
 
@@ -300,8 +342,8 @@ class Ladder:
         self._started = self.clock.now()
         try:
             return self._run()
-        except _Protected:
-            return self._verdict("needs-owner", None, PROTECTED_ADVICE)
+        except _RunEnds as ended:
+            return self._verdict(ended.verdict, None, ended.detail)
         except Cancelled:
             return self._verdict("stopped", None, "stopped by the technician; buttons released, power on")
         finally:

@@ -78,9 +78,29 @@ class Mode(StrEnum):
 
 BOOTLOADER_RESTORE_S, BOOTLOADER_WIPE_S, BOOTLOADER_END_S = 6.5, 10.0, 12.0
 CREDENTIAL_WIPE_S = 10.0
+UNPLUGGED_S = 2.0  # a cable pulled out mid-flash is plugged back after this long (fault matrix)
+#: DFU phases a fault can be injected into, by the DFU request that starts them (hw/sim/dfu_device.py).
+DFU_PHASES = ("set-address", "erase", "write", "status", "verify", "leave")
 CLICK_MIN_S, CLICK_MAX_S, DOUBLE_CLICK_S = 0.03, 0.5, 1.0
 DRAIN_S = 5.0
 SOFTDEVICE_VERSION_ADDRESS = 0x300C  # a SoftDevice's firmware id (u16), where create_module.py reads it
+
+
+def _dfu_phase(bm: int, request: int, value: int, data: bytes | int) -> str | None:
+    """Which DFU phase a request belongs to (DfuSe: DNLOAD=1, UPLOAD=2, GETSTATUS=3)."""
+    if bm == 0x21 and request == 1 and value == 0 and isinstance(data, bytes) and data[:1] == b"\x21":
+        return "set-address"
+    if bm == 0x21 and request == 1 and value == 0 and isinstance(data, bytes) and data[:1] == b"\x41":
+        return "erase"
+    if bm == 0x21 and request == 1 and value >= 2 and isinstance(data, bytes) and data:
+        return "write"
+    if bm == 0x21 and request == 1 and isinstance(data, bytes) and not data:
+        return "leave"
+    if bm == 0xA1 and request == 2 and value >= 2:
+        return "verify"
+    if bm == 0xA1 and request == 3:
+        return "status"
+    return None
 
 
 @dataclass
@@ -101,6 +121,12 @@ class Faults:
     drops_dfu_after_writes: int | None = None  # leaves DFU after this many modules written
     needs_tinker_first: bool = False  # a Device OS update only takes once Tinker has been written
     flaky_transfer_every: int | None = None  # one USB transfer in N fails
+    # Injected once, for the fault matrix (tests/test_fault_matrix.py): (DFU phase, what happens) with the
+    # phase one of DFU_PHASES and what one of "stall" (the request stalls) or "unplug" (the cable is pulled
+    # at that moment and plugged back UNPLUGGED_S later: the device loses power and boots again).
+    dfu_fault: tuple[str, str] | None = None
+    control_silent: bool = False  # no control request is ever answered (a wedged USB stack)
+    led_sensor: str | None = None  # the bench's sensor, not the device: "dark" (sees nothing), "stuck" (red)
 
 
 @dataclass
@@ -620,6 +646,7 @@ class SimDevice:
                 every = self.faults.flaky_transfer_every
                 if every and self._dfu_transfers % every == 0:
                     raise SimUsbIoError()  # the cable garbles one transfer in N
+                self._inject_dfu_fault(bm, request, value, data)
                 writing = bm == 0x21 and request == 1 and value >= 2 and bool(data)  # DNLOAD of data
                 # A module is complete when the host reads it back, or moves on (new address or erase).
                 next_command = bm == 0x21 and request == 1 and value == 0 and isinstance(data, bytes)
@@ -639,6 +666,27 @@ class SimDevice:
             return handler(bm, request, value, index, data)
 
         return transfer
+
+    def _inject_dfu_fault(self, bm: int, request: int, value: int, data: bytes | int) -> None:
+        """The fault matrix's one injected DFU fault, at the first request of its phase."""
+        if self.faults.dfu_fault is None:
+            return
+        phase, what = self.faults.dfu_fault
+        if _dfu_phase(bm, request, value, data) != phase:
+            return
+        self.faults = replace(self.faults, dfu_fault=None)  # once
+        self._log(f"fault: {what} during DFU {phase}")
+        if what == "stall":
+            raise SimUsbStall()
+        self._unplug()
+        raise SimUsbGone()
+
+    def _unplug(self) -> None:
+        """The cable is pulled: no power, no USB; plugged back UNPLUGGED_S later, the device boots."""
+        self._boot += 1
+        self._enter(Mode.OFF, led.off())
+        self._usb_set(None)
+        self.clock.call_later(UNPLUGGED_S, lambda: self._start("plugged back in"))
 
     # --- USB (the peer the simulated bus talks to) ---------------------------------------------
     usb_port_path: str = "1-1.1"

@@ -9,6 +9,9 @@ from hw.sim.device_control import control_handler
 from hw.sim.dfu_device import SimDfuDevice, quirks_for
 from hw.sim.pins import SimPin, SimPinFactory
 
+#: What a faulty LED sensor reports, whatever the device shows (fault matrix).
+SENSOR_FAULTS: dict[str, Rgb] = {"dark": (False, False, False), "stuck": (True, False, False)}
+
 
 def _pressed(pin: SimPin, active_high: bool, wiring: str) -> bool:
     """Is the device line pulled low? Transistor wiring: the GPIO at its active level. Direct wiring:
@@ -36,6 +39,9 @@ def attach(device: SimDevice, factory: SimPinFactory, cfg, bus) -> None:
         leds = [factory.pin(p) for p in cfg.led_pins]
 
         def show(rgb: Rgb) -> None:
+            sensor = device.faults.led_sensor  # a fault of the bench's sensor, not of the device
+            if sensor is not None:
+                rgb = SENSOR_FAULTS[sensor]
             for pin, lit in zip(leds, rgb, strict=True):
                 (pin.drive_high if lit == cfg.led_active_high else pin.drive_low)()
 
@@ -44,8 +50,15 @@ def attach(device: SimDevice, factory: SimPinFactory, cfg, bus) -> None:
     device.usb_port_path = cfg.usb_port or ""
     handler = control_handler(device)
     flaky = device.faults.flaky_transfer_every
+    garbled = every_nth(flaky, Fault.DROP) if flaky else None
+
+    def fault(bm: int, request: int, value: int, index: int) -> Fault | None:
+        if device.faults.control_silent:  # read on every transfer: the fault matrix sets it after wiring
+            return Fault.TIMEOUT
+        return garbled(bm, request, value, index) if garbled else None
+
     server = ControlServer(handler, device.clock, quirks=device.platform.quirks, on_done=handler.on_done,
-                           fault=every_nth(flaky, Fault.DROP) if flaky else None)  # fmt: skip
+                           fault=fault)  # fmt: skip
     device.control_server = server
     device.usb_handlers["normal"] = server.usb_control
     protected = device.faults.protected and quirks_for(device.platform).protection
