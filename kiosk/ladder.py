@@ -340,6 +340,10 @@ class Ladder:
     # -- the rungs -----------------------------------------------------------------------------
     def run(self) -> LadderResult:
         self._started = self.clock.now()
+        first = modes.wait_for_device(self.slot, 0.0, None, self.cancel)  # what is on USB this instant
+        platform = first.platform if first is not None else self.platform_hint
+        self._publish(RunStarted(self.slot.index, first.device_id if first else None,
+                                 platform.name if platform else None))  # fmt: skip
         try:
             return self._run()
         except _RunEnds as ended:

@@ -13,7 +13,7 @@ from hw.sim.scenarios import SCENARIOS
 from kiosk.bench import simulated_bench
 from kiosk.demo_library import demo_library
 from kiosk.events import EventBus
-from kiosk.ladder import Ladder, RungStarted, Verdict
+from kiosk.ladder import Ladder, RungStarted, RunStarted, Verdict
 
 EXPECTED = {
     "healthy": ("healthy", None),
@@ -68,6 +68,7 @@ def test_ladder_verdicts(name, platform, tmp_path):
         assert not slot.buttons.mode.pressed and not slot.buttons.reset.pressed
         assert slot.power.is_on
     assert isinstance(events[-1], Verdict) and events[-1].verdict == expected[0]
+    assert isinstance(events[0], RunStarted) and events[0].platform == platform
     assert isinstance(next(e for e in events if isinstance(e, RungStarted)), RungStarted)
     assert result.minimum_s > 0 and result.elapsed_s >= result.minimum_s * 0.99
     # The kiosk costs at most a tenth on top of what the device's own timings demand on the path taken.
