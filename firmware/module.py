@@ -654,6 +654,16 @@ def decompress_body(module: Module) -> bytes:
     if module.compression is None:
         raise ValueError("module is not compressed")
     c = module.compression
+    # The header is data from the file: check it before zlib sees it (zlib's own errors do not say what is wrong),
+    # and never inflate more than any module can hold (the size is the file's claim, up to 4 GiB).
+    if c.method != 0:
+        raise ValueError(f"compressed with unknown method {c.method} (only 0, raw Deflate, exists): cannot inflate")
+    if not 8 <= (c.window_bits or 15) <= 15:
+        raise ValueError(f"compression window bits {c.window_bits} out of range (8..15): cannot inflate")
+    if c.original_size > MAX_MODULE_SIZE:
+        raise ValueError(
+            f"compressed body claims {c.original_size} bytes inflated, larger than any module ({MAX_MODULE_SIZE})"
+        )
     start = module.body_start + c.header_size
     stream = module.data[start : module.suffix_start]
     try:

@@ -1,8 +1,20 @@
-"""Test isolation: no test reads or writes the user's own kiosk library or config."""
+"""Test isolation: no test reads or writes the user's own kiosk library or config.
+
+Hypothesis runs the "ci" profile unless ``KIOSK_FUZZ_PROFILE=long`` (``make test-long``): "ci" is derandomized (the
+same examples every run, so CI cannot fail at random) and has no deadline (a loaded machine is not a failure);
+"long" draws new examples each run, and more of them where a test does not fix its own count.
+"""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", deadline=None, max_examples=1000, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("KIOSK_FUZZ_PROFILE", "ci"))
 
 
 @pytest.fixture(autouse=True)
