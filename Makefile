@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint bench clean tools demo
+.PHONY: test test-long lint bench clean tools demo
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP) lint tools
 	$(BIN)/python -m pytest
+
+# The same suite with the long profiles: Hypothesis draws new examples (20x as many in tests/fuzz), and the fault
+# matrix, durability and invariant suites run every case (KIOSK_LONG=1).
+test-long: $(STAMP) lint tools
+	KIOSK_FUZZ_PROFILE=long KIOSK_LONG=1 $(BIN)/python -m pytest
 
 # The YModem tests talk to lrzsz (Debian's package; `rb`/`sb`) over a pseudo-terminal.
 # The deploy tests verify the kiosk's systemd unit (systemd-analyze checks that cage and foot exist), foot's config
