@@ -1,6 +1,6 @@
 # `make test` on a fresh clone: make the virtual environment, install the project with its
-# test extras, lint, and run every test. `make bench` prints the measured figures (firmware toolkit,
-# LED classifier accuracy).
+# test extras, lint, and run every test (`make test-long`: the long profiles of the fuzz, fault-matrix
+# and durability suites). `make bench` prints every measured figure with how it was measured.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -47,6 +47,8 @@ bench: $(STAMP) tools
 	$(BIN)/python -m tests.benchmarks.led_accuracy
 	$(BIN)/python -m tests.benchmarks.dfu_bench
 	$(BIN)/python -m tests.benchmarks.ymodem_bench
+	$(BIN)/python -m tests.benchmarks.recovery_bench
+	$(BIN)/python -m tests.benchmarks.tui_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache
