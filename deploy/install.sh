@@ -25,6 +25,7 @@ readonly ETC=/etc/particle-kiosk
 readonly CONFIG=$ETC/kiosk.toml
 readonly STATE=/var/lib/particle-kiosk
 readonly UNIT=/etc/systemd/system/$APP.service
+readonly TOUCH_UNIT=/etc/systemd/system/$APP-touch.service
 readonly PAM=/etc/pam.d/$APP
 readonly RULES=/etc/udev/rules.d/60-particle-kiosk.rules
 readonly SLOT_RULES=/etc/udev/rules.d/61-particle-kiosk-slots.rules
@@ -181,8 +182,8 @@ warn_touch() {
     command -v foot >/dev/null 2>&1 || return 0
     version=$(foot --version 2>/dev/null | sed -n 's/^foot version: \([0-9]*\.[0-9]*\).*/\1/p')
     if [[ -n $version ]] && printf '%s\n1.13\n' "$version" | sort -V -C; then
-        say "WARNING: foot $version has no touchscreen input: the kiosk is driven by a USB mouse or keyboard" \
-            "until a foot with touch support is installed (see deploy/BUILD-A-BENCH.md, 'Touch')."
+        say "note: foot $version has no touchscreen input: $APP-touch.service turns the touchscreen into a" \
+            "pointer for it (see deploy/BUILD-A-BENCH.md, 'Touch')."
     fi
 }
 
@@ -227,7 +228,7 @@ install_kiosk() {
     fi
     system "$VENV/bin/python" -m pip install --upgrade pip
     system "$VENV/bin/python" -m pip uninstall -y particle-bench-kiosk
-    system "$VENV/bin/python" -m pip install lgpio "$SRC"
+    system "$VENV/bin/python" -m pip install lgpio evdev "$SRC"
     put "$HERE/session/kiosk" "$WRAPPER" 0755
     put "$HERE/BUILD-A-BENCH.md" "$SHARE/BUILD-A-BENCH.md" 0644
     put "$HERE/WIRING.md" "$SHARE/WIRING.md" 0644
@@ -259,8 +260,9 @@ install_kiosk() {
     say "== the touchscreen session"
     put "$HERE/pam/particle-kiosk" "$PAM" 0644
     put "$HERE/systemd/particle-kiosk.service" "$UNIT" 0644
+    put "$HERE/systemd/particle-kiosk-touch.service" "$TOUCH_UNIT" 0644
     system systemctl daemon-reload
-    system systemctl enable "$APP.service"
+    system systemctl enable "$APP.service" "$APP-touch.service"
     system systemctl set-default graphical.target
     if [[ -n $ROOT ]]; then
         say "would run: systemctl disable display-manager.service (only if a desktop's display manager is enabled)"
@@ -280,8 +282,8 @@ install_kiosk() {
 
 uninstall_kiosk() {
     say "== stopping the touchscreen session"
-    system systemctl disable --now "$APP.service"
-    remove "$UNIT" "$PAM"
+    system systemctl disable --now "$APP.service" "$APP-touch.service"
+    remove "$UNIT" "$TOUCH_UNIT" "$PAM"
     system systemctl daemon-reload
     system systemctl start getty@tty1.service
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from kiosk.commands import device_cmd, doctor_cmd, firmware_cmd, flash_cmd, recover_cmd, tui_cmd
+from kiosk.commands import device_cmd, doctor_cmd, firmware_cmd, flash_cmd, recover_cmd, touch_cmd, tui_cmd
 from kiosk.commands.common import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, CommandError
 
 FORCE_REFUSAL = (
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     firmware_cmd.register(sub)
     doctor_cmd.register(sub)
     tui_cmd.register(sub)
+    touch_cmd.register(sub)
     return parser
 
 

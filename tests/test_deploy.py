@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ TUI = "/opt/particle-kiosk/venv/bin/kiosk tui --config /etc/particle-kiosk/kiosk
 #: target path -> (source in deploy/, mode)
 INSTALLED = {
     "etc/systemd/system/particle-kiosk.service": ("systemd/particle-kiosk.service", 0o644),
+    "etc/systemd/system/particle-kiosk-touch.service": ("systemd/particle-kiosk-touch.service", 0o644),
     "etc/pam.d/particle-kiosk": ("pam/particle-kiosk", 0o644),
     "etc/udev/rules.d/60-particle-kiosk.rules": ("udev/60-particle-kiosk.rules", 0o644),
     "etc/particle-kiosk/kiosk.toml": ("kiosk.example.toml", 0o644),
@@ -89,8 +91,9 @@ def test_system_steps_are_printed_not_run(installed):
     useradd = next(s for s in steps if s.startswith("useradd "))
     assert "--system" in useradd and useradd.endswith(" kiosk")
     assert f"--groups {','.join(KIOSK_GROUPS)}" in useradd and "--home-dir /var/lib/particle-kiosk" in useradd
-    assert any(re.fullmatch(r"/opt/particle-kiosk/venv/bin/python -m pip install lgpio /\S+", s) for s in steps)
-    for step in ("udevadm control --reload-rules", "systemctl daemon-reload", "systemctl enable particle-kiosk.service",
+    assert any(re.fullmatch(r"/opt/particle-kiosk/venv/bin/python -m pip install lgpio evdev /\S+", s) for s in steps)
+    for step in ("udevadm control --reload-rules", "systemctl daemon-reload",
+                 "systemctl enable particle-kiosk.service particle-kiosk-touch.service",
                  "chown -R kiosk:kiosk /var/lib/particle-kiosk"):  # fmt: skip
         assert step in steps, step
     apt = next(s for s in steps if "apt-get install" in s)
@@ -124,7 +127,7 @@ def test_uninstall_removes_what_was_installed_and_keeps_the_journal(tmp_path):
     assert tree(tmp_path) == {"var/lib/particle-kiosk/journal.sqlite": tree(tmp_path)[
         "var/lib/particle-kiosk/journal.sqlite"]}  # fmt: skip
     assert not (tmp_path / "opt/particle-kiosk").exists() and not (tmp_path / "etc/particle-kiosk").exists()
-    assert "would run: systemctl disable --now particle-kiosk.service" in proc.stdout
+    assert "would run: systemctl disable --now particle-kiosk.service particle-kiosk-touch.service" in proc.stdout
     assert "would run: userdel kiosk" in proc.stdout
 
 
@@ -201,6 +204,22 @@ def test_units_pass_systemd_analyze_verify(installed):
     proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "particle-kiosk.service" not in proc.stderr, proc.stderr  # no warning about our unit either
+
+
+def test_the_touch_bridge_unit_passes_systemd_analyze_verify(installed, tmp_path):
+    if not _have("systemd-analyze", "systemd"):
+        pytest.skip("systemd-analyze is not installed and cannot be here (make tools installs it)")
+    root, _ = installed
+    text = (root / "etc/systemd/system/particle-kiosk-touch.service").read_text()
+    assert "ExecStart=/opt/particle-kiosk/venv/bin/kiosk touch-bridge" in text
+    assert "RestartPreventExitStatus=3" in text  # no touchscreen: not restarted for ever
+    # verify checks that ExecStart's program exists: this venv's kiosk stands in for the installed one
+    unit = tmp_path / "particle-kiosk-touch.service"
+    unit.write_text(text.replace("/opt/particle-kiosk/venv/bin/kiosk", str(Path(sys.executable).parent / "kiosk"))
+                    .replace("EnvironmentFile=", "EnvironmentFile=-"))  # fmt: skip
+    proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "particle-kiosk-touch.service" not in proc.stderr, proc.stderr
 
 
 def test_foot_accepts_the_kiosk_config():
