@@ -27,8 +27,10 @@ import hashlib
 import json
 import os
 import re
+import stat
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -273,35 +275,60 @@ class FirmwareLibrary:
     def _read_source(self, path: Path, report: ImportReport) -> Iterator[_Incoming]:
         if path.is_dir():
             context = release_from_name(path.name)
-            for child in sorted(p for p in path.rglob("*") if p.is_file()):
-                if child.suffix.lower() == ".zip":
+            for child in sorted(path.rglob("*")):
+                # Links are not followed: one could point anywhere on the machine (or at a device that never ends).
+                if child.is_symlink():
+                    report.skipped.append((str(child), "a symbolic link: links are not followed, copy the file"))
+                elif child.is_dir():
+                    continue
+                elif child.suffix.lower() == ".zip":
                     yield from self._read_zip(child, report)
                 elif child.suffix.lower() in FIRMWARE_SUFFIXES:
                     yield from self._read_file(child, report, context or release_from_name(child.parent.name))
                 else:
                     report.skipped.append((str(child), "not a .bin, .hex or .zip file"))
+        elif not _regular(path):
+            raise LibraryError(f"{path} is not a file or a folder (a device, pipe or socket); nothing was imported")
         elif path.suffix.lower() == ".zip":
             yield from self._read_zip(path, report)
         else:
             yield from self._read_file(path, report, None)
 
     def _read_file(self, path: Path, report: ImportReport, context: str | None) -> Iterator[_Incoming]:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            report.skipped.append((str(path), f"{size} bytes is larger than any firmware file"))
+        try:
+            if not _regular(path):
+                report.skipped.append((str(path), "not a regular file (a device, pipe or socket)"))
+                return
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                report.skipped.append((str(path), f"{size} bytes is larger than any firmware file"))
+                return
+            with path.open("rb") as fh:
+                data = fh.read(MAX_FILE_BYTES + 1)  # the size may change while it is read
+        except OSError as exc:
+            report.skipped.append((str(path), f"cannot be read ({exc.strerror or exc})"))
             return
-        yield _Incoming(str(path), path.read_bytes(), context)
+        if len(data) > MAX_FILE_BYTES:
+            report.skipped.append((str(path), "grew larger than any firmware file while it was read"))
+            return
+        yield _Incoming(str(path), data, context)
 
     def _read_zip(self, path: Path, report: ImportReport) -> Iterator[_Incoming]:
         context = release_from_name(path.name)
+        if not _regular(path):
+            report.skipped.append((str(path), "not a regular file (a device, pipe or socket)"))
+            return
         try:
             archive = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
             raise LibraryError(f"{path} is not a readable zip archive ({exc}); nothing was imported") from None
         with archive:
             for info in sorted(archive.infolist(), key=lambda i: i.filename):
                 source = f"{path.name}:{info.filename}"
                 if info.is_dir():
+                    continue
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    report.skipped.append((source, "a symbolic link inside the zip: links are not followed"))
                     continue
                 if Path(info.filename).suffix.lower() not in FIRMWARE_SUFFIXES:
                     report.skipped.append((source, "not a .bin or .hex file"))
@@ -311,7 +338,10 @@ class FirmwareLibrary:
                     continue
                 try:
                     data = archive.read(info)
-                except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+                except (RuntimeError, NotImplementedError) as exc:  # encrypted; a compression zipfile lacks
+                    report.skipped.append((source, f"cannot be unpacked: {exc}"))
+                    continue
+                except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as exc:
                     report.quarantined.append(Quarantined("", "", source, f"damaged inside the zip: {exc}"))
                     continue
                 yield _Incoming(source, data, context or release_from_name(info.filename))
@@ -622,6 +652,14 @@ def modules_in_image(image: Any) -> list[tuple[Platform, Module]]:
             with contextlib.suppress(NotAModuleError):
                 found[slot.start] = (platform, parse_module(data))
     return list(found.values())
+
+
+def _regular(path: Path) -> bool:
+    """A regular file (following a link): not a device, pipe or socket, which could block or never end."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
