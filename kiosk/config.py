@@ -24,6 +24,7 @@ Example (every key; ``deploy/kiosk.example.toml`` has the commented version)::
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,7 +113,8 @@ def _wiring(where: str, value: Any) -> str:
 
 def _number(low: float) -> Callable[[str, Any], float]:
     def check(where: str, value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+        # TOML has nan and inf: NaN passes every "< low" test, and an infinite drain holds power off forever
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value < math.inf:
             raise ConfigError(f"{where}: expected a number of at least {low}, got {value!r}")
         return float(value)
 
@@ -224,4 +226,8 @@ def load_config(path: Path | str = DEFAULT_CONFIG) -> BenchConfig:
         ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
+        ) from None
     return parse_config(text, str(path))
