@@ -4,22 +4,28 @@
 ``--speed`` says otherwise), so the whole product can be tried on a laptop. On a real bench only one
 process may drive the buttons: a second kiosk (or a second browser on ``kiosk serve``) is refused
 with a message, never allowed to press anything.
+
+Start-up is kept short: only what the first screen needs is imported before it shows (Textual, the
+cards); the ladder, the simulator, the drivers and the library come in a worker thread after the first
+frame (see ``kiosk.tui.backend``). The cards are there from the first frame, from the arguments (or the
+config), and come alive when the bench is open.
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
 from kiosk.commands.common import EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, CommandError
-from kiosk.config import DEFAULT_CONFIG, ConfigError
 
 SIMULATED_SPEED = 1.0  # device seconds per real second on a simulated bench: a person can follow it
+MAX_SIM_SLOTS = 4  # kiosk.bench.MAX_SIM_SLOTS (not imported from there: kiosk.bench imports every driver)
 
 
 def _add_options(parser: argparse.ArgumentParser) -> None:
+    from kiosk.config import DEFAULT_CONFIG
+
     parser.add_argument("--simulate", metavar="SCENARIO[@PLATFORM][,...]",
                         help="the simulated bench, one scenario per slot (see `kiosk scenarios`)")  # fmt: skip
     parser.add_argument("--speed", type=float,
@@ -44,40 +50,46 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def tui_defaults() -> argparse.Namespace:
     """The arguments bare `kiosk` runs the TUI with: the configured bench."""
+    from kiosk.config import DEFAULT_CONFIG
+
     return argparse.Namespace(simulate=None, speed=None, config=DEFAULT_CONFIG, journal=None, library=None)
 
 
 def build_app(args: argparse.Namespace, *, live: bool = True):
-    """The app and its backend for these arguments; bad arguments raise CommandError before any screen."""
-    from kiosk.commands.flash_cmd import _library
-    from kiosk.commands.recover_cmd import default_journal
+    """The app and its backend for these arguments; bad arguments raise CommandError before any screen.
+
+    Nothing slow happens here: the bench, the journal and the library are opened by the app in a worker
+    thread once its first frame is up, and the modules that needs are imported there.
+    """
     from kiosk.tui.app import KioskApp
     from kiosk.tui.backend import KioskBackend
     from kiosk.tui.settings import TuiSettings
+    from kiosk.tui.state import SlotState
 
     if args.speed is not None and args.speed <= 0:
         raise CommandError("--speed must be positive (device seconds per real second)", EXIT_REFUSED)
     if args.simulate:
-        from firmware.platforms import UnknownPlatformError
+        from firmware.platforms import UnknownPlatformError, platform_by_name
         from hw.sim.scenarios import parse_simulate
 
         try:
             wanted = parse_simulate(args.simulate)
         except (LookupError, UnknownPlatformError, ValueError) as exc:
             raise CommandError(str(exc), EXIT_REFUSED) from None
-        from kiosk.bench import MAX_SIM_SLOTS
-
         if len(wanted) > MAX_SIM_SLOTS:
             raise CommandError(f"a simulated bench has at most {MAX_SIM_SLOTS} slots, not {len(wanted)}")
         speed = args.speed if args.speed is not None else SIMULATED_SPEED
         words = f"simulated bench ({speed:g}x)"
+        # as kiosk.bench.simulated_bench makes them: "slot N", the device's platform, an LED sensor on each
+        slots = [SlotState(n, f"slot {n}", platform_hint=platform_by_name(platform).name)
+                 for n, (_, platform) in enumerate(wanted, start=1)]  # fmt: skip
 
         def open_bench():
             from kiosk.bench import simulated_bench
 
             return simulated_bench(args.simulate, speed)
     else:
-        from kiosk.config import load_config
+        from kiosk.config import ConfigError, load_config
 
         try:
             config = load_config(args.config)
@@ -86,18 +98,28 @@ def build_app(args: argparse.Namespace, *, live: bool = True):
             hint = "" if Path(args.config).exists() else "; to try it without hardware: kiosk tui --simulate app-crash"
             raise CommandError(f"{exc}{hint}", status) from None
         words = f"bench {config.source}"
+        slots = [SlotState(cfg.index + 1, cfg.name, led_sensor=cfg.led_pins is not None) for cfg in config.slots]
 
         def open_bench():
             from kiosk.bench import hardware_bench
 
             return hardware_bench(config)
 
-    journal = args.journal or default_journal()
+    def open_library(bench):
+        from kiosk.commands.flash_cmd import _library
+
+        return _library(args, bench)
+
+    def journal_path() -> Path:
+        from kiosk.commands.recover_cmd import default_journal
+
+        return default_journal()
+
     holder: dict[str, KioskApp] = {}
-    backend = KioskBackend(open_bench, lambda bench: _library(args, bench), journal,
+    backend = KioskBackend(open_bench, open_library, args.journal or journal_path,
                            lambda message: holder["app"].post_message(message), description=words,
                            exclusive=not args.simulate)  # fmt: skip
-    app = KioskApp(backend, live=live, settings=TuiSettings.load(), bench_words=words)
+    app = KioskApp(backend, live=live, settings=TuiSettings.load(), bench_words=words, slots=slots)
     holder["app"] = app
     return app, backend
 
@@ -123,6 +145,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             passthrough += [f"--{name}", str(value)]
+    import shlex
+
     command = shlex.join([sys.executable, "-m", "kiosk.cli", "tui", *passthrough])
     print(f"serving the kiosk on http://{args.host}:{args.port} (Ctrl+C stops it)", file=sys.stderr)
     Server(command, host=args.host, port=args.port, title="Particle bench kiosk").serve()

@@ -6,6 +6,10 @@ pollers, Stop, manual flashing): Textual's thread workers share asyncio's defaul
 six threads on a two-core Pi, and a recovery holds one for minutes, so four slots and two pollers would
 leave a Stop waiting in its queue. Short look-ups (history, reports, the library) use thread workers.
 
+The first frame comes first: the main screen shows a card per slot (known from the arguments or the
+config) at once, and only then does a thread open the bench, importing the ladder, the simulator and the
+drivers as it goes; the cards come alive when it posts BenchReady. Until then Recover does nothing.
+
     kiosk tui --simulate app-crash@boron,corrupt-system@photon --speed 3
 """
 
@@ -14,15 +18,17 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import ClassVar
 
 from textual import events
 from textual.app import App
 from textual.binding import Binding
+from textual.reactive import Reactive
+from textual.screen import Screen
 from textual.theme import Theme
-from textual.widgets import Button, Input
+from textual.widgets import Button
 
 from kiosk.tui.backend import MEDIA_ROOTS, KioskBackend, SlotBusyError
 from kiosk.tui.messages import BenchEvent, BenchReady, DeviceSeen, LedSeen, Notice, SlotBusy, SlotIdle
@@ -45,6 +51,7 @@ THEMES = (
           error="#b00020", success="#006b1e", foreground="#000000", background="#ffffff", surface="#f2f2f2",
           panel="#e0e0e0", dark=False),
 )
+_THEMES = {theme.name: theme for theme in THEMES}
 
 
 def _screen_factory(name: str, app: KioskApp):
@@ -77,6 +84,9 @@ class KioskApp(App[None]):
     """The kiosk on one bench. ``live`` False: no pollers and no animation (snapshot tests feed events)."""
 
     CSS_PATH = "kiosk.tcss"
+    #: The kiosk's own theme from the start, so the stylesheet is parsed once, with its colours: setting
+    #: ``theme`` in __init__ instead re-parses every stylesheet and restyles every widget during start-up.
+    theme: Reactive[str] = Reactive(THEMES[0].name)
     TITLE = "Particle bench kiosk"
     ENABLE_COMMAND_PALETTE = False  # a kiosk: nothing a technician could wander into
     BINDINGS: ClassVar[list[Binding]] = [
@@ -92,31 +102,51 @@ class KioskApp(App[None]):
     ]
 
     def __init__(self, backend: KioskBackend | None, *, live: bool = True, settings: TuiSettings | None = None,
-                 settings_file: Path | None = None, bench_words: str = "") -> None:  # fmt: skip
+                 settings_file: Path | None = None, bench_words: str = "",
+                 slots: Iterable[SlotState] = ()) -> None:  # fmt: skip
         super().__init__()
         self.backend = backend
         self.live = live
         self.settings = settings or TuiSettings()
         self.settings_file = settings_file
         self.bench_words = bench_words or (backend.description if backend else "")
-        self.states: dict[int, SlotState] = {}
+        self.states: dict[int, SlotState] = {s.index: s for s in slots}  # the cards of the first frame
         self.selected = 1
         self.bench_ready = threading.Event()
         self.bench_error: str | None = None
         self._stop_pollers = threading.Event()
+        self._bench_started = False
         self._scan: list[tuple[str, float]] = []
         self.media_roots: tuple[Path, ...] = MEDIA_ROOTS  # where USB sticks appear (tests point it elsewhere)
         for theme in THEMES:
             self.register_theme(theme)
-        self.theme = self.settings.theme
+        self.set_class(True, f"-theme-{self.theme}", update=False)  # as Textual's theme watcher would
+        if self.settings.theme != self.theme:
+            self.theme = self.settings.theme
+
+    def get_theme(self, theme_name: str) -> Theme | None:
+        # the kiosk's themes are known before __init__ registers them: Textual builds the stylesheet first
+        return _THEMES.get(theme_name) or super().get_theme(theme_name)
+
+    def get_default_screen(self) -> Screen:
+        # the main screen is the first screen, composed with the app (no blank screen under it)
+        return MainScreen()
 
     # -- start ------------------------------------------------------------------------------------
     def on_mount(self) -> None:
-        self.push_screen(MainScreen())
-        if self.backend is not None:
-            self.spawn(self._open_bench, "open-bench")
         if self.live:
             self.set_interval(TICK_S, self._tick)
+
+    def on_ready(self) -> None:
+        # Textual's Ready comes as the first frame is being drawn; the bench opens once it is on the screen
+        self.call_after_refresh(self.start_bench)
+
+    def start_bench(self) -> None:
+        """Open the bench in a thread, once the first frame is on the screen: the imports and the simulator's
+        set-up hold the GIL for a while, and must not delay that frame."""
+        if self.backend is not None and not self._bench_started:
+            self._bench_started = True
+            self.spawn(self._open_bench, "open-bench")
 
     def _open_bench(self) -> None:
         try:
@@ -136,12 +166,21 @@ class KioskApp(App[None]):
             self.bench_ready.set()
             return
         bench = self.backend.bench
-        for slot in bench.slots:
+        shown = list(self.states)
+        for slot in bench.slots:  # the bench as it is: the first frame's cards were made from the arguments
             device = slot.device
             hint = device.platform.name if device is not None else None
-            self.states[slot.index] = SlotState(slot.index, slot.name, platform_hint=hint,
-                                                led_sensor=bool(slot.led.available))  # fmt: skip
-        main.show_slots()
+            known = self.states.get(slot.index) or SlotState(slot.index, slot.name)
+            self.states[slot.index] = _replace(known, name=slot.name, platform_hint=hint,
+                                               led_sensor=bool(slot.led.available))  # fmt: skip
+        for index in [i for i in self.states if i not in {s.index for s in bench.slots}]:
+            del self.states[index]
+        if list(self.states) != shown:
+            main.show_slots()
+        else:
+            for index, state in self.states.items():
+                self.set_state(index, state)
+            main.show_title()
         if self.backend.interrupted:
             runs = ", ".join(map(str, self.backend.interrupted))
             self.notify(f"Runs {runs} were interrupted (the kiosk stopped mid-run); their record is kept.")
@@ -233,9 +272,17 @@ class KioskApp(App[None]):
         else:
             self.recover_slot(slot)
 
+    def opened(self) -> bool:
+        """The bench is open: the cards' buttons may act. Before that a press says to wait a moment."""
+        if self.bench_ready.is_set() and self.bench_error is None:
+            return True
+        if not self.bench_ready.is_set():
+            self.notify("The bench is still opening: a moment, then press again.", timeout=3)
+        return False
+
     def recover_slot(self, slot: int) -> None:
         state = self.states.get(slot)
-        if state is None or state.running or self.backend is None:
+        if state is None or state.running or self.backend is None or not self.opened():
             return
         self.set_state(slot, fresh_run(state))
 
@@ -298,6 +345,8 @@ class KioskApp(App[None]):
 
     def _scanned(self, event: events.Key) -> bool:
         """True when this Enter ends a device id typed at scanner speed (then it is handled here)."""
+        from textual.widgets import Input
+
         if isinstance(self.focused, Input):
             return False  # the history filter and the report form take the scanner's typing themselves
         now = time.monotonic()

@@ -5,6 +5,10 @@ happened only through the messages ``post`` delivers (``App.post_message`` is th
 go through :class:`kiosk.runner.RecoveryRunner`; manual flashes through the planner and
 :class:`kiosk.executor.FlashExecutor`, as ``kiosk flash`` does. Buttons and power are only ever moved by
 those, inside the hazard guard.
+
+Importing this module is cheap: the ladder, the runner, the simulator, the drivers (pyusb, pyserial,
+pyOCD) and the library are imported by the methods that need them, which run in worker threads once the
+first screen is up (``open()`` first). The touchscreen shows its first frame without waiting for them.
 """
 
 from __future__ import annotations
@@ -15,20 +19,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from firmware.library import FirmwareLibrary, LibraryEntry, LibraryError
-from firmware.module import Module, NotAModuleError, parse_module
-from firmware.plan import FlashPlan, PlanRefused, Refusal, Transport, plan_flash
-from hw.led_signals import COLOUR_NAMES
-from hw.usb_identity import UsbAccessError
-from kiosk import modes
-from kiosk.bench import Bench
-from kiosk.events import Event, EventBus, Progress
-from kiosk.executor import FlashExecutor
-from kiosk.facts import gather_facts
-from kiosk.runner import AlreadyRunning, RecoveryRunner
 from kiosk.tui.messages import BenchEvent, DeviceSeen, LedSeen, Notice, SlotBusy, SlotIdle
+
+if TYPE_CHECKING:
+    from firmware.library import FirmwareLibrary, LibraryEntry
+    from firmware.module import Module
+    from firmware.plan import FlashPlan, Refusal, Transport
+    from kiosk.bench import Bench
+    from kiosk.events import Event, EventBus
+    from kiosk.runner import RecoveryRunner
 
 USB_POLL_S = 1.0  # real seconds between looks at each idle slot's USB port
 LED_POLL_S = 0.05  # real seconds between LED samples for the swatch (it posts only on change)
@@ -99,7 +100,7 @@ class KioskBackend:
         self,
         open_bench: Callable[[], Bench],
         open_library: Callable[[Bench], FirmwareLibrary],
-        journal_path: Path | None,
+        journal_path: Path | Callable[[], Path] | None,
         post: Post,
         *,
         description: str = "",
@@ -107,7 +108,7 @@ class KioskBackend:
     ):
         self._open_bench = open_bench
         self._open_library = open_library
-        self.journal_path = journal_path
+        self.journal_path = journal_path  # a callable gives the path in open(), off the UI thread
         self.post = post
         self.description = description
         self.exclusive = exclusive  # a real bench: one process drives it, or none
@@ -115,7 +116,8 @@ class KioskBackend:
         self.library: FirmwareLibrary | None = None
         self.journal = None
         self.runner: RecoveryRunner | None = None
-        self.bus = EventBus()
+        self._bus: EventBus | None = None
+        self._bus_lock = threading.Lock()
         self.interrupted: list[int] = []
         self._runner_lock = None
         self._slot_locks: dict[int, threading.Lock] = {}
@@ -129,7 +131,10 @@ class KioskBackend:
         """Open the bench, the journal and the library (slow on a real bench: call it in a worker)."""
         from kiosk.commands.recover_cmd import _runner_lock
         from kiosk.journal import Journal
+        from kiosk.runner import RecoveryRunner
 
+        if callable(self.journal_path):
+            self.journal_path = self.journal_path()
         if self.journal_path is not None:
             self._runner_lock = _runner_lock(Path(self.journal_path))
             if self._runner_lock is None and self.exclusive:
@@ -169,9 +174,22 @@ class KioskBackend:
     def closed(self) -> bool:
         return self._closed.is_set()
 
+    @property
+    def bus(self) -> EventBus:
+        """The events of every run and flash on this bench (made on first use: kiosk.events is not needed
+        for the first frame)."""
+        with self._bus_lock:
+            if self._bus is None:
+                from kiosk.events import EventBus
+
+                self._bus = EventBus()
+            return self._bus
+
     # -- events -> messages -------------------------------------------------------------------------
     def _forward(self, event: Event) -> None:
         """In the publishing worker: post the event, thinning progress to a few per second per slot."""
+        from kiosk.events import Progress
+
         if isinstance(event, Progress) and event.done < event.total:
             now = time.monotonic()
             if now - self._last_progress.get(event.slot, 0.0) < PROGRESS_EVERY_S:
@@ -186,6 +204,8 @@ class KioskBackend:
 
     def recover(self, slot: int) -> None:
         """Start the ladder on ``slot`` and wait (in this worker) until it ends; posts SlotBusy, SlotIdle."""
+        from kiosk.runner import AlreadyRunning
+
         lock = self._slot_locks[slot]
         with lock:
             if self._busy.get(slot):
@@ -218,6 +238,9 @@ class KioskBackend:
     # -- pollers -----------------------------------------------------------------------------------
     def poll_usb(self, stop: threading.Event) -> None:
         """Until ``stop``: look at every idle slot's USB port and post what changed (a device plugged in)."""
+        from hw.usb_identity import UsbAccessError
+        from kiosk import modes
+
         seen: dict[int, tuple] = {}
         warned = False
         while not stop.is_set() and not self.closed:
@@ -242,6 +265,7 @@ class KioskBackend:
     def poll_led(self, stop: threading.Event) -> None:
         """Until ``stop``: the colour each slot's LED shows now (on change) and a classification now and then."""
         from hw.led_classifier import classify
+        from hw.led_signals import COLOUR_NAMES
 
         slots = [s for s in self.bench.slots if s.led.available]
         for slot in slots:
@@ -275,6 +299,9 @@ class KioskBackend:
         return [Source(f"{e.platform} {e.release or ''} {e.name}".replace("  ", " "), entry=e) for e in entries]
 
     def _load(self, sources: list[Source]) -> list[tuple[str, Module]]:
+        from firmware.library import LibraryError
+        from firmware.module import NotAModuleError, parse_module
+
         wanted = []
         for source in sources:
             if source.entry is not None:
@@ -302,6 +329,10 @@ class KioskBackend:
 
     def plan_manual(self, slot_number: int, sources: list[Source], transport: Transport) -> ManualPlan:
         """Check a manual flash before anything is written: the plan, or every reason it is refused."""
+        from firmware.plan import PlanRefused, plan_flash
+        from kiosk import modes
+        from kiosk.facts import gather_facts
+
         if not sources:
             raise ValueError("choose at least one module first")
         bench = self.bench
@@ -328,6 +359,8 @@ class KioskBackend:
 
     def flash(self, slot_number: int, plan: FlashPlan) -> None:
         """Write a checked plan (in this worker, as a clock actor); events show on the slot's card."""
+        from kiosk.executor import FlashExecutor
+
         bench = self.bench
         lock = self._slot_locks[slot_number]
         with lock:

@@ -6,11 +6,12 @@ which is thread-safe; handlers run on the UI thread and are the only code that c
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
-from kiosk.events import Event
+if TYPE_CHECKING:
+    from kiosk.events import Event
 
 
 class BenchEvent(Message):

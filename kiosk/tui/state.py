@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kiosk.events import Event, PlanFinished, PlanStarted, Progress, Retry, StepFinished, StepStarted
-from kiosk.ladder import Observation, RungFinished, RungStarted, RunStarted, Verdict
+if TYPE_CHECKING:  # events and the ladder (and all it imports) come with the bench, after the first frame
+    from kiosk.events import Event, PlanFinished, PlanStarted, Progress, Retry, StepFinished, StepStarted
+    from kiosk.ladder import Observation, RungFinished, RungStarted, RunStarted, Verdict
 
 #: The ladder's rungs in order, with the short label a card has room for and the long one it has at 120x40.
 RUNGS: dict[str, tuple[str, str]] = {
@@ -214,7 +215,7 @@ def apply_device(state: SlotState, device_id: str | None, platform: str | None, 
 
 def apply(state: SlotState, event: Event, at: float) -> SlotState:
     """``state`` after ``event`` (published at device time ``at``)."""
-    handler = _HANDLERS.get(type(event))
+    handler = (_HANDLERS or _handlers()).get(type(event))
     return handler(state, event, at) if handler is not None else state
 
 
@@ -299,19 +300,29 @@ def _plan_finished(state: SlotState, e: PlanFinished, at: float) -> SlotState:
     return replace(state, progress=None, rung_detail=e.detail or state.rung_detail)
 
 
-_HANDLERS = {
-    RunStarted: _run_started,
-    RungStarted: _rung_started,
-    RungFinished: _rung_finished,
-    Observation: _observation,
-    Verdict: _verdict,
-    PlanStarted: _plan_started,
-    StepStarted: _step_started,
-    Progress: _progress,
-    StepFinished: _step_finished,
-    Retry: _retry,
-    PlanFinished: _plan_finished,
-}
+_HANDLERS: dict[type, Any] = {}
+
+
+def _handlers() -> dict[type, Any]:
+    """Each event type -> how it changes a card (filled on the first event: events come once the bench is open,
+    and importing the ladder for its event types before the first frame would slow the kiosk's start)."""
+    from kiosk.events import PlanFinished, PlanStarted, Progress, Retry, StepFinished, StepStarted
+    from kiosk.ladder import Observation, RungFinished, RungStarted, RunStarted, Verdict
+
+    _HANDLERS.update({
+        RunStarted: _run_started,
+        RungStarted: _rung_started,
+        RungFinished: _rung_finished,
+        Observation: _observation,
+        Verdict: _verdict,
+        PlanStarted: _plan_started,
+        StepStarted: _step_started,
+        Progress: _progress,
+        StepFinished: _step_finished,
+        Retry: _retry,
+        PlanFinished: _plan_finished,
+    })  # fmt: skip
+    return _HANDLERS
 
 
 def finish(state: SlotState, verdict: str | None, detail: str | None, run_id: int | None) -> SlotState:

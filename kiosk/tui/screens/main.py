@@ -24,30 +24,53 @@ ROOMY_WIDTH, ROOMY_HEIGHT = 100, 34
 
 
 class MainScreen(Screen):
-    """Slot cards in a grid (1 or 2 columns) that fills the screen; they appear once the bench is open."""
+    """Slot cards in a grid (1 or 2 columns) that fills the screen, from the first frame on (the app knows its
+    slots from the arguments or the config); the bench opens once that frame is on the screen."""
+
+    #: Focus starts on the bottom row, not on a slot: no card looks chosen before the technician chooses one.
+    AUTO_FOCUS = "#nav Button"
 
     def compose(self) -> ComposeResult:
+        states = self.app.states
         yield Static(self.app.title_text(), id="titlebar")
-        with Grid(id="slots"):
-            yield Static("Opening the bench…", id="opening")
+        with Grid(id="slots") as grid:
+            self._size_grid(grid, len(states))
+            if states:
+                yield from (SlotCard(state) for state in states.values())
+            else:
+                yield Static("Opening the bench…", id="opening")
         with Horizontal(id="nav"):
             for button_id, (label, _) in NAV.items():
                 yield Button(Text(label), id=button_id, classes="nav")
 
+    @staticmethod
+    def _size_grid(grid: Grid, slots: int) -> None:
+        grid.styles.grid_size_columns = 1 if slots == 1 else 2
+        grid.styles.grid_size_rows = max(1, (slots + 1) // 2)
+
     def show_slots(self) -> None:
-        """Put one card per slot in the grid (called once the bench is open)."""
+        """Put one card per slot in the grid (again, when the bench turned out other than expected)."""
         grid = self.query_one("#slots", Grid)
         grid.remove_children()
         states = self.app.states
-        grid.styles.grid_size_columns = 1 if len(states) == 1 else 2
-        grid.styles.grid_size_rows = max(1, (len(states) + 1) // 2)
+        self._size_grid(grid, len(states))
         grid.mount_all(SlotCard(state) for state in states.values())
-        self.query_one("#titlebar", Static).update(self.app.title_text())
+        self.show_title()
         self.call_after_refresh(self._fit, self.size.width, self.size.height)
 
+    def show_title(self) -> None:
+        self.query_one("#titlebar", Static).update(self.app.title_text())
+
     def show_problem(self, text: str) -> None:
-        self.query_one("#opening", Static).update(text)
-        self.query_one("#opening", Static).add_class("problem")
+        """The bench could not be opened: the cards give way to what went wrong and what to do."""
+        grid = self.query_one("#slots", Grid)
+        self._size_grid(grid, 1)
+        for opening in grid.query("#opening").results(Static):
+            opening.update(text)
+            opening.add_class("problem")
+            return
+        grid.remove_children()
+        grid.mount(Static(text, id="opening", classes="problem"))
 
     def on_resize(self, event: Resize) -> None:
         self._fit(event.size.width, event.size.height)
