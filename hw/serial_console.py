@@ -83,10 +83,12 @@ class ConsoleError(SerialError):
 
     def __init__(self, command: str, problem: str, reply: str | bytes | None = None):
         self.command = command
-        self.problem = problem
+        self.problem = redact(problem)  # a problem may quote a value a lost line end joined to the secret's line
         self.reply = shorten(redact(_text(reply))) if reply is not None else None
         answered = f"; the device answered {self.reply!r}" if reply is not None else ""
-        super().__init__(f"listening-mode command {command!r} ({COMMAND_NAMES.get(command, '?')}): {problem}{answered}")
+        super().__init__(
+            f"listening-mode command {command!r} ({COMMAND_NAMES.get(command, '?')}): {self.problem}{answered}"
+        )
 
 
 COMMAND_NAMES = {
@@ -108,11 +110,16 @@ COMMAND_NAMES = {
 _SECRET_LABEL = r"(?:Device\s*S|(?i:secr|ecret))"
 _SECRET_LINE = re.compile(rf"({_SECRET_LABEL}[A-Za-z]*\s*:?[ \t]*)[^\r\n]*")
 _SECRET_JSON = re.compile(r'("ms"\s*:\s*)"[^"\r\n]*"?')
+#: The ``s`` JSON key with one byte of its quotes, colon or spacing garbled, lost or added (the letters "ms" survive,
+#: with one quote): the value is then the first run of 12 or more letters and digits (a secret's shape) that starts
+#: within 6 characters. (A garbled letter leaves nothing that tells the secret from any other key's value.)
+_SECRET_JSON_GARBLED = re.compile(r'((?:"[^"\s]?ms\w?(?!\w)"?|(?<![\w"])\w?ms")[^\r\n]{0,6}?)[0-9A-Za-z]{12,}')
 
 
 def redact(text: str) -> str:
     """``text`` with every Device Secret value replaced by ``<redacted>`` (the ``i`` line and the JSON key)."""
-    return _SECRET_JSON.sub(r'\1"<redacted>"', _SECRET_LINE.sub(r"\1<redacted>", text))
+    text = _SECRET_LINE.sub(r"\1<redacted>", text)
+    return _SECRET_JSON.sub(r'\1"<redacted>"', _SECRET_JSON_GARBLED.sub(r"\1<redacted>", text))
 
 
 def shorten(text: str, limit: int = SHOWN_CHARS) -> str:
@@ -402,7 +409,9 @@ VALUE_FORMATS = {
 }
 _HEX_ID = re.compile(r"[0-9A-Fa-f]{24}")
 _OLD_IDENTIFY = re.compile(r"Your (?:core|device) id is\s+(\S+)\s*$")
-_KEY_VALUE = re.compile(r"([A-Za-z][\w ]*?)\s*:\s*(\S(?:.*\S)?)?\s*")
+#: ``Key: value``. The key ends on a word character, so it and the spaces before the colon cannot share a run of
+#: spaces (a lazy key did, and a long line of spaces without a colon took quadratic time).
+_KEY_VALUE = re.compile(r"([A-Za-z](?:[\w ]*\w)?)\s*:\s*(\S(?:.*\S)?)?\s*")
 
 
 def _complete_lines(command: str, reply: str) -> list[str]:
@@ -435,8 +444,8 @@ def parse_identify(reply: str) -> Identity:
         if not match:
             raise ConsoleError("i", f"line {shorten(redact(line), 40)!r} is not 'Key: value'", reply)
         key, value = match.group(1), match.group(2) or ""
-        if key in SECRET_KEYS or re.search(_SECRET_LABEL, key, re.IGNORECASE):
-            continue  # never kept, never shown (also under a garbled label)
+        if key in SECRET_KEYS or redact(line) != line:
+            continue  # never kept, never shown (also under a garbled label, or after one a lost line end joined)
         if key == "Device ID":
             device_id = _device_id("i", value, reply)
             continue
@@ -580,6 +589,7 @@ class SystemInfo:
 
 
 _MODULE_KEYS = {"s": int, "l": str, "vc": int, "vv": int, "f": str, "n": str, "v": int}
+_HEX_DIGITS = re.compile(r"[0-9A-Fa-f]*")
 
 
 def _field(obj: dict, key: str, kind: type, where: str, reply: str) -> Any:
@@ -590,9 +600,16 @@ def _field(obj: dict, key: str, kind: type, where: str, reply: str) -> Any:
 
 
 def _index(text: str, where: str, reply: str) -> int:
-    if not text.isdigit():
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses (JSON can carry it as "\u00b2")
+    if not (text.isascii() and text.isdigit()):
         raise ConsoleError("s", f"{where} has module index {text!r}, not a number", reply)
     return int(text)
+
+
+def _holds_secret(key: str, value: Any) -> bool:
+    """The Device Secret's entry, also under a key one byte garbled (what :func:`redact` would hide)."""
+    probe = json.dumps({key: str(value)}, ensure_ascii=False)
+    return key in SECRET_KEYS or redact(probe) != probe
 
 
 def parse_system_info(reply: str) -> SystemInfo:
@@ -602,7 +619,7 @@ def parse_system_info(reply: str) -> SystemInfo:
         raise ConsoleError("s", "expected one line of JSON", reply)
     try:
         doc = json.loads(lines[0])
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: brackets nested deeper than the parser goes
         raise ConsoleError("s", "the JSON is garbled or cut off", reply) from None
     if not isinstance(doc, dict):
         raise ConsoleError("s", "the JSON is not an object", reply)
@@ -632,6 +649,8 @@ def parse_system_info(reply: str) -> SystemInfo:
                 )
             )
         hash_hex = raw.get("u")
+        if isinstance(hash_hex, str) and not _HEX_DIGITS.fullmatch(hash_hex):
+            raise ConsoleError("s", f"{where} has a hash {shorten(hash_hex, 40)!r} that is not hexadecimal", reply)
         modules.append(
             SerialModule(
                 function=FUNCTION_LETTERS.get(got["f"]),
@@ -645,7 +664,7 @@ def parse_system_info(reply: str) -> SystemInfo:
                 dependencies=tuple(deps),
             )
         )
-    values = {k: str(v) for k, v in doc.items() if k not in ("p", "m") and k not in SECRET_KEYS}
+    values = {k: str(v) for k, v in doc.items() if k not in ("p", "m") and not _holds_secret(k, v)}
     return SystemInfo(platform_id, values, tuple(modules))
 
 
