@@ -253,3 +253,24 @@ def test_console_commands_end_within_their_timeouts(letter, reply, chatter):
         assert SECRET not in repr(result)
     assert clock.now() - start <= 3 * timeout + SILENCE_S + 0.1
     assert port.written[-1] == letter.encode()
+
+
+def test_a_value_joined_to_the_secret_line_is_quoted_redacted():
+    """Found by fuzzing: a lost line end joined the secret to the IMEI line, and the "malformed value" problem quoted
+    the first 40 characters of it (ten of the secret) unredacted."""
+    reply = f"Device ID: {DEVICE_ID}\r\nIMEI: 352753090123456Device Secret: {SECRET}\r\n"
+    with pytest.raises(ConsoleError, match="the IMEI value") as err:
+        parse_identify(reply)
+    assert not leaks(str(err.value)) and "<redacted>" in err.value.problem
+
+
+@pytest.mark.parametrize("key", ['"ms": X', 'ms": "', '"ms: "', '"ms"X "', '"ms":: "', '"ms"": "', '"msX": "'])
+def test_a_garbled_json_secret_key_still_hides_the_value(key):
+    """Found by fuzzing: one garbled quote, colon or space of ``"ms": "`` and the secret showed in full."""
+    reply = '{"p": 13, ' + key + SECRET + '", "m": []}\r\n'
+    try:
+        info = parse_system_info(reply)
+    except ConsoleError as exc:
+        assert not leaks(str(exc)), str(exc)
+    else:
+        assert not leaks(repr(info)), repr(info)
