@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from hw.clock import Clock, ClockEvent
 from hw.serial_console import (
     CONSOLE_BAUD,
+    MAX_REPLY,
     SILENCE_S,
     SerialError,
     SerialLike,
@@ -192,6 +193,8 @@ class _Sender:
                     return CA
                 if second is not None:
                     self.link.pending.insert(0, second)
+            if self.clock.now() >= deadline:
+                return None  # a receiver that never stops sending other bytes has not answered either
 
     def _cancelled(self, what: str) -> YModemError:
         text = self._text_after()
@@ -206,7 +209,13 @@ class _Sender:
     def handshake(self) -> None:
         if not self.style.send_f:
             # A 'C' already waiting is the receiver's request (lrzsz sends it at once): keep it.
-            if not self.link.wait(lambda: CRC_REQUEST in self.link.pending, self.handshake_timeout):
+            def asked() -> bool:
+                if CRC_REQUEST in self.link.pending:
+                    return True
+                self.link.pending.clear()  # anything else is noise: never let it pile up (each check reads it all)
+                return False
+
+            if not self.link.wait(asked, self.handshake_timeout):
                 raise YModemError(f"no 'C' from the receiver within {self.handshake_timeout:g} s")
             self.link.discard()  # a receiver repeats its 'C' while it waits: none of them answers a block
             return
@@ -214,13 +223,24 @@ class _Sender:
         self.link.write(b"f")
         prompt = PARTICLE_PROMPT.encode()
 
-        def ready() -> bool:
+        def answered() -> bool:
             pending = self.link.pending
             lines = pending.split(b"\n")[:-1]  # complete lines only
             return (pending[:1] == b"C") or CA in pending or any(line.rstrip(b"\r") == prompt for line in lines)
 
-        if not self.link.wait(ready, self.handshake_timeout):
+        def ready() -> bool:
+            # Each check reads everything pending: a device that prints without end must not make that unbounded.
+            return answered() or len(self.link.pending) > MAX_REPLY
+
+        if not self.link.wait(ready, self.handshake_timeout) or not answered():
+            flooded = len(self.link.pending) > MAX_REPLY
             seen = self._text_after(0.0)
+            if flooded:
+                raise YModemError(
+                    f"the device printed more than {MAX_REPLY} bytes but no YModem prompt: it is not waiting for a "
+                    "file (a device printing a log?)",
+                    seen,
+                )
             raise YModemError(
                 f"Timed out waiting for initial response from device ({self.handshake_timeout:g} s): is it in "
                 "listening mode (blinking blue) on Device OS <= 5.9?",

@@ -22,10 +22,22 @@ class ScriptedPort:
     clock: VirtualClock
     answers: list[Answer] = field(default_factory=list)
     chatter: tuple[float, bytes] | None = None
+    #: Bytes the far end has ready at every read, however fast it reads (it never stops); reading them costs
+    #: ``byte_time`` seconds a byte of device time, as on a wire.
+    firehose: bytes = b""
+    byte_time: float = 1e-5
+    firehose_after: int = 0  # writes before the firehose starts
+    greeting: Answer = field(default_factory=list)  # what the far end sends before anything is written
     written: list[bytes] = field(default_factory=list)
     _queue: list[tuple[float, bytes]] = field(default_factory=list)
     _chatter_at: float = 0.0
     closed: bool = False
+
+    def __post_init__(self) -> None:
+        self._queue += [(self.clock.now() + delay, chunk) for delay, chunk in self.greeting]
+
+    def _hose(self) -> bytes:
+        return self.firehose if len(self.written) >= self.firehose_after else b""
 
     def _due(self) -> None:
         if self.chatter is not None:
@@ -42,9 +54,16 @@ class ScriptedPort:
 
     @property
     def in_waiting(self) -> int:
-        return len(self._ready())
+        return len(self._ready()) + len(self._hose())
 
     def read(self, size: int = 1) -> bytes:
+        ready = self._take(size)
+        extra = self._hose()[: size - len(ready)]
+        if extra:
+            self.clock.sleep(len(extra) * self.byte_time)
+        return ready + extra
+
+    def _take(self, size: int) -> bytes:
         ready = self._ready()[:size]
         taken, now = len(ready), self.clock.now()
         keep = []

@@ -18,10 +18,8 @@ import io
 import os
 import stat
 import tempfile
-import threading
 import warnings
 import zipfile
-from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from unittest import mock
@@ -34,6 +32,7 @@ from firmware.intelhex import format_hex
 from firmware.library import MAX_FILE_BYTES, FirmwareLibrary, ImportReport, LibraryError
 from firmware.releases import synthetic_release
 from tests.fuzz import fuzz_settings
+from tests.fuzz.guard import within
 
 
 @cache
@@ -316,26 +315,6 @@ def test_hostile_folders(items):
 
 
 # --- single paths and plain cases -------------------------------------------------------------------------
-
-
-def within(seconds: float, fn: Callable[[], object]) -> object:
-    """fn() on a daemon thread: its result (or exception), or a failure when it is still running after ``seconds``
-    (a regression here would block on a pipe or read a device forever: the test fails instead of hanging)."""
-    box: list = []
-    thread = threading.Thread(target=lambda: box.append(_outcome(fn)), daemon=True)
-    thread.start()
-    thread.join(seconds)
-    assert box, f"still running after {seconds} s: it blocked or reads without end"
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    return box[0]
-
-
-def _outcome(fn: Callable[[], object]) -> object:
-    try:
-        return fn()
-    except BaseException as exc:  # handed to the test thread
-        return exc
 
 
 @pytest.mark.parametrize("special", ["/dev/null", "fifo.bin", "fifo.zip", "fifo-folder"])
