@@ -48,6 +48,7 @@ RAW_REQUEST = 0x50  # 'P': single-transfer requests, no INIT/CHECK
 MIN_WLENGTH = 64  # Device OS stalls INIT/CHECK/RESET with a shorter data stage
 MAX_CHUNK = 4096  # bytes per SEND/RECV transfer
 MAX_PAYLOAD = 0xFFFF  # wValue of INIT is 16 bits
+MAX_REPLY = 1 << 20  # bytes: more than any reply Device OS builds (a garbled CHECK may claim up to 4 GiB)
 MAX_ACTIVE_REQUESTS = 4  # what Device OS allows before answering BUSY
 CHECK_BACKOFF_S = (0.05, 0.05, 0.1, 0.1, 0.25, 0.25, 0.5, 0.5, 1.0)  # the last one repeats
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
@@ -343,6 +344,10 @@ class FirmwareUpdateDataRequest(BaseMessage):
     data: Annotated[bytes, Field(1)] = b""
 
 
+#: The most module bytes one FirmwareUpdateDataRequest carries: the payload limit less the field's tag and length.
+MAX_UPDATE_CHUNK = MAX_PAYLOAD - 4
+
+
 @dataclass
 class FinishFirmwareUpdateRequest(BaseMessage):
     """Request 251: ``validate_only`` checks without applying; the kiosk always applies."""
@@ -582,6 +587,8 @@ class ControlChannel:
             raise ControlError(Result.PROTOCOL_ERROR, f"CHECK finished without a result: {done}")
         data = bytearray()
         size = done.size or 0
+        if size > MAX_REPLY:
+            raise ControlError(Result.PROTOCOL_ERROR, f"CHECK claims a reply of {size} bytes: no device sends that")
         while len(data) < size:
             want = min(MAX_CHUNK, size - len(data))
             chunk = self._transfer(BM_IN, Service.RECV, 0, pending.id, want)  # the reply is ready: no deadline
@@ -793,6 +800,11 @@ class ControlChannel:
         chunk = reply.chunk_size or 4096
         requests = 1
         try:
+            if chunk > MAX_UPDATE_CHUNK:  # checked here, so the update started on the device is cancelled
+                raise ControlError(
+                    Result.PROTOCOL_ERROR,
+                    f"the device asked for {chunk}-byte chunks, more than a request carries ({MAX_UPDATE_CHUNK})",
+                )
             for offset in range(0, len(module), chunk):
                 data = FirmwareUpdateDataRequest(data=module[offset : offset + chunk])
                 self.call(RequestType.FIRMWARE_UPDATE_DATA, bytes(data), left(), cancel)
