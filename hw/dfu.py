@@ -655,7 +655,8 @@ class DfuDevice:
             if self.clock.now() >= deadline:
                 raise DfuError(reply.status, reply.state, f"the device stayed busy for {BUSY_LIMIT_S:.0f} s")
             if reply.poll_timeout_ms:
-                self.clock.sleep(reply.poll_timeout_ms / 1000, cancel)
+                # bwPollTimeout is the device's word (24 bits: up to 4.6 hours): never past the busy limit
+                self.clock.sleep(min(reply.poll_timeout_ms / 1000, max(0.0, deadline - self.clock.now())), cancel)
             elif cancel is not None and cancel.is_set():
                 raise Cancelled()
             reply = self._get_status()
@@ -713,11 +714,12 @@ class DfuDevice:
         for _ in range(_RESYNC_ATTEMPTS):
             try:
                 reply = self._poll(cancel)
-                if reply.state in ready:
+                # an error status is never ready, whatever state comes with it: CLRSTATUS first
+                if reply.state in ready and reply.status == DfuStatus.OK:
                     return
                 if reply.state in (DfuState.MANIFEST, DfuState.MANIFEST_WAIT_RESET):
                     raise DfuError(reply.status, reply.state, "the device is leaving DFU mode")
-                if reply.state in _ABORTABLE and DfuState.IDLE in ready:
+                if reply.state in _ABORTABLE and DfuState.IDLE in ready and reply.status == DfuStatus.OK:
                     self._abort()
                 else:
                     self._clrstatus()
@@ -728,7 +730,7 @@ class DfuDevice:
                 if not self._still_attached():
                     raise DfuDisconnected(message="the device left the bus") from None
         status, state = self._last_status()  # one more look: the last failure may have been the cable's
-        if state in ready:
+        if state in ready and status == DfuStatus.OK:
             return
         raise DfuError(status, state, "cannot bring the device to dfuIDLE")
 
@@ -764,7 +766,8 @@ class DfuDevice:
             reply = DfuGetStatus.parse(data)
         except ValueError as exc:
             raise _Glitch(str(exc)) from exc
-        self._state = _as_state(reply.state)
+        # After an error status the state it came with is not trusted (garbled, or not dfuERROR): unknown.
+        self._state = _as_state(reply.state) if reply.status == DfuStatus.OK else None
         return reply
 
     def _dnload(self, block: int, payload: bytes) -> None:
