@@ -221,7 +221,8 @@ class KioskApp(App[None]):
         card = main.card(slot) if main is not None else None
         if card is not None:
             card.state = state
-        follower = getattr(self.screen, "slot_changed", None)
+        stack = self.screen_stack  # empty while the app shuts down (a worker may still be posting)
+        follower = getattr(stack[-1], "slot_changed", None) if stack else None
         if follower is not None:
             follower(slot, state)
 

@@ -220,13 +220,15 @@ class SlotCard(Vertical):
         self._initial = state
         self._tick = 0
         self._composed = False  # a state that comes before the parts exist waits for on_mount
+        # the parts, kept (not queried) so a state arriving while the app shuts down finds them even once removed
+        self._led = LedSwatch(classes="led")
+        self._ladder = LadderView(classes="ladder")
+        self._bar = FlashBar(classes="flashbar")
+        self._verdict = VerdictView(classes="verdict")
+        self._button = Button("▶ RECOVER", id=f"act-{state.index}", classes="act", variant="success")
 
     def compose(self) -> ComposeResult:
-        yield LedSwatch(classes="led")
-        yield LadderView(classes="ladder")
-        yield FlashBar(classes="flashbar")
-        yield VerdictView(classes="verdict")
-        yield Button("▶ RECOVER", id=f"act-{self._initial.index}", classes="act", variant="success")
+        yield from (self._led, self._ladder, self._bar, self._verdict, self._button)
 
     def on_mount(self) -> None:
         # the app's state may have moved on while the card was being mounted
@@ -246,7 +248,7 @@ class SlotCard(Vertical):
         """One step of the indeterminate bar (called by the app's timer while the slot is busy)."""
         self._tick += 1
         if self._composed and self.state is not None and self.state.running and self.state.progress is None:
-            self.query_one(FlashBar).show(self.state, self.roomy, self._tick)
+            self._bar.show(self.state, self.roomy, self._tick)
 
     def _render_state(self, state: SlotState) -> None:
         platform = state.shown_platform
@@ -256,11 +258,11 @@ class SlotCard(Vertical):
         ident = state.device_id if settings is not None and settings.full_device_ids else state.short_id
         subtitle = " · ".join(x for x in (ident, mode if state.present is not None else None) if x)
         self.border_subtitle = subtitle
-        self.query_one(LedSwatch).show(state, self.roomy)
-        self.query_one(LadderView).show(state, self.roomy)
-        self.query_one(FlashBar).show(state, self.roomy, self._tick)
-        self.query_one(VerdictView).show(state, self.roomy)
-        button = self.query_one(Button)
+        self._led.show(state, self.roomy)
+        self._ladder.show(state, self.roomy)
+        self._bar.show(state, self.roomy, self._tick)
+        self._verdict.show(state, self.roomy)
+        button = self._button
         if state.activity == "stopping":
             button.label, button.variant, button.disabled = "■ STOPPING…", "warning", True
         elif state.running:
