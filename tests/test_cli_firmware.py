@@ -218,9 +218,16 @@ def test_console_script_runs_and_refuses_force():
     assert "Traceback" not in proc.stderr
 
 
-def test_no_command_prints_help_and_exit_2(capsys):
+def test_no_command_opens_the_kiosk_and_without_a_bench_says_so(capsys):
+    """Bare `kiosk` is the touchscreen kiosk on the configured bench; here there is none: exit 3, one message."""
     status, _, err = run(capsys)
-    assert status == 2 and "firmware" in err
+    assert status == 3 and "no bench config at" in err and "--simulate" in err
+    assert "Traceback" not in err
+
+
+def test_help_lists_the_commands(capsys):
+    status, out, _ = run(capsys, "--help")
+    assert status == 0 and "firmware" in out and "recover" in out
 
 
 def test_unknown_option_is_exit_2(capsys):
