@@ -289,6 +289,11 @@ class Ladder:
         if usb is None and not led.available:
             usb = modes.wait_for_device(self.slot, max(0.0, started + modes.FIND_TIMEOUT_S - self.clock.now()),
                                         None, self.cancel)  # fmt: skip
+        others = [d for d in modes.devices_on(self.slot) if usb is not None and d.device_id != usb.device_id]
+        if others:  # which one is the broken one? Only the technician can tell
+            ids = ", ".join(sorted({usb.device_id or "?", *(d.device_id or "?" for d in others)}))
+            raise _RunEnds(f"two devices on this slot's USB port ({ids}): unplug all but the one to recover, then "
+                           "press Recover again; nothing was done", self.clock.now() - started)  # fmt: skip
         seen = Seen(usb, None, None)
         if usb is not None:
             if usb.mode == "dfu":  # the bootloader's yellow blink reads in under a second, and shows no SOS

@@ -2,8 +2,10 @@
 product (runner, ladder, executor, drivers, journal).
 
 Faults: a STALL or the cable pulled out (and plugged back 2 s later) in each DFU phase; control requests
-that never answer; an LED sensor that is dark or stuck on red; Recover pressed at any moment (tests/
-test_ladder.py covers crash-loop phases). For every case: the verdict is the scenario's own (a fault that
+that never answer; an LED sensor that is dark or stuck on red; a second device on the same slot's port;
+Recover pressed at any moment (tests/test_ladder.py covers crash-loop phases); serial garbage, silence and
+YModem NAKs and timeouts are in tests/test_ymodem.py and tests/test_serial_console.py.
+For every case: the verdict is the scenario's own (a fault that
 happens once must not change it) or, for a fault that persists, a verdict that tells the technician what
 to do; the device is no worse than before; the journal holds the run finished with every step ended;
 no hazard was reached (hw.sim records any MODE hold, click or power cycle the guard should have stopped);
@@ -23,6 +25,7 @@ import pytest
 
 from hw.sim.device import DFU_PHASES
 from hw.sim.scenarios import SCENARIOS
+from hw.sim.wiring import plug_in_beside
 from kiosk.bench import simulated_bench
 from kiosk.demo_library import demo_library
 from kiosk.journal import Journal
@@ -39,6 +42,7 @@ PERSISTENT = {
     "control-silent": {"control_silent": True},
     "led-dark": {"led_sensor": "dark"},
     "led-stuck": {"led_sensor": "stuck"},
+    "second-device": {},  # a healthy Boron plugged in beside it on the same port (hw.sim.wiring.plug_in_beside)
 }
 ACTIONABLE = ("needs-technician", "needs-owner", "damaged-hardware")
 #: The short profile: the scenarios that go through DFU, the app's crash and a healthy device.
@@ -74,7 +78,10 @@ def test_fault_matrix(scenario, platform, fault, libraries, tmp_path):
         device = bench.slot(1).device
         with bench.clock.lock:
             device.faults = dataclasses.replace(device.faults, **{**ONCE, **PERSISTENT}[fault])
+        beside = plug_in_beside(bench.slot(1).usb_backend.bus, bench.clock, bench.slot(1).usb_port) \
+            if fault == "second-device" else None  # fmt: skip
         before = _valid_modules(device)
+        beside_before = _valid_modules(beside) if beside is not None else None
         runner = RecoveryRunner(bench, libraries[platform], journal)
         run_id = runner.start(1)
         assert runner.wait(1, timeout_s=900.0), "the ladder did not finish"
@@ -94,6 +101,8 @@ def test_fault_matrix(scenario, platform, fault, libraries, tmp_path):
         for key, version in before.items():  # no valid Device OS part lost or downgraded; an app stays
             assert (key in after) if key == "app" else (key in after and after[key] >= version), (key, after)
         assert bench.slot(1).power.is_on
+        if beside is not None:  # the other device is not touched either
+            assert _valid_modules(beside) == beside_before and beside.hazards == []
     stored = journal.run(run_id)
     journal.close()
     assert stored["status"] == "finished" and stored["verdict"] == result.verdict

@@ -67,3 +67,19 @@ def attach(device: SimDevice, factory: SimPinFactory, cfg, bus) -> None:
     device.dfu = dfu
     device.usb_handlers["dfu"] = device.dfu_transfer(dfu.usb_control)
     bus.attach(device)
+
+
+def plug_in_beside(bus, clock, usb_port: str, scenario: str = "healthy", platform: str = "boron") -> SimDevice:
+    """A second device on the same slot's USB port (a hub in the slot, a device left plugged in): powered,
+    on the bus, with no buttons, power switch or LED sensor of its own. For the fault matrix."""
+    from types import SimpleNamespace
+
+    from hw.sim.pins import SimPinFactory
+    from hw.sim.scenarios import build_device
+
+    device = build_device(scenario, platform, clock, slot=9)
+    cfg = SimpleNamespace(usb_port=usb_port, reset_pin=0, mode_pin=1, vbus_pin=None, en_pin=None, led_pins=None,
+                          button_wiring="transistor", button_active_high=True)  # fmt: skip
+    with clock.lock:
+        attach(device, SimPinFactory(clock), cfg, bus)
+    return device
