@@ -26,7 +26,7 @@ import logging
 import struct
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import IntEnum
 from typing import Annotated, TypeVar
 
@@ -361,9 +361,26 @@ M = TypeVar("M", bound=BaseMessage)
 def decode(message: type[M], data: bytes) -> M:
     """Decode a reply payload; garbage becomes ``ControlError(BAD_DATA)`` rather than a crash."""
     try:
-        return message.loads(bytes(data))
+        decoded = message.loads(bytes(data))
     except Exception as exc:  # pure-protobuf raises EOFError, ValueError, UnicodeError, ... on bad input
         raise ControlError(Result.BAD_DATA, f"undecodable {message.__name__}: {exc}") from exc
+    if (missing := _none_where_a_value_belongs(decoded)) is not None:
+        raise ControlError(Result.BAD_DATA, f"undecodable {message.__name__}: {missing} came without a value")
+    return decoded
+
+
+def _none_where_a_value_belongs(message: BaseMessage, where: str = "") -> str | None:
+    """The first field (dotted path) that decoded to None although its default is a value: pure-protobuf leaves a
+    number None when the wire carries it as an empty length-delimited (packed) record."""
+    for f in fields(message):
+        value = getattr(message, f.name)
+        path = f"{where}{f.name}"
+        if value is None and f.default is not None:  # a list's default is MISSING: None is wrong there too
+            return path
+        for n, item in enumerate(value if isinstance(value, list) else [value]):
+            if isinstance(item, BaseMessage) and (found := _none_where_a_value_belongs(item, f"{path}[{n}].")):
+                return found
+    return None
 
 
 # --- module info -------------------------------------------------------------------------------------

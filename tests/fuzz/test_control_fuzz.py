@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import errno
 import random
+import re
 
 import pytest
 import usb.core
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from hw.clock import VirtualClock
@@ -102,6 +103,18 @@ module_info = st.builds(
 
 
 @fuzz_settings(200)
+@example(  # found in a full run (see test_a_number_sent_as_an_empty_record_is_bad_data)
+    reply=GetModuleInfoReply(
+        modules=[
+            FirmwareModule(version=128, store=128, max_size=128, size=128,
+                           asset_dependencies=[FirmwareModuleAsset(hash=b"\x00")],
+                           security=FirmwareModuleSecurity(mode=128, certificate_fingerprint=b"\x00\x00")),
+            FirmwareModule(type=16384, index=640, store=128, max_size=16384, passed_flags=50),
+        ]
+    ),
+    flips=[(195991, 0)],
+    cut=1,
+)  # fmt: skip
 @given(module_info, st.lists(st.tuples(st.integers(0, 2**31), st.integers(0, 255)), max_size=4), st.integers(0, 2**31))
 def test_module_info_replies_mutated(reply, flips, cut):
     """A real GetModuleInfoReply: intact it decodes to its modules; damaged it decodes or raises BAD_DATA."""
@@ -254,3 +267,25 @@ def test_a_firmware_update_whose_device_asks_for_chunks_no_request_carries_is_ca
     assert RequestType.FIRMWARE_UPDATE_DATA not in inits
     assert inits[-1] == RequestType.CANCEL_FIRMWARE_UPDATE
     assert MAX_CHUNK <= MAX_PAYLOAD
+
+
+@pytest.mark.parametrize(
+    ("message", "data", "field"),
+    [
+        # GetModuleInfoReply whose second module's index lost a byte: its checked_flags comes as an empty record
+        (
+            GetModuleInfoReply,
+            "122e0800100018800120800128800135000000003d0000000052090a0100120018002000588001620708800112020000121c"
+            "0880800110000518002080012880800135000000003d320000005800",
+            "modules[1].checked_flags",
+        ),
+        (FirmwareModule, "0a00", "type"),
+        (GetModuleInfoReply, "0a022a00", "modules_deprecated[0].validity"),
+    ],
+)
+def test_a_number_sent_as_an_empty_record_is_bad_data(message, data, field):
+    """Found by fuzzing: pure-protobuf leaves such a field None, and ModuleInfo.from_current raised TypeError on
+    ``None ^ int`` out of parse_module_info."""
+    with pytest.raises(ControlError, match=re.escape(f"{field} came without a value")) as err:
+        decode(message, bytes.fromhex(data))
+    assert err.value.result == Result.BAD_DATA
