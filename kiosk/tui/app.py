@@ -165,7 +165,9 @@ class KioskApp(App[None]):
             return
         if message.error is not None:
             self.bench_error = message.error
+            self.states.clear()  # the cards the first frame showed give way to what went wrong
             main.show_problem(f"The bench could not be opened:\n{message.error}")
+            main.show_title()
             self.bench_ready.set()
             return
         bench = self.backend.bench

@@ -14,7 +14,7 @@ import sys
 import threading
 
 from kiosk.tui.widgets.slot_card import SlotCard
-from tests.tui.conftest import make_app, ready
+from tests.tui.conftest import make_app, ready, wait_until
 from tests.tui.test_pilot import card_text
 
 #: Modules the first frame must not wait for: the backend's (ladder, runner, bench, drivers, journal) and
@@ -101,3 +101,23 @@ def test_the_simulated_bench_limit_is_the_benchs():
     from kiosk.commands.tui_cmd import MAX_SIM_SLOTS as CHECKED
 
     assert CHECKED == MAX_SIM_SLOTS
+
+
+async def test_a_bench_that_cannot_open_replaces_the_first_frames_cards_with_why(tmp_path):
+    app, backend = make_app(tmp_path, "app-crash@boron,healthy@p2")
+
+    def broken():
+        raise RuntimeError("no usable GPIO on this machine")
+
+    backend._open_bench = broken
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_until(pilot, app.bench_ready.is_set, 30, "the bench to fail")
+            assert app.bench_error == "no usable GPIO on this machine"
+            assert not app.main_screen.query(SlotCard) and not app.states
+            assert "no usable GPIO" in str(app.main_screen.query_one("#opening").render())
+            assert "slots" not in app.title_text()
+            await pilot.press("r", "m")  # nothing to recover, no other screen
+            assert app.screen is app.main_screen
+    finally:
+        backend.close()
