@@ -126,7 +126,6 @@ class KioskApp(App[None]):
             self.theme = self.settings.theme
         _keep_out_of_gc()  # the modules and this app live as long as the process
 
-
     def get_theme(self, theme_name: str) -> Theme | None:
         # the kiosk's themes are known before __init__ registers them: Textual builds the stylesheet first
         return _THEMES.get(theme_name) or super().get_theme(theme_name)

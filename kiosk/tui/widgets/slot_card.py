@@ -228,16 +228,12 @@ class SlotCard(Vertical):
         self._button = Button("▶ RECOVER", id=f"act-{state.index}", classes="act", variant="success")
 
     def compose(self) -> ComposeResult:
-        self._render_state(self._initial)  # the parts mount showing it: no second layout before the first frame
         yield from (self._led, self._ladder, self._bar, self._verdict, self._button)
 
     def on_mount(self) -> None:
+        # the app's state may have moved on while the card was being mounted
         self._composed = True
-        current = getattr(self.app, "states", {}).get(self._initial.index, self._initial)
-        if current is not self._initial or self.state is not None:  # it moved on while the card was mounted
-            self.state = current
-        else:
-            self.set_reactive(SlotCard.state, current)
+        self.state = getattr(self.app, "states", {}).get(self._initial.index, self._initial)
 
     def watch_state(self, state: SlotState | None) -> None:
         if state is not None and self._composed:
