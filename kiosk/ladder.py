@@ -292,7 +292,10 @@ class Ladder:
         others = [d for d in modes.devices_on(self.slot) if usb is not None and d.device_id != usb.device_id]
         if others:  # which one is the broken one? Only the technician can tell
             ids = ", ".join(sorted({usb.device_id or "?", *(d.device_id or "?" for d in others)}))
-            raise _RunEnds(f"two devices on this slot's USB port ({ids}): unplug all but the one to recover, then "
+            where = "this slot's USB port" if self.slot.usb_port else (
+                "USB, and this slot names no usb_port in the bench config to tell them apart (kiosk list shows "
+                "each device's port)")  # fmt: skip
+            raise _RunEnds(f"more than one device on {where} ({ids}): unplug all but the one to recover, then "
                            "press Recover again; nothing was done", self.clock.now() - started)  # fmt: skip
         seen = Seen(usb, None, None)
         if usb is not None:
