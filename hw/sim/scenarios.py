@@ -13,17 +13,17 @@ least for Boron, Photon and P2. Names are stable: the demo, the tests and the be
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from firmware.builder import build_module
-from firmware.module import parse_module
 from firmware.platforms import Function, Platform, platform_by_name
-from firmware.releases import synthetic_release
-from firmware.versions import system_version_for
-from hw.clock import VirtualClock
-from hw.sim.device import Faults, SimDevice
-from hw.sim.flash import SimFlash
+
+if TYPE_CHECKING:
+    from hw.clock import VirtualClock
+    from hw.sim.device import SimDevice
+
+# The device model and the module builder are imported where a device is built: the catalogue alone
+# (names, what each models) is read at the touchscreen's start, before its first frame.
 
 #: The release each MCU family runs unless a scenario says otherwise, and an old one.
 CURRENT_RELEASE = {"stm32f2xx": "2.3.0", "nrf52840": "6.1.1", "rtl872x": "6.2.0"}
@@ -112,6 +112,8 @@ def parse_simulate(spec: str) -> list[tuple[str, str]]:
 
 def device_id_for(scenario: str, platform: str, slot: int) -> str:
     """A stable 24-hex device id, different per slot."""
+    import hashlib
+
     return hashlib.sha256(f"{scenario}@{platform}#{slot}".encode()).hexdigest()[:24]
 
 
@@ -123,6 +125,13 @@ def _damage(data: bytes) -> bytes:
 
 def build_device(name: str, platform: str | Platform, clock: VirtualClock, slot: int = 0) -> SimDevice:
     """A simulated device in the state the scenario describes (not yet powered)."""
+    from firmware.builder import build_module
+    from firmware.module import parse_module
+    from firmware.releases import synthetic_release
+    from firmware.versions import system_version_for
+    from hw.sim.device import Faults, SimDevice
+    from hw.sim.flash import SimFlash
+
     scenario = SCENARIOS[name]
     p = platform if isinstance(platform, Platform) else platform_by_name(platform)
     family = p.mcu.name

@@ -7,6 +7,7 @@ the SVGs under ``__snapshots__`` before committing them.
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,10 +39,13 @@ def led(colour: str | None, pattern: str, sos: int | None = None, hz: float | No
 
 @pytest.fixture
 def folder():
-    shutil.rmtree(FOLDER, ignore_errors=True)
-    FOLDER.mkdir(parents=True)
-    yield FOLDER
-    shutil.rmtree(FOLDER, ignore_errors=True)
+    # The path is fixed (the screens show it), so two test runs on one machine take turns with it.
+    with open(f"{FOLDER}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        shutil.rmtree(FOLDER, ignore_errors=True)
+        FOLDER.mkdir(parents=True)
+        yield FOLDER
+        shutil.rmtree(FOLDER, ignore_errors=True)
 
 
 def app_on(folder: Path, spec: str = BENCH):
