@@ -325,6 +325,9 @@ class FirmwareLibrary:
         with archive:
             for info in sorted(archive.infolist(), key=lambda i: i.filename):
                 source = f"{path.name}:{info.filename}"
+                if not info.filename:  # a name that starts with NUL: zipfile cuts it to "" (and is_dir() raises)
+                    report.skipped.append((source, "a member without a name (a damaged zip directory)"))
+                    continue
                 if info.is_dir():
                     continue
                 if stat.S_ISLNK(info.external_attr >> 16):

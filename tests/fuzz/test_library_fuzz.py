@@ -419,3 +419,17 @@ def test_sound_modules_under_traversal_names_land_inside_the_library(tmp_path):
     report = world.import_checked(archive)
     assert [e.path for e in report.added] == ["modules/boron/6.1.1/boron-bootloader@6.1.1.bin"]
     assert len(report.unchanged) == 1
+
+
+def test_a_zip_member_whose_name_starts_with_nul_is_skipped(tmp_path):
+    """Found by the long fuzzing profile: a damaged byte turned a name's first "/" into NUL; zipfile cut the name to
+    "" and ZipInfo.is_dir() raised IndexError out of import_path."""
+    world = World(tmp_path)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("Xboron-bootloader@6.1.1.bin", sound_files()[0][1])
+    archive = world.src / "nul.zip"
+    archive.write_bytes(buf.getvalue().replace(b"Xboron-bootloader", b"\x00boron-bootloader"))
+    report = world.import_checked(archive)
+    assert report.skipped == [("nul.zip:", "a member without a name (a damaged zip directory)")]
+    assert report.added == []
