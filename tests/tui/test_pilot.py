@@ -190,7 +190,11 @@ async def test_no_usb_stick_is_said_plainly(kiosk):
         assert "No USB stick found" in str(app.screen.query_one("#plan-result").render())
 
 
-async def test_a_scanned_device_id_selects_its_slot(kiosk):
+async def test_a_scanned_device_id_selects_its_slot(kiosk, monkeypatch):
+    import kiosk.tui.app as tui_app
+
+    # A scanner types 24 characters in well under a second; a test machine under load may take seconds.
+    monkeypatch.setattr(tui_app, "SCAN_WINDOW_S", 120.0)
     app = kiosk("healthy@boron,healthy@photon")
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)

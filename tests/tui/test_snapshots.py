@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from textual.widgets import Input
 
 from firmware.builder import build_module
 from firmware.platforms import Function
@@ -46,6 +47,16 @@ def folder():
         FOLDER.mkdir(parents=True)
         yield FOLDER
         shutil.rmtree(FOLDER, ignore_errors=True)
+
+
+async def settle(pilot) -> None:
+    """A still frame: no blinking cursor (its phase depends on how long the machine took), the workers done
+    and the tables laid out with their rows."""
+    for field in pilot.app.screen.query(Input):
+        field.cursor_blink = False
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.pause()
 
 
 def app_on(folder: Path, spec: str = BENCH):
@@ -218,6 +229,7 @@ def test_library(snap_compare, folder, size):
         app.backend.library.import_path(bad)
         await pilot.press("l")
         await wait_until(pilot, lambda: app.screen.query_one("#entries").row_count > 0, 20)
+        await settle(pilot)
 
     try:
         assert snap_compare(app, terminal_size=size, run_before=before)
@@ -234,6 +246,7 @@ def test_history(snap_compare, folder, size):
         await ready(pilot)
         await pilot.press("h")
         await wait_until(pilot, lambda: app.screen.query_one("#runs").row_count == 3, 20)
+        await settle(pilot)
 
     try:
         assert snap_compare(app, terminal_size=size, run_before=before)
