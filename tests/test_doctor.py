@@ -102,6 +102,7 @@ def test_led_sensor_that_sees_nothing_while_the_device_runs_fails(capsys, monkey
         slot = bench.slots[0]
         slot.led.close()
         slot.led = LedSensor((21, 22, 23), bench.clock, pin_factory=slot.buttons.reset.pin.factory)
+        slot._closers.append(slot.led.close)  # its sampler stops with the bench (left running, it spins for ever)
 
     _rewired(monkeypatch, blind)
     status, doc = run_json(capsys, "--simulate", "healthy")
