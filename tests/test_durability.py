@@ -30,8 +30,7 @@ from kiosk.bench import simulated_bench
 from kiosk.demo_library import demo_library
 from kiosk.journal import Journal
 from kiosk.ladder import Ladder
-from tests.test_fault_matrix import _valid_modules
-from tests.test_ladder import EXPECTED
+from tests.test_ladder import EXPECTED, _valid_modules, assert_no_worse
 
 ROOT = Path(__file__).resolve().parents[1]
 LONG = os.environ.get("KIOSK_LONG") == "1"
@@ -124,9 +123,7 @@ def test_a_recovery_cut_off_anywhere_is_picked_up_by_the_next(cut, tmp_path, mon
             slot.power.on()
         again = Ladder(slot, library, journal=journal, run_id=journal.start_run(1, None, None, scenario)).run()
         assert again.verdict in ("healthy", EXPECTED[scenario][0]), (crash_at, again.steps)
-        after = _valid_modules(slot.device)
-        for key, version in before.items():
-            assert (key in after) if key == "app" else (key in after and after[key] >= version), (key, after)
+        assert_no_worse(before, _valid_modules(slot.device))
         assert slot.device.hazards == []
     journal.close()
 

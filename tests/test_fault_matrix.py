@@ -30,7 +30,7 @@ from kiosk.bench import simulated_bench
 from kiosk.demo_library import demo_library
 from kiosk.journal import Journal
 from kiosk.runner import RecoveryRunner
-from tests.test_ladder import EXPECTED, P2_SWD
+from tests.test_ladder import EXPECTED, P2_SWD, _valid_modules, assert_no_worse
 
 LONG = os.environ.get("KIOSK_LONG") == "1"
 PLATFORMS = ("boron", "photon", "p2")
@@ -97,9 +97,7 @@ def test_fault_matrix(scenario, platform, fault, libraries, tmp_path):
             if fault.startswith("led") and result.verdict not in ACTIONABLE:  # the LED cannot say "no SOS"
                 assert result.verdict not in ("healthy", "recovered"), result.detail
         assert device.hazards == []
-        after = _valid_modules(device)
-        for key, version in before.items():  # no valid Device OS part lost or downgraded; an app stays
-            assert (key in after) if key == "app" else (key in after and after[key] >= version), (key, after)
+        assert_no_worse(before, _valid_modules(device))
         assert bench.slot(1).power.is_on
         if beside is not None:  # the other device is not touched either
             assert _valid_modules(beside) == beside_before and beside.hazards == []
@@ -112,14 +110,3 @@ def test_fault_matrix(scenario, platform, fault, libraries, tmp_path):
         thread.join(timeout=2.0)
     assert not [t.name for t in left if t.is_alive()]
 
-
-def _valid_modules(device) -> dict:
-    with device.clock.lock:
-        device.rescan()
-        valid = {key: m.version for key, m in device.modules.items() if m.valid_integrity}
-    apps = [key for key in valid if key[0] == 5]
-    for key in apps:
-        del valid[key]
-    if apps:
-        valid["app"] = 1
-    return valid

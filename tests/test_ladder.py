@@ -57,14 +57,7 @@ def test_ladder_verdicts(name, platform, tmp_path):
         result = ladder.run()
         assert (result.verdict, result.rung) == expected, result.detail
         assert slot.device.hazards == []
-        after = _valid_modules(slot.device)
-        # No worse than before: no valid Device OS part lost or downgraded, and a valid app still there if
-        # there was one (Tinker replacing a crashing app, perhaps in the newer user-part slot, is the fix).
-        for key, version in before.items():
-            if key == "app":
-                assert "app" in after
-            else:
-                assert key in after and after[key] >= version, (key, version, after.get(key))
+        assert_no_worse(before, _valid_modules(slot.device))
         assert not slot.buttons.mode.pressed and not slot.buttons.reset.pressed
         assert slot.power.is_on
     assert isinstance(events[-1], Verdict) and events[-1].verdict == expected[0]
@@ -77,14 +70,23 @@ def test_ladder_verdicts(name, platform, tmp_path):
 
 
 def _valid_modules(device) -> dict:
-    device.rescan()
-    valid = {key: m.version for key, m in device.modules.items() if m.valid_integrity}
+    """The simulated device's valid modules by (function, index), their versions; any valid app as "app"."""
+    with device.clock.lock:
+        device.rescan()
+        valid = {key: m.version for key, m in device.modules.items() if m.valid_integrity}
     apps = [key for key in valid if key[0] == 5]
     for key in apps:
         del valid[key]
     if apps:
         valid["app"] = 1
     return valid
+
+
+def assert_no_worse(before: dict, after: dict) -> None:
+    """No valid Device OS part lost or downgraded, and a valid app still there if there was one (Tinker
+    replacing a crashing app, perhaps in the newer user-part slot, is the fix)."""
+    for key, version in before.items():
+        assert (key in after) if key == "app" else (key in after and after[key] >= version), (key, version, after)
 
 
 def test_four_slots_at_once_take_about_as_long_as_the_slowest_one(tmp_path):
