@@ -119,3 +119,18 @@ def test_a_gpio_line_held_by_another_program_says_who_to_stop(monkeypatch):
     config = parse_config((Path(__file__).parents[1] / "deploy" / "kiosk.example.toml").read_text(), "kiosk.toml")
     with pytest.raises(HardwareNotFound, match=r"in use by another program.*systemctl stop particle-kiosk"):
         hardware_bench(config)
+
+
+def test_a_blinking_pin_remembers_a_bounded_history():
+    """A demo kiosk's LED pins change for days: what a pin remembers must not grow with them."""
+    from hw.sim.pins import PIN_HISTORY
+
+    clock = VirtualClock()
+    pin = SimPinFactory(clock).pin(21)
+    pin.function = "output"
+    for n in range(PIN_HISTORY * 3):
+        pin.state = n % 2
+        clock.sleep(0.01)
+    assert len(pin.history) == PIN_HISTORY and len(pin.states) == PIN_HISTORY
+    assert pin.history[-1] == (pytest.approx(clock.now() - 0.01), True)  # the newest change is kept
+    assert pin.history[0][0] == pytest.approx(PIN_HISTORY * 2 * 0.01)  # the oldest are let go

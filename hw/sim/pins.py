@@ -14,6 +14,7 @@ injected clock (device seconds, not host time), so tests can check button timing
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 from gpiozero.pins.mock import MockFactory, MockPin, PinState
@@ -21,6 +22,9 @@ from gpiozero.pins.mock import MockFactory, MockPin, PinState
 from hw.clock import Clock
 
 Listener = Callable[["SimPin", float, bool], None]
+#: Changes a pin remembers (in ``states`` and ``history``). A demo kiosk's LED pins change several times a
+#: second for days; unbounded lists grew by megabytes an hour. Tests read only the last few hundred.
+PIN_HISTORY = 4096
 
 
 class SimPin(MockPin):
@@ -31,8 +35,8 @@ class SimPin(MockPin):
 
     def clear_states(self) -> None:
         self._last_change = self._now()
-        self.states = [PinState(0.0, self._state)]
-        self.history = [(self._last_change, self._state)]
+        self.states = deque([PinState(0.0, self._state)], maxlen=PIN_HISTORY)
+        self.history = deque([(self._last_change, self._state)], maxlen=PIN_HISTORY)
 
     def _change_state(self, value: bool) -> bool:
         if self._state == value:
