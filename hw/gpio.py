@@ -15,7 +15,7 @@ releases the buttons whatever happens (cancel, error).
 from __future__ import annotations
 
 import threading
-from collections import deque
+from array import array
 from dataclasses import dataclass
 
 from gpiozero import DigitalInputDevice, DigitalOutputDevice
@@ -244,6 +244,48 @@ class PowerSwitch:
         return self.clock.now() - started
 
 
+class SampleRing:
+    """The last ``capacity`` LED samples, 9 bytes each: a time (clock seconds) and the lit channels as bits.
+
+    A minute of samples at 50 Hz for four slots is 12,000 readings; kept as tuples they took over a MiB
+    of a kiosk that runs for weeks. Times must not go backwards (they come from one clock).
+
+        >>> ring = SampleRing(2); ring.append(0.0, True, False, False); ring.append(0.02, False, True, False)
+        >>> ring.append(0.04, False, False, True); ring.since(0.0)[0]
+        LedSample(t=0.02, r=False, g=True, b=False)
+    """
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError("a sample ring holds at least one sample")
+        self._t = array("d", bytes(8 * capacity))
+        self._bits = bytearray(capacity)
+        self._next = 0  # where the next sample goes
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def append(self, t: float, r: bool, g: bool, b: bool) -> None:
+        self._t[self._next] = t
+        self._bits[self._next] = (r << 2) | (g << 1) | b
+        self._next = (self._next + 1) % len(self._bits)
+        self._count = min(self._count + 1, len(self._bits))
+
+    def since(self, t: float) -> list[LedSample]:
+        """The samples taken at ``t`` or later, oldest first."""
+        size = len(self._bits)
+        newest_first = []
+        for back in range(1, self._count + 1):
+            i = (self._next - back) % size
+            if self._t[i] < t:
+                break
+            newest_first.append(i)
+        times, bits = self._t, self._bits
+        return [LedSample(times[i], bool(bits[i] & 4), bool(bits[i] & 2), bool(bits[i] & 1))
+                for i in reversed(newest_first)]  # fmt: skip
+
+
 class LedSensor:
     """The LED sensor: three digital inputs (red, green, blue) sampled at ``rate_hz`` in a thread.
 
@@ -265,7 +307,7 @@ class LedSensor:
         self._inputs = [
             DigitalInputDevice(p, pull_up=None, active_state=active_high, pin_factory=pin_factory) for p in pins
         ]
-        self._samples: deque[LedSample] = deque(maxlen=int(history_s * rate_hz))
+        self._samples = SampleRing(int(history_s * rate_hz))
         self._lock = threading.Lock()
         self._stop = clock.event()
         self._thread: threading.Thread | None = None
@@ -297,7 +339,7 @@ class LedSensor:
             while not self._stop.is_set():
                 r, g, b = (bool(d.value) for d in self._inputs)
                 with self._lock:
-                    self._samples.append(LedSample(self.clock.now(), r, g, b))
+                    self._samples.append(self.clock.now(), r, g, b)
                 try:
                     self.clock.sleep(self.period, self._stop)
                 except Cancelled:
@@ -305,7 +347,7 @@ class LedSensor:
 
     def samples_since(self, t: float) -> list[LedSample]:
         with self._lock:
-            return [s for s in self._samples if s.t >= t]
+            return self._samples.since(t)
 
     def watch(self, seconds: float, cancel: ClockEvent | None = None) -> LedReading:
         """Classify what the LED shows over the next ``seconds``."""

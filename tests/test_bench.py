@@ -7,9 +7,12 @@ from pathlib import Path
 import pytest
 from gpiozero import Device
 from gpiozero.pins.mock import MockFactory
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hw.clock import VirtualClock
-from hw.gpio import ButtonLine, NoLedSensor
+from hw.gpio import ButtonLine, NoLedSensor, SampleRing
+from hw.led_classifier import LedSample
 from hw.sim.device import Mode
 from hw.sim.pins import SimPinFactory
 from hw.sim.scenarios import build_device
@@ -134,3 +137,17 @@ def test_a_blinking_pin_remembers_a_bounded_history():
     assert len(pin.history) == PIN_HISTORY and len(pin.states) == PIN_HISTORY
     assert pin.history[-1] == (pytest.approx(clock.now() - 0.01), True)  # the newest change is kept
     assert pin.history[0][0] == pytest.approx(PIN_HISTORY * 2 * 0.01)  # the oldest are let go
+
+
+@given(capacity=st.integers(1, 40),
+       steps=st.lists(st.tuples(st.floats(0, 1), st.booleans(), st.booleans(), st.booleans()), max_size=120),
+       since=st.floats(0, 130))  # fmt: skip
+def test_the_sample_ring_gives_the_newest_samples_since_a_time_in_order(capacity, steps, since):
+    ring, kept, t = SampleRing(capacity), [], 0.0
+    for gap, r, g, b in steps:
+        t += gap
+        ring.append(t, r, g, b)
+        kept.append(LedSample(t, r, g, b))
+    expected = [s for s in kept[-capacity:] if s.t >= since]
+    assert ring.since(since) == expected
+    assert len(ring) == min(capacity, len(steps))

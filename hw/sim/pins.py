@@ -24,7 +24,7 @@ from hw.clock import Clock
 Listener = Callable[["SimPin", float, bool], None]
 #: Changes a pin remembers (in ``states`` and ``history``). A demo kiosk's LED pins change several times a
 #: second for days; unbounded lists grew by megabytes an hour. Tests read only the last few hundred.
-PIN_HISTORY = 4096
+PIN_HISTORY = 512
 
 
 class SimPin(MockPin):
