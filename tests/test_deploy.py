@@ -237,6 +237,7 @@ def test_environment_puts_the_journal_and_library_under_var_lib(monkeypatch):
     env = dict(line.split("=", 1) for line in (DEPLOY / "session/environment").read_text().splitlines()
                if line and not line.startswith("#"))  # fmt: skip
     assert env["GPIOZERO_PIN_FACTORY"] == "lgpio"
+    assert env["MALLOC_ARENA_MAX"] == "2"  # threads share two malloc arenas (see the file's comment)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     assert default_journal() == Path("/var/lib/particle-kiosk/journal.sqlite")

@@ -10,7 +10,8 @@ terminal), detected the same way in both apps; for the kiosk it must show the ma
 start is not the first frame.) Both apps run with bytecode cached in a private folder, warmed up once, as an
 installed kiosk is: ``PYTHONDONTWRITEBYTECODE`` in a development shell would otherwise compile the kiosk's
 own modules at every start while Textual's come precompiled (``--compile-each-start`` measures that way).
-Bare and kiosk runs alternate, so a busy machine slows both alike. Peak memory is the child's maximum
+Bare and kiosk runs alternate, so a busy machine slows both alike. Both run with the malloc settings of
+deploy/session/environment, as the kiosk runs on a bench. Peak memory is the child's maximum
 resident set once the app has been up for two seconds (for the kiosk: with its simulated bench open and its
 pollers running). The stall is the largest lateness of a 5 ms timer on the UI's event loop while the four slots run
 their ladders (paced at ``--speed``), of which the part while any slot was writing bytes is given too.
@@ -85,8 +86,14 @@ print(json.dumps({"first_frame_s": first["frame"], "first_screen": first["screen
 """
 
 
+def _deployed_malloc() -> dict[str, str]:
+    """The malloc settings the kiosk runs with on a bench (deploy/session/environment), for both apps."""
+    lines = (Path(__file__).parents[2] / "deploy/session/environment").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.startswith("MALLOC_"))
+
+
 def _child(kind: str, hold: float, folder: str, compile_each_start: bool = False) -> dict:
-    env = {**os.environ, "XDG_DATA_HOME": folder, "XDG_CONFIG_HOME": folder}
+    env = {**os.environ, "XDG_DATA_HOME": folder, "XDG_CONFIG_HOME": folder, **_deployed_malloc()}
     if not compile_each_start:  # bytecode cached (in the temporary folder, never in the tree), for both apps
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(Path(folder) / "pycache")
