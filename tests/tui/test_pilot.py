@@ -13,7 +13,7 @@ from kiosk.cli import main
 from kiosk.events import PlanStarted, StepStarted
 from kiosk.tui.screens.flash import FlashScreen
 from kiosk.tui.state import SlotState
-from kiosk.tui.widgets.slot_card import FlashBar, LadderView, LedSwatch, SlotCard, VerdictView
+from kiosk.tui.widgets.slot_card import CardBody, SlotCard
 from tests.tui.conftest import ready, wait_until
 
 
@@ -47,8 +47,7 @@ def record(app, slot: int) -> Seen:
 def card_text(app, slot: int) -> str:
     card = app.main_screen.query_one(f"#slot-{slot}", SlotCard)
     parts = [str(card.border_title), str(card.border_subtitle)]
-    parts += [str(w.render()) for w in (card.query_one(LedSwatch), card.query_one(LadderView),
-                                        card.query_one(FlashBar), card.query_one(VerdictView))]  # fmt: skip
+    parts.append(card.query_one(CardBody).text)
     parts.append(str(card.query_one("Button").label))
     return "\n".join(parts)
 
