@@ -14,6 +14,7 @@ from kiosk.events import PlanStarted, StepStarted
 from kiosk.tui.screens.flash import FlashScreen
 from kiosk.tui.state import SlotState
 from kiosk.tui.widgets.slot_card import CardBody, SlotCard
+from kiosk.tui.widgets.touch_button import TouchButton
 from tests.tui.conftest import ready, wait_until
 
 
@@ -48,7 +49,7 @@ def card_text(app, slot: int) -> str:
     card = app.main_screen.query_one(f"#slot-{slot}", SlotCard)
     parts = [str(card.border_title), str(card.border_subtitle)]
     parts.append(card.query_one(CardBody).text)
-    parts.append(str(card.query_one("Button").label))
+    parts.append(str(card.query_one(TouchButton).label))
     return "\n".join(parts)
 
 

@@ -9,6 +9,8 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Button, Static
 
+from kiosk.tui.widgets.touch_button import TouchButton
+
 
 class KioskScreen(Screen):
     """A title, the screen's body (``body()``), and a bar of buttons (``buttons()``) after ◀ Back."""
@@ -19,7 +21,7 @@ class KioskScreen(Screen):
         yield Static(self.TITLE_TEXT, classes="screen-title")
         yield from self.body()
         with Horizontal(classes="bar"):
-            yield Button("◀ Back", id="back")
+            yield TouchButton("◀ Back", id="back")
             yield from self.buttons()
 
     def body(self) -> Iterable:

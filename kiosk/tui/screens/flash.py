@@ -19,6 +19,7 @@ from kiosk.tui.screens.base import KioskScreen
 from kiosk.tui.state import SlotState
 from kiosk.tui.widgets.choices import ChoiceList, mark_radios, marked_radio
 from kiosk.tui.widgets.slot_card import FlashBar
+from kiosk.tui.widgets.touch_button import TouchButton
 
 #: The transports a technician may choose, with the words on their buttons.
 TRANSPORTS: dict[str, tuple[Transport, str]] = {
@@ -61,7 +62,7 @@ class FlashScreen(KioskScreen):
         with Vertical(classes="body"):
             with Horizontal(classes="row", id="slot-row"):
                 for number in app.states:
-                    yield Button(f"Slot {number}", id=f"pick-{number}", classes="pick")
+                    yield TouchButton(f"Slot {number}", id=f"pick-{number}", classes="pick")
             with RadioSet(id="transport"):
                 for key, (_, words) in TRANSPORTS.items():
                     yield marked_radio(words, key == "usb", f"transport-{key}")
@@ -70,9 +71,9 @@ class FlashScreen(KioskScreen):
             yield Static("Choose modules, then tap CHECK.", id="plan-result", classes="note")
 
     def buttons(self) -> Iterable[Button]:
-        yield Button("USB stick", id="stick")
-        yield Button("Check", id="check", variant="primary")
-        yield Button("Flash", id="flash", variant="success", disabled=True)
+        yield TouchButton("USB stick", id="stick")
+        yield TouchButton("Check", id="check", variant="primary")
+        yield TouchButton("Flash", id="flash", variant="success", disabled=True)
 
     def on_mount(self) -> None:
         self._pick(self.slot if self.slot in self.app.states else next(iter(self.app.states), 1))

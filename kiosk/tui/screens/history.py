@@ -11,6 +11,7 @@ from textual.widgets import Button, DataTable, Input, Static
 
 from kiosk.tui.screens.base import KioskScreen
 from kiosk.tui.state import VERDICTS
+from kiosk.tui.widgets.touch_button import TouchButton
 
 COLUMNS = ("Run", "Slot", "Device", "Platform", "Status", "Verdict", "Fixed by", "Started (UTC)")
 
@@ -40,13 +41,13 @@ class HistoryScreen(KioskScreen):
         with Vertical(classes="body"):
             with Horizontal(classes="row"):
                 yield Input(value=self.device_id or "", placeholder="device id (type or scan)", id="device-filter")
-                yield Button("All", id="all")
+                yield TouchButton("All", id="all")
             yield Static("", id="history-message", classes="note")
             yield DataTable(id="runs", zebra_stripes=True, cursor_type="row")
 
     def buttons(self) -> Iterable[Button]:
-        yield Button("Filter", id="filter")
-        yield Button("Report", id="open-report", variant="primary")
+        yield TouchButton("Filter", id="filter")
+        yield TouchButton("Report", id="open-report", variant="primary")
 
     def on_mount(self) -> None:
         self.query_one(DataTable).add_columns(*COLUMNS)

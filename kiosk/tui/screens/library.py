@@ -12,6 +12,7 @@ from textual.widgets import Button, DataTable, Input, Static
 from firmware.library import ImportReport, LibraryError
 from kiosk.tui.backend import removable_media
 from kiosk.tui.screens.base import KioskScreen
+from kiosk.tui.widgets.touch_button import TouchButton
 
 COLUMNS = ("Platform", "Release", "Part", "Version", "SHA-256")
 
@@ -41,8 +42,8 @@ class LibraryScreen(KioskScreen):
             yield Static("", id="quarantine", classes="problem")
 
     def buttons(self) -> Iterable[Button]:
-        yield Button("USB stick", id="stick")
-        yield Button("Import", id="import", variant="primary")
+        yield TouchButton("USB stick", id="stick")
+        yield TouchButton("Import", id="import", variant="primary")
 
     def on_mount(self) -> None:
         self.query_one(DataTable).add_columns(*COLUMNS)

@@ -10,6 +10,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Static
 
 from kiosk.tui.widgets.slot_card import SlotCard
+from kiosk.tui.widgets.touch_button import TouchButton
 
 #: The buttons along the bottom: id -> (label, the screen it opens). Keys in brackets for a keyboard.
 NAV: dict[str, tuple[str, str]] = {
@@ -28,7 +29,7 @@ class MainScreen(Screen):
     slots from the arguments or the config); the bench opens once that frame is on the screen."""
 
     #: Focus starts on the bottom row, not on a slot: no card looks chosen before the technician chooses one.
-    AUTO_FOCUS = "#nav Button"
+    AUTO_FOCUS = "#nav TouchButton"
 
     def compose(self) -> ComposeResult:
         states = self.app.states
@@ -41,7 +42,7 @@ class MainScreen(Screen):
                 yield Static("Opening the bench…", id="opening")
         with Horizontal(id="nav"):
             for button_id, (label, _) in NAV.items():
-                yield Button(Text(label), id=button_id, classes="nav")
+                yield TouchButton(Text(label), id=button_id, classes="nav")
 
     @staticmethod
     def _size_grid(grid: Grid, slots: int) -> None:

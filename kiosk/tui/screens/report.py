@@ -17,6 +17,7 @@ from kiosk.report import HISTORY_LABELS, build_report, render_json, render_markd
 from kiosk.tui.backend import removable_media
 from kiosk.tui.screens.base import KioskScreen
 from kiosk.tui.widgets.qr import QrCode
+from kiosk.tui.widgets.touch_button import TouchButton
 
 #: Placeholders that show the technician what kind of answer the support team wants.
 HISTORY_HINTS = {
@@ -74,9 +75,9 @@ class ReportScreen(KioskScreen):
                     yield QrCode([], id="qr")
 
     def buttons(self) -> Iterable[Button]:
-        yield Button("Save answers", id="save-answers", variant="primary")
-        yield Button("To USB stick", id="to-stick")
-        yield Button("To file", id="to-file")
+        yield TouchButton("Save answers", id="save-answers", variant="primary")
+        yield TouchButton("To USB stick", id="to-stick")
+        yield TouchButton("To file", id="to-file")
 
     def on_mount(self) -> None:
         self._load()

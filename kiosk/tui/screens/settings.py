@@ -15,6 +15,7 @@ from textual.widgets import Button, Checkbox, Input, Label, RadioSet, Static
 from kiosk.tui.screens.base import KioskScreen
 from kiosk.tui.settings import REPORT_FORMATS, THEMES
 from kiosk.tui.widgets.choices import TICKED, UNTICKED, mark_radios, marked_radio
+from kiosk.tui.widgets.touch_button import TouchButton
 
 FULL_IDS = "Show whole device ids on the cards"
 
@@ -44,7 +45,7 @@ class SettingsScreen(KioskScreen):
             yield Static(self._facts(), id="facts")
 
     def buttons(self) -> Iterable[Button]:
-        yield Button("Save", id="save", variant="primary")
+        yield TouchButton("Save", id="save", variant="primary")
 
     def _facts(self) -> str:
         backend = self.app.backend

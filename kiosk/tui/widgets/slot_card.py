@@ -12,9 +12,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.reactive import reactive
-from textual.widgets import Button, Static
+from textual.widgets import Static
 
 from kiosk.tui.state import RUNG_STATES, RUNGS, USB_MODES, VERDICTS, SlotState
+from kiosk.tui.widgets.touch_button import TouchButton
 
 #: LED colour names -> the swatch's colour on screen (bright enough to read on black).
 LED_STYLES: dict[str, str] = {
@@ -249,7 +250,7 @@ class SlotCard(Vertical):
         self._composed = False  # a state that comes before the parts exist waits for on_mount
         # the parts, kept (not queried) so a state arriving while the app shuts down finds them even once removed
         self._body = CardBody(classes="card-body")
-        self._button = Button("▶ RECOVER", id=f"act-{state.index}", classes="act", variant="success")
+        self._button = TouchButton("▶ RECOVER", id=f"act-{state.index}", classes="act", variant="success")
 
     def compose(self) -> ComposeResult:
         yield from (self._body, self._button)
