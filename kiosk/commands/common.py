@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -19,5 +18,7 @@ class CommandError(Exception):
 
 def emit(document: Any) -> None:
     """Print one JSON document on stdout (the `--json` convention)."""
+    import json  # here, not at the top: the touchscreen imports this module before its first frame
+
     json.dump(document, sys.stdout, indent=2)
     sys.stdout.write("\n")
