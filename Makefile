@@ -48,7 +48,7 @@ bench: $(STAMP) tools
 	$(BIN)/python -m tests.benchmarks.dfu_bench
 	$(BIN)/python -m tests.benchmarks.ymodem_bench
 	$(BIN)/python -m tests.benchmarks.recovery_bench
-	$(BIN)/python -m tests.benchmarks.tui_bench
+	$(BIN)/python -m tests.benchmarks.tui_bench --ledger
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache
