@@ -3,8 +3,8 @@
 Example (every key; ``deploy/kiosk.example.toml`` has the commented version)::
 
     [bench]
-    drain_s = 5.0          # seconds power stays off in a cold boot (never below 5)
-    led_rate_hz = 50       # LED sampling rate (at least 40)
+    drain_s = 5.0          # seconds power stays off in a cold boot (5 to 120)
+    led_rate_hz = 50       # LED sampling rate (40 to 1000)
 
     [[slots]]
     name = "left"
@@ -24,7 +24,6 @@ Example (every key; ``deploy/kiosk.example.toml`` has the commented version)::
 from __future__ import annotations
 
 import difflib
-import math
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -111,15 +110,20 @@ def _wiring(where: str, value: Any) -> str:
     return value
 
 
-def _number(low: float) -> Callable[[str, Any], float]:
+def _number(low: float, high: float) -> Callable[[str, Any], float]:
     def check(where: str, value: Any) -> float:
         # TOML has nan and inf: NaN passes every "< low" test, and an infinite drain holds power off forever
-        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value < math.inf:
-            raise ConfigError(f"{where}: expected a number of at least {low}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            raise ConfigError(f"{where}: expected a number from {low:g} to {high:g}, got {value!r}")
         return float(value)
 
     return check
 
+
+#: Above these a value is a typo, not a bench: a cold boot of 500 s (milliseconds typed as seconds?) leaves the
+#: slot dark for minutes at every rung; a sampler asked for 10 kHz spins a core without seeing more of the LED.
+MAX_DRAIN_S = 120.0
+MAX_LED_RATE_HZ = 1000.0
 
 # key -> (field name, converter, required)
 _SLOT_KEYS: dict[str, tuple[str, Callable[[str, Any], Any], bool]] = {
@@ -137,8 +141,8 @@ _SLOT_KEYS: dict[str, tuple[str, Callable[[str, Any], Any], bool]] = {
     "swd_probe": ("swd_probe", _text, False),
 }
 _BENCH_KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
-    "drain_s": ("drain_s", _number(DEFAULT_DRAIN_S)),
-    "led_rate_hz": ("led_rate_hz", _number(40)),
+    "drain_s": ("drain_s", _number(DEFAULT_DRAIN_S, MAX_DRAIN_S)),
+    "led_rate_hz": ("led_rate_hz", _number(40, MAX_LED_RATE_HZ)),
 }
 
 

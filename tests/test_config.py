@@ -51,8 +51,11 @@ def test_a_full_config_parses():
         ("[[slots]]\nreset_pin = 1\nmode_pin = 2\nbutton_wiring = 'relay'", "slots[0].button_wiring"),
         (
             "[bench]\ndrain_s = 2\n[[slots]]\nreset_pin = 1\nmode_pin = 2",
-            "bench.drain_s: expected a number of at least 5",
+            "bench.drain_s: expected a number from 5 to 120, got 2",
         ),
+        ("[bench]\ndrain_s = 500\n[[slots]]\nreset_pin = 1\nmode_pin = 2", "bench.drain_s: expected a number from"),
+        ("[bench]\ndrain_s = inf\n[[slots]]\nreset_pin = 1\nmode_pin = 2", "bench.drain_s: expected a number from 5"),
+        ("[bench]\nled_rate_hz = 1e5\n[[slots]]\nreset_pin = 1\nmode_pin = 2", "bench.led_rate_hz: expected a number"),
         ("[bench]\nled_rate_hz = 10\n[[slots]]\nreset_pin = 1\nmode_pin = 2", "bench.led_rate_hz"),
         (
             "[bench]\ndrane_s = 6\n[[slots]]\nreset_pin = 1\nmode_pin = 2",
