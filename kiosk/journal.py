@@ -498,15 +498,45 @@ class Journal:
             ]
         return out
 
-    def runs(self, device_id: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """Runs newest first (of one device when ``device_id`` is given), each with its ``step_count``."""
+    def runs(self, device_id: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
+        """Runs newest first (of one device when ``device_id`` is given), each with its ``step_count``.
+
+        ``limit``: at most this many (None: all of them)."""
         where, params = ("WHERE device_id = ?", (_device_key(device_id),)) if device_id else ("", ())
         rows = self._read(
             f"SELECT runs.*, (SELECT COUNT(*) FROM steps WHERE steps.run_id = runs.id) AS step_count "
             f"FROM runs {where} ORDER BY id DESC LIMIT ?",
-            (*params, limit),
+            (*params, -1 if limit is None else limit),  # SQLite: a negative LIMIT is no limit
         )
         return [dict(r) for r in rows]
+
+    def count_runs(self, device_id: str | None = None) -> int:
+        """How many runs there are (of one device when ``device_id`` is given)."""
+        where, params = ("WHERE device_id = ?", (_device_key(device_id),)) if device_id else ("", ())
+        return int(self._read(f"SELECT COUNT(*) FROM runs {where}", params)[0][0])
+
+    def latest_run_id(self, *, slot: int | None = None, device_id: str | None = None) -> int | None:
+        """The id of the newest run (of ``slot`` and/or ``device_id`` when given), or None when there is none.
+
+        Newest is the last started: run ids only grow (AUTOINCREMENT), whatever the wall clock did.
+
+            >>> j = Journal(":memory:")
+            >>> first, second = j.start_run(1, "E00FCE68AABBCCDDEEFF0011", "boron"), j.start_run(2, None, None)
+            >>> j.latest_run_id(), j.latest_run_id(slot=1), j.latest_run_id(device_id="e00fce68aabbccddeeff0011")
+            (2, 1, 1)
+            >>> j.latest_run_id(slot=3) is None
+            True
+        """
+        clauses, params = [], []
+        if slot is not None:
+            clauses.append("slot = ?")
+            params.append(slot)
+        if device_id is not None:
+            clauses.append("device_id = ?")
+            params.append(_device_key(device_id))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._read(f"SELECT id FROM runs {where} ORDER BY id DESC LIMIT 1", tuple(params))
+        return int(rows[0][0]) if rows else None
 
     def _run_row(self, db: sqlite3.Connection, run_id: int) -> sqlite3.Row:
         row = db.execute("SELECT * FROM runs WHERE id = ?", (run_id,)).fetchone()
