@@ -70,14 +70,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--json", action="store_true", help="print one JSON document")
     demo.set_defaults(handler=cmd_demo)
 
-    hist = sub.add_parser("history", help="past recovery runs from the journal")
+    hist = sub.add_parser("history", help="past recovery runs from the journal, newest first")
     hist.add_argument("--device", metavar="ID", help="only this device's runs")
+    hist.add_argument("--limit", type=_count, default=HISTORY_LIMIT, metavar="N",
+                      help=f"at most N runs, the newest (default {HISTORY_LIMIT}; a last line says how many "
+                           "older ones there are); 0: all of them")  # fmt: skip
     hist.add_argument("--journal", type=Path, help=f"the journal (default {default_journal()})")
     hist.add_argument("--json", action="store_true", help="print one JSON document")
     hist.set_defaults(handler=cmd_history)
 
-    rep = sub.add_parser("report", help="the support-ticket bundle of one run (Markdown or JSON)")
-    rep.add_argument("run_id", type=int, metavar="RUN_ID")
+    rep = sub.add_parser("report", help="the support-ticket bundle of one run (Markdown or JSON)",
+                         description="The support-ticket bundle of one run: RUN_ID's, or the latest run (of a "
+                                     "slot with --slot, of a device with --device).")  # fmt: skip
+    rep.add_argument("run_id", type=int, nargs="?", metavar="RUN_ID",
+                     help="the run (`kiosk history` lists them; default: the latest run)")  # fmt: skip
+    latest = rep.add_mutually_exclusive_group()
+    latest.add_argument("--slot", type=_slot_number, metavar="N", help="the latest run of slot N (1-based)")
+    latest.add_argument("--device", type=_device_id, metavar="ID",
+                        help="the latest run of this device (its id: 24 hex digits, as on its label)")  # fmt: skip
     rep.add_argument("--format", choices=("md", "json"), default="md")
     rep.add_argument("--out", type=Path, help="write it to this file instead of printing it")
     rep.add_argument("--journal", type=Path, help=f"the journal (default {default_journal()})")
@@ -152,51 +162,182 @@ def cmd_recover(args: argparse.Namespace) -> int:
     return EXIT_OK if all(d["verdict"] in GOOD_VERDICTS for d in docs) else EXIT_FAILED
 
 
+#: `kiosk history` lists this many runs unless --limit says otherwise.
+HISTORY_LIMIT = 50
+DEVICE_ID_LOOKS = "a device id is 24 hex digits, as on the device's label (e.g. e00fce68aabbccddeeff0011)"
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count: a whole number, 0 or more")
+    return value
+
+
+def _slot_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a slot: slots are numbered from 1")
+    return value
+
+
+def _device_id(text: str) -> str:
+    value = text.strip().lower()
+    if len(value) != 24 or any(c not in "0123456789abcdef" for c in value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device id: {DEVICE_ID_LOOKS}")
+    return value
+
+
 def _open_journal(args: argparse.Namespace):
+    import sqlite3
+
     from kiosk.journal import Journal, JournalError
 
     path = args.journal or default_journal()
     if not Path(path).exists():
-        raise CommandError(f"no journal at {path}: nothing has been recovered here yet", 1)
+        raise CommandError(
+            f"no runs recorded: there is no journal at {path} (nothing has been recovered here yet); "
+            "run `kiosk recover` first, or name the journal with --journal",
+            EXIT_FAILED,
+        )
     try:
         return Journal(path)
     except JournalError as exc:
         raise CommandError(str(exc), 2) from None
+    except sqlite3.DatabaseError as exc:
+        raise CommandError(f"{path} is not a kiosk journal ({exc})", 2) from None
+
+
+def _no_runs(path: object, whose: str = "") -> str:
+    """What `kiosk history` and `kiosk report` say when the journal has no run to show: the same words."""
+    hint = "`kiosk history` lists the runs there are" if whose else "run `kiosk recover` first"
+    return f"no runs recorded{whose} in {path}: {hint}"
+
+
+def _started(stamp: str | None) -> str:
+    """A journal timestamp as UTC minutes, e.g. ``2025-03-14 09:26`` (the text itself if it does not parse)."""
+    from datetime import UTC, datetime
+
+    if not stamp:
+        return "?"
+    try:
+        when = datetime.fromisoformat(stamp)
+    except ValueError:
+        return stamp
+    if when.tzinfo is not None:
+        when = when.astimezone(UTC)
+    return when.strftime("%Y-%m-%d %H:%M")
+
+
+def _took(seconds: float | None) -> str:
+    """A run's length on the device clock: ``9.8 s``, ``4 min 05 s``, ``1 h 02 min``; ``-`` when not known."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    whole = round(seconds)
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
+def history_lines(runs: list[dict[str, Any]]) -> list[str]:
+    """The runs as aligned text: a heading, then one line per run (the verdict with the rung that fixed it)."""
+    heading = ("run", "started (UTC)", "took", "slot", "device", "platform", "status", "verdict")
+    rows = [heading]
+    for r in runs:
+        verdict = r.get("verdict") or "-"
+        if r.get("rung_that_fixed"):
+            verdict += f" by {r['rung_that_fixed']}"
+        rows.append((str(r["id"]), _started(r.get("started_at")), _took(r.get("elapsed_s")), str(r["slot"]),
+                     r.get("device_id") or "?", r.get("platform") or "?", r.get("status") or "?", verdict))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(heading))]
+    right = {0, 2, 3}  # the run, took and slot columns: numbers line up on the right
+
+    def line(row: tuple[str, ...]) -> str:
+        cells = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        return "  ".join(cells).rstrip()
+
+    return [line(row) for row in rows]
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    """The journal's runs, newest first: when each started (UTC), how long it took (device clock), verdict."""
     journal = _open_journal(args)
-    runs = journal.runs(device_id=args.device)
-    journal.close()
+    try:
+        limit = args.limit or None
+        runs = journal.runs(device_id=args.device, limit=limit)
+        total = journal.count_runs(device_id=args.device) if limit is not None and len(runs) == limit else len(runs)
+        path = journal.path
+    finally:
+        journal.close()
     if args.json:
         emit(runs)
         return EXIT_OK
     if not runs:
-        print("no runs recorded" + (f" for {args.device}" if args.device else ""))
-    for r in runs:
-        fixed = f"by {r['rung_that_fixed']}" if r.get("rung_that_fixed") else ""
-        print(f"run {r['id']}: slot {r['slot']} {r['device_id'] or '?'} {r['platform'] or '?'} "
-              f"{r['status']} {r['verdict'] or ''} {fixed}")  # fmt: skip
+        print(_no_runs(path, f" for device {args.device.strip().lower()}" if args.device else ""))
+        return EXIT_OK
+    print("\n".join(history_lines(runs)))
+    if total > len(runs):
+        older = total - len(runs)
+        print(f"... and {older} older run{'s' if older != 1 else ''} (--limit 0 shows them all)")
     return EXIT_OK
 
 
+def _chosen_run(args: argparse.Namespace, journal: Any) -> tuple[int, str]:
+    """The run `kiosk report` reports on, and how it was chosen (``the latest of slot 2``, or ``""``)."""
+    if args.run_id is not None:
+        if args.slot is not None or args.device is not None:
+            option = "--slot" if args.slot is not None else "--device"
+            raise CommandError(
+                f"RUN_ID {args.run_id} and {option} contradict each other: RUN_ID names the run, {option} asks "
+                "for the latest one; give one or the other",
+                2,
+            )
+        return args.run_id, ""
+    if args.slot is not None:
+        whose, how = f" for slot {args.slot}", f"the latest of slot {args.slot}"
+    elif args.device is not None:
+        whose, how = f" for device {args.device}", f"the latest of device {args.device}"
+    else:
+        whose, how = "", "the latest in the journal"
+    run_id = journal.latest_run_id(slot=args.slot, device_id=args.device)
+    if run_id is None:
+        raise CommandError(_no_runs(journal.path, whose), EXIT_FAILED)
+    return run_id, how
+
+
 def cmd_report(args: argparse.Namespace) -> int:
+    """One run's report: RUN_ID's, or the latest run (of --slot N, of --device ID); says on stderr which."""
     from kiosk.journal import UnknownRecordError
     from kiosk.report import build_report, render_json, render_markdown
 
     journal = _open_journal(args)
     try:
-        report = build_report(journal, args.run_id)
+        run_id, how = _chosen_run(args, journal)
+        status = journal.run(run_id)["status"] if how else None
+        report = build_report(journal, run_id)
     except UnknownRecordError as exc:
-        raise CommandError(str(exc), 2) from None
+        raise CommandError(f"{exc} in {journal.path}: `kiosk history` lists the runs there are", 2) from None
     finally:
         journal.close()
+    if status in ("running", "interrupted"):
+        how += ", still running" if status == "running" else ", interrupted"
+    which = f"report of run {run_id}" + (f" ({how})" if how else "")
     text = render_markdown(report) if args.format == "md" else render_json(report)
     if args.out:
         args.out.write_text(text)
-        print(f"report of run {args.run_id} written to {args.out}", file=sys.stderr)
+        print(f"{which} written to {args.out}", file=sys.stderr)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()  # the report first: this line then closes it, and never shows for a broken pipe
+        print(which, file=sys.stderr)
     return EXIT_OK
 
 
