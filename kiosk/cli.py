@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -87,15 +88,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(args.handler, args)
 
 
+#: The exit status when the reader of the output went away (``kiosk history | head -3``): 128 + SIGPIPE,
+#: what a shell reports for any program a closed pipe ended.
+EXIT_BROKEN_PIPE = 141
+
+
 def _run(handler, args: argparse.Namespace) -> int:
+    """Run a command's handler; its exit status, or the one its CommandError carries.
+
+    Output piped into a reader that closes early (``kiosk history | head -3``) ends quietly: no traceback, no
+    "Exception ignored ... BrokenPipeError" at exit, and the exit status :data:`EXIT_BROKEN_PIPE` (141, as a
+    shell reports for a program a closed pipe ended; the command's own status is not known then).
+    """
     try:
-        return int(handler(args))
-    except CommandError as exc:
-        print(f"kiosk: {exc}", file=sys.stderr)
-        return exc.status
-    except KeyboardInterrupt:
-        print("kiosk: stopped", file=sys.stderr)
-        return EXIT_FAILED
+        try:
+            status = int(handler(args))
+        except CommandError as exc:
+            print(f"kiosk: {exc}", file=sys.stderr)
+            status = exc.status
+        except KeyboardInterrupt:
+            print("kiosk: stopped", file=sys.stderr)
+            status = EXIT_FAILED
+        sys.stdout.flush()  # here, not at exit: a broken pipe is then one this function can catch
+        return status
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush (of what is still buffered) cannot fail."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (stdout replaced, e.g. by a test's capture)
+        pass
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 from kiosk.cli import main
 from kiosk.journal import Journal
@@ -248,3 +251,32 @@ def test_history_and_report_texts_speak_of_the_cli_commands(capsys, tmp_path):
         texts.append("".join(capsys.readouterr()))
     assert all("Recover" not in text and "button" not in text.lower() for text in texts), texts
     assert sum("`kiosk recover`" in text for text in texts) >= 4
+
+
+def _piped(journal, *argv: str, read_lines: int) -> tuple[int, list[bytes], bytes]:
+    """`python -m kiosk.cli ARGV` into a reader that reads ``read_lines`` lines, then closes the pipe."""
+    command = [sys.executable, "-m", "kiosk.cli", *argv, "--journal", str(journal)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).parent.parent)
+    assert proc.stdout is not None and proc.stderr is not None
+    lines = [proc.stdout.readline() for _ in range(read_lines)]
+    proc.stdout.close()  # the reader goes away, as `head` does
+    err = proc.stderr.read()
+    return proc.wait(timeout=60), lines, err
+
+
+def test_output_piped_into_a_reader_that_closes_early_ends_quietly(tmp_path):
+    journal = tmp_path / "j.sqlite"
+    ids = write_runs(journal, [(1 + i % 4, DEVICE_A, "recovered", "safe-mode", 12.5) for i in range(1500)])
+    # 1500 lines of about 100 bytes: more than a pipe holds, so the writer meets the closed pipe for sure.
+    status, lines, err = _piped(journal, "history", "--limit", "0", read_lines=2)
+    assert lines[0].split()[:3] == [b"run", b"started", b"(UTC)"] and lines[1].split()[0] == str(ids[-1]).encode()
+    assert b"Traceback" not in err and b"BrokenPipe" not in err and b"Exception ignored" not in err, err
+    assert status == 141
+    status, lines, err = _piped(journal, "history", "--limit", "0", "--json", read_lines=1)
+    assert (status, lines, err) == (141, [b"[\n"], b"")
+    # A reader that is gone before anything is written (`kiosk report | head -0`, say).
+    status, lines, err = _piped(journal, "report", "--slot", "2", read_lines=0)
+    assert (status, err) == (141, b"")
+    # Read to the end, nothing is broken: the status is the command's own.
+    status, lines, err = _piped(journal, "history", read_lines=52)  # the heading, 50 runs, the last line
+    assert status == 0 and lines[-1] == b"... and 1450 older runs (--limit 0 shows them all)\n" and err == b""
