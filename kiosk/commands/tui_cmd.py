@@ -149,5 +149,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     command = shlex.join([sys.executable, "-m", "kiosk.cli", "tui", *passthrough])
     print(f"serving the kiosk on http://{args.host}:{args.port} (Ctrl+C stops it)", file=sys.stderr)
-    Server(command, host=args.host, port=args.port, title="Particle bench kiosk").serve()
+    serve_server(Server, command, args.host, args.port).serve()
     return EXIT_OK
+
+
+def serve_server(server_class, command: str, host: str, port: int):
+    """textual-serve's Server with the kiosk's own page, which works offline.
+
+    The stock page loads its font from an internet font service; ours (kiosk/serve_page/app_index.html)
+    takes everything from the kiosk: textual-serve's own static files (script, stylesheet, the font files
+    it ships), by relative URLs, and the websocket on the host the browser reached.
+    """
+    from kiosk.serve_page import TEMPLATES
+
+    return server_class(command, host=host, port=port, title="Particle bench kiosk", templates_path=TEMPLATES)
