@@ -221,14 +221,17 @@ def test_library(snap_compare, folder, size):
 
     async def before(pilot):
         await ready(pilot)
-        bad = folder / "media" / "STICK" / "boron-system-part1@6.1.1.bin"
-        bad.parent.mkdir(parents=True)
-        data = bytearray(build_module(platform_id=13, function=Function.SYSTEM_PART, index=1, version=6101))
-        data[100] ^= 0xFF  # a damaged download: its CRC fails, so the library quarantines it
-        bad.write_bytes(bytes(data))
-        app.backend.library.import_path(bad)
+        stick = folder / "media" / "STICK"
+        stick.mkdir(parents=True)
+        for n in range(8):  # damaged downloads: their CRCs fail, so the library quarantines them, saying why
+            data = bytearray(build_module(platform_id=13, function=Function.SYSTEM_PART, index=1, version=6101 + n))
+            data[100] ^= 0xFF
+            (stick / f"boron-system-part1@6.1.{n + 1}.bin").write_bytes(bytes(data))
+        app_name = "acme-cold-chain-tracker-firmware-production-build.bin"  # a long name: cut in the middle
+        (stick / app_name).write_bytes(build_module(platform_id=13, function=Function.USER_PART, index=2, version=6))
+        app.backend.library.import_path(stick)
         await pilot.press("l")
-        await wait_until(pilot, lambda: app.screen.query_one("#entries").row_count > 0, 20)
+        await wait_until(pilot, lambda: len(app.screen.query(".reason")) == 8, 20)
         await settle(pilot)
 
     try:
