@@ -1,8 +1,17 @@
-"""History: the journal's runs, newest first, filtered by device id (typed, or from a barcode scanner)."""
+"""History: the journal's runs, newest first, filtered by device id (typed, scanned, or part of one as read
+off a card).
+
+Laid out for 80x24 and a finger: the filter field and its All button share a row, and the table's columns
+are made to fit its width (the card's short device id ``e00fce…0011``, dates without the year when every
+run shown is from one year, and the run number left to the report) rather than run off the screen. One tap
+on a run opens its report.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from textual import work
@@ -10,22 +19,126 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Input, Static
 
 from kiosk.tui.screens.base import KioskScreen
+from kiosk.tui.screens.library import CELL_PADDING, TouchTable, column_budget
 from kiosk.tui.state import VERDICTS
 from kiosk.tui.widgets.touch_button import TouchButton
 
-COLUMNS = ("Run", "Slot", "Device", "Platform", "Status", "Verdict", "Fixed by", "Started (UTC)")
+DEVICE_ID_LENGTH = 24
+HEX = frozenset("0123456789abcdef")
+SHOWN = 200  # runs in the table at most
+SCANNED = 5000  # the newest runs a partial id is looked for in
+#: What a run's status says when it has no verdict (a run cut off by a restart, or one still going).
+STATUS_WORDS = {"running": "▶ running", "interrupted": "? interrupted", "stopped": "■ stopped"}
+NOT_AN_ID = ("'{text}' is not a device id nor part of one: a device id is 24 hex digits (0-9, a-f) as on its "
+             "label; type it all, or a part as the card shows it (e00fce, or e00fce…0011).")  # fmt: skip
 
 
-def run_row(run: dict[str, Any]) -> tuple[str, ...]:
-    """One journal run as table cells; the verdict with its symbol, so it reads without colour."""
-    verdict = run.get("verdict")
+@dataclass(frozen=True)
+class DeviceFilter:
+    """Which runs to show: ``exact`` a whole device id; else ids that contain ``part``, or (read off a card as
+    ``head…tail``) that start with ``head`` and end with ``tail``. All runs when all are empty."""
+
+    exact: str | None = None
+    part: str = ""
+    head: str = ""
+    tail: str = ""
+
+    @property
+    def everything(self) -> bool:
+        return not (self.exact or self.part or self.head or self.tail)
+
+    @property
+    def words(self) -> str:
+        return self.exact or self.part or f"{self.head}…{self.tail}"
+
+    def matches(self, device_id: str | None) -> bool:
+        if self.everything:
+            return True
+        if not device_id:
+            return False
+        device_id = device_id.lower()
+        if self.exact:
+            return device_id == self.exact
+        if self.part:
+            return self.part in device_id
+        return device_id.startswith(self.head) and device_id.endswith(self.tail)
+
+
+def parse_filter(text: str) -> DeviceFilter:
+    """The filter a technician typed (or a scanner did); ValueError saying what an id looks like.
+
+    >>> parse_filter("ADFF26"), parse_filter("adff26…809e").words, parse_filter("").everything
+    (DeviceFilter(exact=None, part='adff26', head='', tail=''), 'adff26…809e', True)
+    >>> parse_filter("e00fce68aabbccddeeff0011").exact
+    'e00fce68aabbccddeeff0011'
+    """
+    typed = re.sub(r"\s+", "", text).lower()
+    if not typed:
+        return DeviceFilter()
+    pieces = re.split(r"…|\.{2,}", typed)
+    if len(pieces) == 2 and all(set(p) <= HEX for p in pieces) and any(pieces):
+        head, tail = pieces
+        if len(head) + len(tail) <= DEVICE_ID_LENGTH:
+            return DeviceFilter(head=head, tail=tail)
+    if len(pieces) == 1 and set(typed) <= HEX:
+        if len(typed) == DEVICE_ID_LENGTH:
+            return DeviceFilter(exact=typed)
+        if len(typed) < DEVICE_ID_LENGTH:
+            return DeviceFilter(part=typed)
+        raise ValueError(f"'{text.strip()}' is {len(typed)} hex digits, too long for a device id: it has 24.")
+    raise ValueError(NOT_AN_ID.format(text=text.strip()))
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def short_id(device: str) -> str:
+    """A device id as the card shows it: ``e00fce…0011``."""
+    return device if len(device) <= 12 else f"{device[:6]}…{device[-4:]}"
+
+
+def run_row(run: dict[str, Any], *, short_device: bool = True, short_date: bool = False,
+            with_run: bool = False) -> tuple[str, ...]:  # fmt: skip
+    """One journal run as table cells; the verdict with its symbol, so it reads without colour (a run without
+    one says its status)."""
+    verdict, status = run.get("verdict"), run.get("status") or ""
     words = VERDICTS.get(verdict) if verdict else None
-    shown = f"{words.symbol} {verdict}" if words else (verdict or "–")
+    result = verdict or STATUS_WORDS.get(status, status or "–")
+    if words:
+        result = f"{words.symbol} {verdict}"
     device = run.get("device_id") or "?"
-    short = device if len(device) <= 12 else f"{device[:6]}…{device[-4:]}"
     started = (run.get("started_at") or "")[:16].replace("T", " ")
-    return (str(run["id"]), str(run["slot"]), short, run.get("platform") or "?", run.get("status") or "",
-            shown, run.get("rung_that_fixed") or "–", started)  # fmt: skip
+    cells = (started[5:] if short_date else started, str(run["slot"]), short_id(device) if short_device else device,
+             run.get("platform") or "?", result, run.get("rung_that_fixed") or "–")  # fmt: skip
+    return (*cells, str(run["id"])) if with_run else cells
+
+
+def headers(*, short_date: bool, with_run: bool) -> tuple[str, ...]:
+    out = ("Started" if short_date else "Started (UTC)", "Slot", "Device", "Platform", "Result", "Fixed by")
+    return (*out, "Run") if with_run else out
+
+
+def table_width(head: Sequence[str], rows: Sequence[Sequence[str]]) -> int:
+    """The cells a table of these columns takes, padding included."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(head)]
+    return sum(widths) + 2 * CELL_PADDING * len(widths)
+
+
+def fitted(runs: Sequence[dict[str, Any]], budget: int) -> tuple[tuple[str, ...], list[tuple[str, ...]], bool]:
+    """Headers and rows in the roomiest form that fits ``budget`` cells: whole ids and dates and the run
+    number first, then the card's short id, then dates without the year (only when every run is from one
+    year), then without the run number. The last form when none fits (the table scrolls sideways).
+    Also whether the dates lost their year."""
+    one_year = len({(r.get("started_at") or "")[:4] for r in runs}) <= 1
+    forms = [(False, False, True), (True, False, True)]
+    forms += [(True, True, True), (True, True, False)] if one_year else [(True, False, False)]
+    for n, (short_device, short_date, with_run) in enumerate(forms):
+        head = headers(short_date=short_date, with_run=with_run)
+        rows = [run_row(r, short_device=short_device, short_date=short_date, with_run=with_run) for r in runs]
+        if table_width(head, rows) <= budget or n == len(forms) - 1:
+            return head, rows, short_date
+    raise AssertionError("unreachable")
 
 
 class HistoryScreen(KioskScreen):
@@ -36,58 +149,103 @@ class HistoryScreen(KioskScreen):
     def __init__(self, device_id: str | None = None) -> None:
         super().__init__()
         self.device_id = device_id
+        self._shown: tuple[DeviceFilter, list[dict[str, Any]], bool] | None = None
+        self._shown_width = 0
 
     def body(self) -> Iterable:
         with Vertical(classes="body"):
             with Horizontal(classes="row"):
-                yield Input(value=self.device_id or "", placeholder="device id (type or scan)", id="device-filter")
+                yield Input(value=self.device_id or "", placeholder="device id, or part of one", id="device-filter")
                 yield TouchButton("All", id="all")
             yield Static("", id="history-message", classes="note")
-            yield DataTable(id="runs", zebra_stripes=True, cursor_type="row")
+            yield TouchTable(id="runs", zebra_stripes=True, cursor_type="row", cell_padding=CELL_PADDING)
 
     def buttons(self) -> Iterable[Button]:
         yield TouchButton("Filter", id="filter")
         yield TouchButton("Report", id="open-report", variant="primary")
 
     def on_mount(self) -> None:
-        self.query_one(DataTable).add_columns(*COLUMNS)
-        self._load(self.device_id)
+        try:
+            wanted = parse_filter(self.device_id or "")
+        except ValueError as exc:
+            self.say("history-message", str(exc), "problem")
+            wanted = DeviceFilter()
+        self._load(wanted)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._fill_table)
 
     @work(thread=True, exclusive=True, group="history")
-    def _load(self, device_id: str | None) -> None:
+    def _load(self, wanted: DeviceFilter) -> None:
         journal = self.app.backend.journal
         if journal is None:
             self.app.call_from_thread(self.say, "history-message", "This kiosk keeps no journal.", "problem")
             return
-        runs = journal.runs(device_id=device_id, limit=200)
-        self.app.call_from_thread(self._show, device_id, runs)
+        if wanted.everything or wanted.exact:
+            runs, capped = journal.runs(device_id=wanted.exact, limit=SHOWN), False
+        else:  # the journal looks up whole ids only: look through the newest runs for the part
+            newest = journal.runs(limit=SCANNED)
+            runs, capped = [r for r in newest if wanted.matches(r.get("device_id"))], len(newest) >= SCANNED
+        self.app.call_from_thread(self._show, wanted, runs[:SHOWN], capped)
 
-    def _show(self, device_id: str | None, runs: list[dict[str, Any]]) -> None:
-        table = self.query_one(DataTable)
-        table.clear()
-        for run in runs:
-            table.add_row(*run_row(run), key=str(run["id"]))
-        whose = f" of device {device_id}" if device_id else ""
-        if runs:
-            self.say("history-message", f"{len(runs)} run(s){whose}, newest first.", "note")
+    def _show(self, wanted: DeviceFilter, runs: list[dict[str, Any]], capped: bool = False) -> None:
+        self._shown = (wanted, runs, capped)
+        self._fill_table(force=True)
+
+    def _fill_table(self, force: bool = False) -> None:
+        if self._shown is None:
+            return
+        table = self.query_one("#runs", DataTable)
+        wanted, runs, capped = self._shown
+        budget = column_budget(table, len(runs), self.app.size.width - 2)
+        if not force and budget == self._shown_width:
+            return
+        self._shown_width = budget
+        head, rows, short_date = fitted(runs, budget)
+        table.clear(columns=True)
+        table.add_columns(*head)
+        for run, row in zip(runs, rows, strict=True):
+            table.add_row(*row, key=str(run["id"]))
+        self._say_what(wanted, runs, capped, short_date)
+
+    def _say_what(self, wanted: DeviceFilter, runs: list[dict[str, Any]], capped: bool, short_date: bool) -> None:
+        if wanted.everything:
+            whose = ""
+        elif wanted.exact:
+            whose = f" of device {wanted.exact}"
         else:
-            self.say("history-message", f"No runs recorded{whose}.", "problem" if device_id else "note")
+            devices = sorted({r["device_id"] for r in runs if r.get("device_id")})
+            whose = (f" of device {devices[0]} (matching {wanted.words})" if len(devices) == 1
+                     else f" of {len(devices)} devices matching {wanted.words}")  # fmt: skip
+        if not runs:
+            if wanted.everything:
+                self.say("history-message", "No runs recorded yet.", "note")
+                return
+            looked = f" among the newest {SCANNED}" if capped else ""
+            self.say("history-message", f"No runs of a device matching {wanted.words}{looked}: check the id on "
+                     "the card, or tap All.", "problem")  # fmt: skip
+            return
+        more = f" (the newest {SHOWN})" if len(runs) >= SHOWN else ""
+        when = f"; all in {runs[0]['started_at'][:4]} (times UTC)" if short_date and runs[0].get("started_at") else ""
+        self.say("history-message", f"{plural(len(runs), 'run')}{whose}{more}, newest first{when}.", "note")
 
     def on_input_submitted(self, _event: Input.Submitted) -> None:
         self.pressed_filter()
 
     def pressed_filter(self) -> None:
-        text = self.query_one("#device-filter", Input).value.strip().lower()
-        if text and (len(text) != 24 or any(c not in "0123456789abcdef" for c in text)):
-            self.say("history-message", f"'{text}' is not a device id: 24 hex digits, as on the label.", "problem")
+        text = self.query_one("#device-filter", Input).value
+        try:
+            wanted = parse_filter(text)
+        except ValueError as exc:
+            self.say("history-message", str(exc), "problem")
             return
-        self.device_id = text or None
-        self._load(self.device_id)
+        self.device_id = wanted.exact
+        self._load(wanted)
 
     def pressed_all(self) -> None:
         self.query_one("#device-filter", Input).value = ""
         self.device_id = None
-        self._load(None)
+        self._load(DeviceFilter())
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self._open(event.row_key.value)
