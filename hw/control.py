@@ -525,6 +525,9 @@ class ControlChannel:
         self.transfer_timeout_s = transfer_timeout_s
         self._lock = threading.Lock()
         self._opened = False
+        #: transfers that failed on the wire with an I/O error (not a stall, timeout or unplug): the cable's
+        #: fault, most often
+        self.io_errors = 0
 
     # -- the framed protocol --
     def open(self, timeout_s: float = RESET_TRANSFER_TIMEOUT_S) -> None:
@@ -684,6 +687,7 @@ class ControlChannel:
             if exc.errno == errno.EPIPE:
                 result = _STALL_RESULT.get(b_request, Result.PROTOCOL_ERROR)
                 raise ControlError(result, f"the device stalled request {b_request:#x}") from exc
+            self.io_errors += 1
             raise ControlError(Result.IO_ERROR, f"USB transfer {b_request:#x} failed: {exc}") from exc
         return bytes(answer) if bm & 0x80 else b""
 

@@ -257,6 +257,9 @@ class DfuStats:
     transfers: Counter[str] = field(default_factory=Counter)
     commands: Counter[str] = field(default_factory=Counter)
     retries: int = 0
+    #: transfers that failed on the wire (an I/O error: not a stall, a timeout or the device leaving), each
+    #: retried; on a sound cable and hub there are none, so any says "check the USB cable"
+    io_errors: int = 0
     cpu_s: float = 0.0
     bytes_written: int = 0
     bytes_read: int = 0
@@ -817,6 +820,7 @@ class DfuDevice:
             return DfuDisconnected(message=f"{name}: the device left the bus")
         if exc.errno == errno.EPIPE:
             return _Stall(name)
+        self.stats.io_errors += 1
         return _Glitch(f"{name} failed: {exc}")
 
     def _usb_failure(self, exc: usb.core.USBError, what: str) -> DfuError:

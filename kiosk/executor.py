@@ -83,6 +83,8 @@ class ExecutionReport:
     #: (as far as it got), every mode switch and restart (hw.device_timing, hw.flash_timing)
     device_demanded_s: float = 0.0
     protected: bool = False  # the device refused a write because Device Protection is on
+    #: USB transfers that failed on the wire (I/O errors) and were retried: a cable or hub to check
+    usb_errors: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -96,6 +98,7 @@ class ExecutionReport:
                 "host_cpu_s": round(sum(s.host_cpu_s for s in self.steps), 4),
                 "device_busy_s": round(sum(s.device_busy_s for s in self.steps), 4),
                 "device_demanded_s": round(self.device_demanded_s, 4),
+                "usb_errors": self.usb_errors,
                 "elapsed_s": round(self.elapsed_s, 4),
             },
         }
@@ -115,6 +118,7 @@ class FlashExecutor:
         self._dfu_request_ignored = False
         self._protected = False
         self._dfu_work: tuple[list, list] = ([], [])  # this attempt's DFU erases and writes (hw.dfu.DfuStats)
+        self._usb_errors = 0  # I/O errors on the wire, over every DFU session and control channel
         self._boot_s = boot_s(plan.device.platform)
 
     def run(self) -> ExecutionReport:
@@ -150,6 +154,7 @@ class FlashExecutor:
     def _finish(self, report: ExecutionReport, started: float, outcome: str) -> ExecutionReport:
         report.device_demanded_s = self._demanded
         report.protected = self._protected
+        report.usb_errors = self._usb_errors
         report.elapsed_s = self.clock.now() - started
         self.bus.publish(PlanFinished(self.slot.index, outcome, report.detail))
         return report
@@ -225,11 +230,13 @@ class FlashExecutor:
                 self._dfu.open()
             dfu = self._dfu
             before, erased, written = dfu.transfers, len(dfu.stats.erased), len(dfu.stats.written)
+            errors = dfu.stats.io_errors
             try:
                 dfu.write(step.address, step.payload, alt=step.alt_setting or 0, verify=True, progress=progress,
                           cancel=self.cancel)  # fmt: skip
             finally:
                 self._dfu_work = (dfu.stats.erased[erased:], dfu.stats.written[written:])
+                self._usb_errors += dfu.stats.io_errors - errors
             return dfu.transfers - before
         except DfuProtected as exc:
             self._protected = True
@@ -263,6 +270,8 @@ class FlashExecutor:
             raise StepFailed(f"the device refused the update: {exc}", retry=False) from None
         except ControlFailure as exc:
             raise StepFailed(f"control request failed: {exc}", retry=True) from None
+        finally:
+            self._usb_errors += channel.io_errors
         self._confirm_applied(step, device)
         return requests * 4  # INIT + SEND + CHECK + RECV per request at the least
 

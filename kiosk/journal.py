@@ -104,6 +104,12 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX artifacts_by_run ON artifacts(run_id, id);
     """,
+    # 3: what the verdict asks of the technician, apart from what was found, and the USB errors the run met.
+    """
+    ALTER TABLE runs ADD COLUMN action TEXT NOT NULL DEFAULT '';
+    ALTER TABLE runs ADD COLUMN again INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN usb_errors INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -312,11 +318,17 @@ class Journal:
         elapsed_s: float | None = None,
         minimum_s: float | None = None,
         status: str = "finished",
+        *,
+        action: str = "",
+        again: bool = False,
+        usb_errors: int = 0,
     ) -> None:
         """Close a running run with its verdict, the rung that fixed it (None: none did) and device seconds.
 
         ``status`` is ``finished`` or ``stopped`` (the technician pressed Stop). Steps still open are closed
         with the outcome ``stopped`` or ``abandoned`` so the record never shows a step running for ever.
+        ``action`` is what the technician is to do (then recover it again, when ``again``); ``usb_errors`` the
+        USB transfers that failed on the wire and were retried.
         """
         if status not in ("finished", "stopped", "interrupted"):
             raise ValueError(f"a run ends as finished, stopped or interrupted, not {status!r}")
@@ -327,8 +339,9 @@ class Journal:
             stamp = self._stamp()
             db.execute(
                 "UPDATE runs SET status = ?, ended_at = ?, verdict = ?, rung_that_fixed = ?, detail = ?, "
-                "elapsed_s = ?, minimum_s = ? WHERE id = ?",
-                (status, stamp, _text(verdict), _opt(rung), _text(detail), _num(elapsed_s), _num(minimum_s), run_id),
+                "elapsed_s = ?, minimum_s = ?, action = ?, again = ?, usb_errors = ? WHERE id = ?",
+                (status, stamp, _text(verdict), _opt(rung), _text(detail), _num(elapsed_s), _num(minimum_s),
+                 _text(action), int(bool(again)), max(0, int(usb_errors)), run_id),
             )
             open_outcome = "abandoned" if status == "finished" else status
             db.execute(

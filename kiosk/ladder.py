@@ -31,7 +31,17 @@ from hw.device_timing import BOOTLOADER_SAFE_S, CONTROL_RESET_DELAY_S, DFU_ENUME
 from hw.flash_timing import swd_restore_floor_s
 from hw.hazard import DEFAULT_DRAIN_S, HazardRefused
 from hw.led_classifier import LedReading, classify, minimum_watch_s
-from hw.swd import NoProbe, NoTarget, PackMissing, ProbeNotFound, SwdError, TargetLocked, image_segments, restore
+from hw.swd import (
+    NoProbe,
+    NoTarget,
+    NoTargetPower,
+    PackMissing,
+    ProbeNotFound,
+    SwdError,
+    TargetLocked,
+    image_segments,
+    restore,
+)
 from hw.usb_identity import ParticleUsbDevice
 from kiosk import inspect as inspection
 from kiosk import modes
@@ -59,15 +69,17 @@ RUNNING_LED = frozenset({
     ("green", "blink-normal"), ("green", "blink-fast"), ("green", "breathing"),
     ("white", "breathing"), ("blue", "blink-normal"), ("blue", "breathing"),
 })  # fmt: skip
-SENSOR_ADVICE = (
+#: What a verdict asks of the technician is kept apart from what the kiosk found (``detail``), so every front
+#: end can show the whole instruction, and say in its own words how to start again (``again``): the
+#: touchscreen "press RECOVER", the CLI its own command, the report "recover it again".
+SENSOR_FOUND = (
     "the device answers on USB with every module valid, but the LED sensor shows {led}. A running Device OS "
-    "always drives its LED: check that the sensor faces the LED and its wires (kiosk doctor --active), or "
-    "whether the app drives the LED itself; nothing was written. Then press Recover again"
+    "always drives its LED; nothing was written"
 )
-PROTECTED_ADVICE = (
-    "Device Protection is on: nothing can be written offline. Ask the product's owner to put the device in "
-    "service mode, then press Recover"
-)
+SENSOR_ACTION = "Check the LED sensor faces the LED and its wires (kiosk doctor --active)"
+PROTECTED_FOUND = "Device Protection is on: nothing can be written offline"
+PROTECTED_ACTION = "Ask the product's owner to put it in service mode"
+CHECKLIST_ACTION = "Check EN pin, 3V3 rail, shorts, heat: the report has the checklist"
 CHECKLIST = (
     "EN pin: not held low by the carrier board or a wire",
     "3V3 rail: measure it; a short pulls it down",
@@ -104,10 +116,13 @@ class RungFinished(Event):
 @dataclass(frozen=True)
 class Verdict(Event):
     verdict: str
-    rung: str | None
-    detail: str
+    rung: str | None  # the rung that fixed it; None when none did
+    detail: str  # what the kiosk found
     elapsed_s: float
     minimum_s: float
+    action: str = ""  # what the technician is to do ("" : the verdict's own words say it)
+    again: bool = False  # ... and then recover it again
+    usb_errors: int = 0  # USB transfers that failed on the wire and were retried (the cable, most often)
 
 
 @dataclass
@@ -169,12 +184,18 @@ class LadderResult:
     elapsed_s: float
     minimum_s: float
     steps: list[dict] = field(default_factory=list)
+    action: str = ""  # what the technician is to do next ("": nothing beyond the verdict's own words)
+    again: bool = False  # then recover it again
+    usb_errors: int = 0  # USB transfers that failed on the wire and were retried
 
     def to_json(self) -> dict[str, Any]:
         return {
             "verdict": self.verdict,
             "rung": self.rung,
             "detail": self.detail,
+            "action": self.action,
+            "again": self.again,
+            "usb_errors": self.usb_errors,
             "elapsed_s": round(self.elapsed_s, 3),
             "minimum_s": round(self.minimum_s, 3),
             "steps": self.steps,
@@ -182,13 +203,15 @@ class LadderResult:
 
 
 class _RunEnds(Exception):
-    """Something seen ends the run with a verdict, whatever rung the ladder is on."""
+    """Something seen ends the run with a verdict, whatever rung the ladder is on: what was found, and what
+    the technician is to do before recovering it again."""
 
     verdict = "needs-technician"
 
-    def __init__(self, detail: str, demanded_s: float = 0.0):
+    def __init__(self, detail: str, action: str, demanded_s: float = 0.0):
         super().__init__(detail)
         self.detail = detail
+        self.action = action
         self.demanded_s = demanded_s  # device seconds the step that saw it had needed so far
 
 
@@ -198,7 +221,7 @@ class _Protected(_RunEnds):
     verdict = "needs-owner"
 
     def __init__(self, demanded_s: float = 0.0):
-        super().__init__(PROTECTED_ADVICE, demanded_s)
+        super().__init__(PROTECTED_FOUND, PROTECTED_ACTION, demanded_s)
 
 
 class _SensorSuspect(_RunEnds):
@@ -235,6 +258,7 @@ class Ladder:
         self.platform_hint: Platform | None = None
         self._known_platform: Platform | None = None
         self._battery = False  # a cold boot found the LED lit with VBUS off
+        self.usb_errors = 0  # USB transfers of this run that failed on the wire and were retried
         self._started = 0.0
 
     # -- bookkeeping ---------------------------------------------------------------------------
@@ -251,6 +275,8 @@ class Ladder:
             return outcome, detail
         except _RunEnds as exc:
             outcome, detail, demanded = exc.verdict, exc.detail, exc.demanded_s
+            # the run ends in this rung: the card's rung shows what the journal's step says
+            self._publish(RungFinished(self.slot.index, rung, exc.verdict, exc.detail))
             raise
         finally:
             elapsed = self.clock.now() - started
@@ -295,8 +321,8 @@ class Ladder:
             where = "this slot's USB port" if self.slot.usb_port else (
                 "USB, and this slot names no usb_port in the bench config to tell them apart (kiosk list shows "
                 "each device's port)")  # fmt: skip
-            raise _RunEnds(f"more than one device on {where} ({ids}): unplug all but the one to recover, then "
-                           "press Recover again; nothing was done", self.clock.now() - started)  # fmt: skip
+            raise _RunEnds(f"more than one device on {where} ({ids}); nothing was done",
+                           "Unplug all but the one to recover", self.clock.now() - started)  # fmt: skip
         seen = Seen(usb, None, None)
         if usb is not None:
             if usb.mode == "dfu":  # the bootloader's yellow blink reads in under a second, and shows no SOS
@@ -330,7 +356,7 @@ class Ladder:
         if seen.protected:
             raise _Protected(seen.demanded_s)
         if seen.led_suspect:
-            raise _SensorSuspect(SENSOR_ADVICE.format(led=seen.led.describe()), seen.demanded_s)
+            raise _SensorSuspect(SENSOR_FOUND.format(led=seen.led.describe()), SENSOR_ACTION, seen.demanded_s)
         return seen
 
     def _look_after(self, demanded_s: float) -> Seen:
@@ -355,7 +381,7 @@ class Ladder:
         try:
             return self._run()
         except _RunEnds as ended:
-            return self._verdict(ended.verdict, None, ended.detail)
+            return self._verdict(ended.verdict, None, ended.detail, ended.action, again=True)
         except Cancelled:
             return self._verdict("stopped", None, "stopped by the technician; buttons released, power on")
         finally:
@@ -376,8 +402,8 @@ class Ladder:
             if seen.healthy:
                 return self._verdict("recovered", "cold-boot", "a cold boot was enough")
             if self._battery:
-                return self._verdict("needs-technician", "cold-boot", "power did not go: a battery keeps the "
-                                     "device running. Unplug its battery, then press Recover again")  # fmt: skip
+                return self._verdict("needs-technician", None, "power did not go: a battery keeps the device "
+                                     "running", "Unplug its battery", again=True)  # fmt: skip
         if seen.usb is None:
             return self._swd_rung()
         if not self.shortcuts or (seen.usb.mode == "normal" and not seen.deps_failed):
@@ -456,8 +482,8 @@ class Ladder:
             detail = "; ".join(a.outcome for a in outcome.attempts)
             return ("done" if done else "failed"), detail, DRAIN_S + seen.demanded_s
 
-        self._step("cold-boot", "power off for the drain time, then on", act)
-        self._publish(RungFinished(self.slot.index, "cold-boot", "done"))
+        outcome, detail = self._step("cold-boot", "power off for the drain time, then on", act)
+        self._publish(RungFinished(self.slot.index, "cold-boot", outcome, detail))
         return result[0] if result else self.look()
 
     def _safe_mode_then_tinker(self, ask: bool) -> LadderResult | None:
@@ -495,6 +521,7 @@ class Ladder:
             except PlanRefused as refused:
                 return "refused", str(refused), 0.0
             report = FlashExecutor(self.slot, plan, self.bus, self.cancel).run()
+            self.usb_errors += report.usb_errors
             if report.protected:
                 raise _Protected(report.device_demanded_s)
             result.append(self._look_after(report.device_demanded_s))
@@ -537,13 +564,13 @@ class Ladder:
         """The last rung: program the restore image over SWD, judged by what the probe and the device say."""
         self._publish(RungStarted(self.slot.index, "swd-restore"))
         if self.slot.swd is None:
-            return self._verdict(
-                "needs-technician", None, "no SWD debugger fitted: connect one and press Recover again"
-            )
+            return self._verdict("needs-technician", None, "nothing else reached it, and this slot has no SWD "
+                                 "debugger", "Connect an SWD debugger to the device", again=True)  # fmt: skip
         platform = self._platform()
         if platform is None:
             return self._verdict("needs-technician", None, "the device shows nothing on USB, so the kiosk cannot "
-                                 "tell its platform: run `kiosk restore --swd --platform P`")  # fmt: skip
+                                 "tell its platform for the SWD restore",
+                                 "Restore it with `kiosk restore --swd --platform P` (P: its platform)")  # fmt: skip
         outcome: list[str] = []
 
         def act() -> tuple[str, str, float]:
@@ -557,7 +584,10 @@ class Ladder:
             except (NoProbe, ProbeNotFound, NoTarget, PackMissing, TargetLocked) as exc:
                 outcome.append("technician")
                 return "failed", str(exc), 0.0
-            except SwdError as exc:  # no target power, transfers failing: nothing answers
+            except NoTargetPower:  # the slot powers the device, so its own advice ("plug its USB") is not it
+                outcome.append("damaged")
+                return "failed", "the SWD debugger sees no target voltage, though the slot powers the device", 0.0
+            except SwdError as exc:  # transfers failing: nothing answers
                 outcome.append("damaged")
                 return "failed", str(exc), 0.0
             outcome.append("written")
@@ -573,12 +603,12 @@ class Ladder:
             seen = after[0]
             if seen.healthy:
                 return self._verdict("recovered-by-swd", "swd-restore", detail)
-            return self._verdict("damaged-hardware", "swd-restore",
-                                 "restored over SWD, yet it does not run; check: " + "; ".join(CHECKLIST))  # fmt: skip
+            return self._verdict("damaged-hardware", None, "restored over SWD, yet it does not run; check: "
+                                 + "; ".join(CHECKLIST), CHECKLIST_ACTION)  # fmt: skip
         if outcome and outcome[0] == "damaged":
-            return self._verdict("damaged-hardware", None, f"nothing answers over USB or SWD ({detail}); check: "
-                                 + "; ".join(CHECKLIST))  # fmt: skip
-        return self._verdict("needs-technician", None, detail)
+            return self._verdict("damaged-hardware", None, f"nothing answers over USB or SWD: {detail}; check: "
+                                 + "; ".join(CHECKLIST), CHECKLIST_ACTION)  # fmt: skip
+        return self._verdict("needs-technician", None, detail, "Do what the line above says", again=True)
 
     def _platform(self) -> Platform | None:
         usb = modes.wait_for_device(self.slot, 0.0, None, self.cancel)  # just looked: no need to wait again
@@ -586,8 +616,11 @@ class Ladder:
             return usb.platform
         return self.platform_hint
 
-    def _verdict(self, verdict: str, rung: str | None, detail: str) -> LadderResult:
+    def _verdict(self, verdict: str, rung: str | None, detail: str, action: str = "", *,
+                 again: bool = False) -> LadderResult:  # fmt: skip
         elapsed = self.clock.now() - self._started
-        result = LadderResult(verdict, rung, detail, elapsed, self.minimum_s, self.steps)
-        self._publish(Verdict(self.slot.index, verdict, rung, detail, elapsed, self.minimum_s))
+        result = LadderResult(verdict, rung, detail, elapsed, self.minimum_s, self.steps, action, again,
+                              self.usb_errors)  # fmt: skip
+        self._publish(Verdict(self.slot.index, verdict, rung, detail, elapsed, self.minimum_s, action, again,
+                              self.usb_errors))  # fmt: skip
         return result

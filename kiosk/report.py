@@ -21,6 +21,7 @@ import json
 from typing import Any
 
 from firmware.platforms import UnknownPlatformError, platform_by_name
+from kiosk.advice import AGAIN_REPORT, cable_words, instruction
 from kiosk.journal import HISTORY_FIELDS, Journal, redacted
 
 REPORT_FORMAT = 1
@@ -114,6 +115,9 @@ def build_report(journal: Journal, run_id: int) -> dict[str, Any]:
             "verdict": run["verdict"],
             "rung_that_fixed": run["rung_that_fixed"],
             "detail": run["detail"],
+            "what_to_do": instruction(run["verdict"], run.get("action") or "", bool(run.get("again")),
+                                      run.get("usb_errors") or 0, AGAIN_REPORT) if run["verdict"] else None,
+            "usb_errors": run.get("usb_errors") or 0,
             "elapsed_s": elapsed,
             "minimum_s": minimum,
             "ratio": round(elapsed / minimum, 3) if elapsed is not None and minimum else None,
@@ -242,6 +246,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(f"- Fixed by: {_inline(verdict['rung_that_fixed'])}")
     if verdict.get("detail"):
         lines.append(f"- Detail: {_inline(verdict['detail'])}")
+    if verdict.get("what_to_do"):
+        lines.append(f"- What to do: {_inline(verdict['what_to_do'])}")
+    if verdict.get("usb_errors"):
+        lines.append(f"- USB cable: {_inline(cable_words(verdict['usb_errors']))} (I/O errors on the wire, "
+                     "not stalls or timeouts; a sound cable and hub give none)")  # fmt: skip
     if verdict.get("elapsed_s") is not None:
         timing = f"- Time on the device clock: {verdict['elapsed_s']:.1f} s"
         if verdict.get("minimum_s"):

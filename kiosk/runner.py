@@ -112,7 +112,8 @@ class RecoveryRunner:
                 if self.journal is not None and run_id is not None:
                     status = "stopped" if result.verdict == "stopped" else "finished"
                     self.journal.finish_run(run_id, result.verdict, result.rung, result.detail, result.elapsed_s,
-                                            result.minimum_s, status)  # fmt: skip
+                                            result.minimum_s, status, action=result.action, again=result.again,
+                                            usb_errors=result.usb_errors)  # fmt: skip
             except Exception as exc:  # one slot's failure must not take the others down
                 run.error = f"{type(exc).__name__}: {exc}"
                 if self.journal is not None and run_id is not None:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kiosk.advice import again_cli, instruction
 from kiosk.commands.common import EXIT_FAILED, EXIT_OK, CommandError, emit
 from kiosk.commands.device_cmd import add_bench_options, open_bench
 from kiosk.commands.flash_cmd import LIBRARY_HELP, _library
@@ -159,6 +160,9 @@ def cmd_recover(args: argparse.Namespace) -> int:
         for doc in docs:
             print(f"slot {doc['slot']}: {doc['verdict']}" + (f" by {doc['rung']}" if doc.get("rung") else "")
                   + f": {doc.get('detail', '')} (run {doc.get('run_id')})")  # fmt: skip
+            todo = instruction(doc["verdict"], doc.get("action", ""), doc.get("again", False),
+                               doc.get("usb_errors", 0), again_cli(doc["slot"]))  # fmt: skip
+            print(f"  what to do: {todo}")
     return EXIT_OK if all(d["verdict"] in GOOD_VERDICTS for d in docs) else EXIT_FAILED
 
 
