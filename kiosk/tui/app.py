@@ -32,10 +32,12 @@ from textual.theme import Theme
 from textual.widgets import Button
 
 from kiosk.tui.backend import MEDIA_ROOTS, KioskBackend, SlotBusyError
+from kiosk.tui.guard import guard_handlers
 from kiosk.tui.messages import BenchEvent, BenchReady, DeviceSeen, LedSeen, Notice, SlotBusy, SlotIdle
 from kiosk.tui.screens.main import MainScreen
 from kiosk.tui.settings import TuiSettings
 from kiosk.tui.state import SlotState, apply, apply_device, apply_led, finish, fresh_run
+from kiosk.tui.widgets.slot_card import SlotCard
 
 #: A barcode scanner types a 24-hex device id and Enter within this many seconds. A person who types an id
 #: and Enter that fast gets the same (harmless) result: the device's slot is selected, nothing is pressed.
@@ -72,8 +74,9 @@ def _screen_factory(name: str, app: KioskApp):
     if name == "report":
         from kiosk.tui.screens.report import ReportScreen
 
-        state = app.states.get(app.selected)
-        return ReportScreen(state.last_run_id if state else None)
+        state = app.states.get(app.selected)  # the selected slot's latest run: this session's, or the journal's
+        return ReportScreen(state.last_run_id if state else None, slot=app.selected,
+                            device_id=state.device_id if state else None)  # fmt: skip
     if name == "settings":
         from kiosk.tui.screens.settings import SettingsScreen
 
@@ -81,8 +84,10 @@ def _screen_factory(name: str, app: KioskApp):
     raise LookupError(f"no screen {name!r}")
 
 
+@guard_handlers
 class KioskApp(App[None]):
-    """The kiosk on one bench. ``live`` False: no pollers and no animation (snapshot tests feed events)."""
+    """The kiosk on one bench. ``live`` False: no pollers and no animation (snapshot tests feed events).
+    ``demo``: a simulated bench, which Ctrl+C (or Ctrl+Q) closes, as the title says."""
 
     CSS_PATH = "kiosk.tcss"
     #: The kiosk's own theme from the start, so the stylesheet is parsed once, with its colours: setting
@@ -104,8 +109,9 @@ class KioskApp(App[None]):
 
     def __init__(self, backend: KioskBackend | None, *, live: bool = True, settings: TuiSettings | None = None,
                  settings_file: Path | None = None, bench_words: str = "",
-                 slots: Iterable[SlotState] = ()) -> None:  # fmt: skip
+                 slots: Iterable[SlotState] = (), demo: bool = False) -> None:  # fmt: skip
         super().__init__()
+        self.demo = demo
         self.backend = backend
         self.live = live
         self.settings = settings or TuiSettings()
@@ -219,7 +225,15 @@ class KioskApp(App[None]):
 
     def title_text(self) -> str:
         slots = f" · {len(self.states)} slot{'s' if len(self.states) != 1 else ''}" if self.states else ""
-        return f"PARTICLE BENCH KIOSK · {self.bench_words}{slots} · tap RECOVER on a slot"
+        leave = " · Ctrl+C quits" if self.demo else ""
+        return f"PARTICLE BENCH KIOSK · {self.bench_words}{slots} · tap RECOVER{leave}"
+
+    def action_help_quit(self) -> None:
+        # Ctrl+C: a demo on a laptop closes as any terminal program does; the bench's kiosk only says how
+        if self.demo:
+            self.exit()
+        else:
+            super().action_help_quit()
 
     def set_state(self, slot: int, state: SlotState) -> None:
         self.states[slot] = state
@@ -228,7 +242,8 @@ class KioskApp(App[None]):
         if card is not None:
             card.state = state
         stack = self.screen_stack  # empty while the app shuts down (a worker may still be posting)
-        follower = getattr(stack[-1], "slot_changed", None) if stack else None
+        # the screen on top follows the slots once it is composed (a screen just pushed has no widgets yet)
+        follower = getattr(stack[-1], "slot_changed", None) if stack and stack[-1].is_mounted else None
         if follower is not None:
             follower(slot, state)
 
@@ -320,9 +335,18 @@ class KioskApp(App[None]):
     def action_select_slot(self, slot: int) -> None:
         if slot not in self.states or not isinstance(self.screen, MainScreen):
             return
-        self.selected = slot
+        self.select_slot(slot)
         with contextlib.suppress(Exception):
             self.screen.query_one(f"#act-{slot}", Button).focus()
+
+    def select_slot(self, slot: int) -> None:
+        """Make ``slot`` the one Flash and Report act on; its card shows it (a double accent border)."""
+        if slot not in self.states:
+            return
+        self.selected = slot
+        main = self.main_screen
+        for card in main.query(SlotCard) if main is not None else ():
+            card.set_class(card.id == f"slot-{slot}", "selected")
 
     def action_open(self, name: str) -> None:
         if not self.bench_ready.is_set() or self.bench_error is not None or not isinstance(self.screen, MainScreen):
@@ -330,13 +354,13 @@ class KioskApp(App[None]):
         self.push_screen(_screen_factory(name, self))
 
     def action_back(self) -> None:
-        if not isinstance(self.screen, MainScreen):
+        if not isinstance(self.screen, MainScreen) and len(self.screen_stack) > 1:
             self.pop_screen()
 
     def on_descendant_focus(self, event: events.DescendantFocus) -> None:
         widget_id = getattr(event.widget, "id", None) or ""
         if widget_id.startswith("act-"):
-            self.selected = int(widget_id.removeprefix("act-"))
+            self.select_slot(int(widget_id.removeprefix("act-")))
 
     def apply_settings(self, settings: TuiSettings) -> None:
         self.settings = settings
@@ -376,7 +400,7 @@ class KioskApp(App[None]):
         """A device id from the scanner: show its slot if it is on the bench, else its history."""
         for slot, state in self.states.items():
             if state.device_id == device_id:
-                if not isinstance(self.screen, MainScreen):
+                for _ in range(len(self.screen_stack) - 1):  # back to the main screen, however deep
                     self.pop_screen()
                 self.action_select_slot(slot)
                 self.notify(f"Device {device_id} is in slot {slot}.")

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from firmware.plan import FlashPlan, Refusal, Transport
     from kiosk.bench import Bench
     from kiosk.events import Event, EventBus
+    from kiosk.executor import ExecutionReport
     from kiosk.runner import RecoveryRunner
 
 USB_POLL_S = 1.0  # real seconds between looks at each idle slot's USB port
@@ -374,7 +375,7 @@ class KioskBackend:
         try:
             with bench.clock.actor():
                 report = FlashExecutor(bench.slot(slot_number), plan, self.bus, cancel).run()
-            detail = ("every module written and verified; the device runs" if report.ok else report.detail) or ""
+            detail = flash_words(report)
             verdict = "stopped" if cancel.is_set() else ("flashed" if report.ok else "flash-failed")
         except Exception as exc:  # the UI must hear of it, whatever it was
             verdict, detail = "flash-failed", f"the flash failed: {type(exc).__name__}: {exc}"
@@ -383,6 +384,32 @@ class KioskBackend:
                 self._busy.pop(slot_number, None)
                 self._flash_cancel.pop(slot_number, None)
             self.post(SlotIdle(slot_number, verdict, detail, None))
+
+
+#: How each mechanism's write was verified, in the words of the result line.
+VERIFIED_BY = {
+    "dfu": "written over DFU and read back",
+    "control": "sent by control request and reported by the device once applied",
+    "ymodem": "sent over YModem and reported by the device once applied",
+}
+
+
+def flash_words(report: ExecutionReport) -> str:
+    """What a manual flash did, module by module: how each was written and verified, or where it failed."""
+    from kiosk.advice import cable_words
+
+    done = [f"{Path(s.name).name} ({kib_words(s.bytes)}) {VERIFIED_BY.get(s.mechanism, s.mechanism)}"
+            for s in report.steps if s.outcome == "written"]  # fmt: skip
+    written = "; ".join(done)
+    cable = f"; {cable_words(report.usb_errors)}" if report.usb_errors else ""
+    if report.ok:
+        return f"{written}. The device runs{cable}."
+    before = f" Written before that: {written}." if done else " Nothing was written."
+    return f"{report.detail}.{before}{cable}"
+
+
+def kib_words(size: int) -> str:
+    return f"{size / 1024:.0f} KiB" if size >= 10 * 1024 else f"{size / 1024:.1f} KiB"
 
 
 def modes_word(mode: str | None) -> str:

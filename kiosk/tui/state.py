@@ -40,6 +40,7 @@ RUNG_STATES: dict[str, tuple[str, str]] = {
     "skipped": ("–", "skipped"),
     "failed": ("✘", "failed"),
     "stopped": ("■", "stopped"),
+    "halted": ("!", "halted"),
 }
 
 #: What a RungFinished outcome says about the rung.
@@ -55,34 +56,32 @@ OUTCOME_STATE: dict[str, str] = {
     "no-image": "failed",
     "technician": "failed",
     "damaged": "failed",
+    "needs-technician": "halted",  # the run ended in this rung: the verdict says what the technician must do
+    "needs-owner": "halted",
 }
 
 
 @dataclass(frozen=True)
 class VerdictWords:
-    """How a verdict reads from a metre away: a symbol, a headline, what to do, and its style class."""
+    """How a verdict reads from a metre away: a symbol, a headline and its style class (what to do is
+    :func:`kiosk.advice.instruction`'s)."""
 
     symbol: str
     headline: str
-    action: str
     tone: str  # "good", "attention", "bad", "neutral": the CSS class; the words say the same
 
 
 VERDICTS: dict[str, VerdictWords] = {
-    "healthy": VerdictWords("✔", "HEALTHY", "Nothing was wrong and nothing was written: hand it back.", "good"),
-    "recovered": VerdictWords("✔", "RECOVERED", "It runs again: hand it back.", "good"),
-    "recovered-by-swd": VerdictWords("✔", "RECOVERED BY SWD", "Restored over SWD and running: hand it back.",
-                                     "good"),
-    "needs-technician": VerdictWords("!", "NEEDS YOU", "Do what the line below says, then press Recover.",
-                                     "attention"),
-    "needs-owner": VerdictWords("!", "NEEDS THE OWNER", "Nothing can be written here: the owner must act.",
-                                "attention"),
-    "damaged-hardware": VerdictWords("✘", "DAMAGED HARDWARE", "Work through the checklist in the report.", "bad"),
-    "stopped": VerdictWords("■", "STOPPED", "Stopped: buttons released, power on. Recover starts again.",
-                            "neutral"),
-    "flashed": VerdictWords("✔", "FLASHED", "The chosen modules are on the device and it runs.", "good"),
-    "flash-failed": VerdictWords("✘", "FLASH FAILED", "Read the line below; nothing more was written.", "bad"),
-    "error": VerdictWords("✘", "KIOSK FAULT", "The kiosk itself failed on this slot: see the report.", "bad"),
+    "healthy": VerdictWords("✔", "HEALTHY", "good"),
+    "recovered": VerdictWords("✔", "RECOVERED", "good"),
+    "recovered-by-swd": VerdictWords("✔", "RECOVERED BY SWD", "good"),
+    "needs-technician": VerdictWords("!", "NEEDS YOU", "attention"),
+    "needs-owner": VerdictWords("!", "NEEDS THE OWNER", "attention"),
+    "damaged-hardware": VerdictWords("✘", "DAMAGED HARDWARE", "bad"),
+    "stopped": VerdictWords("■", "STOPPED", "neutral"),
+    "flashed": VerdictWords("✔", "FLASHED", "good"),
+    "flash-failed": VerdictWords("✘", "FLASH FAILED", "bad"),
+    "error": VerdictWords("✘", "KIOSK FAULT", "bad"),
 }
 
 GOOD_VERDICTS = frozenset({"healthy", "recovered", "recovered-by-swd", "flashed"})
@@ -150,6 +149,9 @@ class SlotState:
     verdict: str | None = None
     verdict_detail: str = ""
     verdict_rung: str | None = None
+    verdict_action: str = ""  # what to do (kiosk.advice.instruction words it)
+    verdict_again: bool = False  # ... then recover it again
+    usb_errors: int = 0  # USB transfers of the run that failed on the wire and were retried
     elapsed_s: float | None = None
     run_id: int | None = None
     last_run_id: int | None = None
@@ -183,7 +185,8 @@ def fresh_run(state: SlotState, busy_with: str = "recovery") -> SlotState:
     """The card as a new run starts: rungs waiting, no verdict, the device as last seen."""
     return replace(state, activity="starting", busy_with=busy_with, rungs=dict.fromkeys(RUNGS, "waiting"),
                    rung_detail="", progress=None, plan_steps=0, retries=0, verdict=None, verdict_detail="",
-                   verdict_rung=None, elapsed_s=None, run_id=None, sos=None)  # fmt: skip
+                   verdict_rung=None, verdict_action="", verdict_again=False, usb_errors=0, elapsed_s=None,
+                   run_id=None, sos=None)  # fmt: skip
 
 
 def _led_update(state: SlotState, reading: dict[str, Any]) -> SlotState:
@@ -208,7 +211,8 @@ def apply_device(state: SlotState, device_id: str | None, platform: str | None, 
     state = replace(state, present=True, device_id=device_id or state.device_id, platform=platform or state.platform,
                     usb_mode=mode)  # fmt: skip
     if changed and not state.running:  # another device in the slot: the last verdict was about the old one
-        state = replace(state, verdict=None, verdict_detail="", verdict_rung=None, sos=None,
+        state = replace(state, verdict=None, verdict_detail="", verdict_rung=None, verdict_action="",
+                        verdict_again=False, usb_errors=0, sos=None,
                         rungs=dict.fromkeys(RUNGS, "waiting"), last_run_id=None)  # fmt: skip
     return state
 
@@ -256,6 +260,7 @@ def _observation(state: SlotState, e: Observation, at: float) -> SlotState:
 
 
 def _verdict(state: SlotState, e: Verdict, at: float) -> SlotState:
+    # e.rung is the rung that fixed it (None when none did): only that one is done by the verdict itself
     rungs = dict(state.rungs)
     for name, s in rungs.items():
         if s == "running":
@@ -265,7 +270,8 @@ def _verdict(state: SlotState, e: Verdict, at: float) -> SlotState:
     if e.rung in rungs:
         rungs[e.rung] = "done"
     return replace(state, rungs=rungs, verdict=e.verdict, verdict_detail=e.detail, verdict_rung=e.rung,
-                   elapsed_s=e.elapsed_s, progress=None)  # fmt: skip
+                   verdict_action=e.action, verdict_again=e.again, usb_errors=e.usb_errors, elapsed_s=e.elapsed_s,
+                   progress=None)  # fmt: skip
 
 
 def _plan_started(state: SlotState, e: PlanStarted, at: float) -> SlotState:

@@ -5,7 +5,6 @@ checks everything first and its refusal is shown in plain words before a byte is
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 from pathlib import Path
 
 from rich.text import Text
@@ -16,7 +15,7 @@ from textual.widgets import Button, RadioSet, Static
 from firmware.plan import Transport
 from kiosk.tui.backend import ManualPlan, SlotBusyError, Source, firmware_files, removable_media
 from kiosk.tui.screens.base import KioskScreen
-from kiosk.tui.state import SlotState
+from kiosk.tui.state import VERDICTS, SlotState, fresh_run
 from kiosk.tui.widgets.choices import ChoiceList, mark_radios, marked_radio
 from kiosk.tui.widgets.slot_card import FlashBar
 from kiosk.tui.widgets.touch_button import TouchButton
@@ -56,6 +55,7 @@ class FlashScreen(KioskScreen):
         self.slot = slot
         self.sources: dict[str, Source] = {}
         self.checked: ManualPlan | None = None
+        self._slot_was_running = False  # the result is said once, as the flash ends (not on every LED change)
 
     def body(self) -> Iterable:
         app = self.app
@@ -81,6 +81,7 @@ class FlashScreen(KioskScreen):
     # -- choosing ------------------------------------------------------------------------------------
     def _pick(self, slot: int) -> None:
         self.slot = slot
+        self._slot_was_running = False
         for button in self.query(".pick").results(Button):
             chosen = button.id == f"pick-{slot}"
             button.label = f"◆ Slot {button.id.removeprefix('pick-')}" if chosen else f"Slot {button.id[5:]}"
@@ -138,19 +139,16 @@ class FlashScreen(KioskScreen):
         mark_radios(event.radio_set)
         self._invalidate()
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if (event.button.id or "").startswith("pick-"):
-            event.stop()
-            self._pick(int(event.button.id.removeprefix("pick-")))
-            return
-        super().on_button_pressed(event)
+    def pressed_pick(self, slot: int) -> None:
+        self._pick(slot)
 
     def _invalidate(self) -> None:
+        """A choice changed: what was checked no longer holds, so Flash waits for a new Check."""
         self.checked = None
-        flash = self.query_one("#flash", Button)
         state = self.app.states.get(self.slot)
-        if state is not None and state.running and state.busy_with == "manual flash":
-            return
+        if state is not None and state.running:
+            return  # the button is Stop while this slot works
+        flash = self.query_one("#flash", Button)
         flash.label, flash.variant, flash.disabled = "Flash", "success", True
 
     @property
@@ -191,14 +189,19 @@ class FlashScreen(KioskScreen):
     def pressed_flash(self) -> None:
         state = self.app.states.get(self.slot)
         if state is not None and state.running:
-            self.app.stop_slot(self.slot)
+            if state.busy_with == "manual flash":
+                self.app.stop_slot(self.slot)
+            else:
+                self.say("plan-result", f"Slot {self.slot} is busy with a {state.busy_with}: wait for its verdict, "
+                         "or stop it on the main screen.", "problem")  # fmt: skip
             return
         if self.checked is None:
             self.say("plan-result", "Tap CHECK first: the plan is checked before anything is written.", "problem")
             return
         plan, slot = self.checked.plan, self.slot
-        self.app.set_state(slot, replace(self.app.states[slot], activity="starting", busy_with="manual flash",
-                                         verdict=None, verdict_detail="", progress=None))  # fmt: skip
+        self.checked = None  # a plan is written once; the next flash is checked again
+        self.app.set_state(slot, fresh_run(self.app.states[slot], "manual flash"))
+        self.say("plan-result", f"Flashing slot {slot}: {len(plan.steps)} step(s)…", "note")
         self.app.spawn(lambda: self.app.backend.flash(slot, plan), f"flash-{slot}")
 
     def slot_changed(self, slot: int, state: SlotState | None) -> None:
@@ -207,10 +210,19 @@ class FlashScreen(KioskScreen):
             return
         self.query_one(FlashBar).show(state, True, 0)
         flash = self.query_one("#flash", Button)
-        if state.running and state.busy_with == "manual flash":
-            flash.label, flash.variant, flash.disabled = "■ Stop", "error", state.activity == "stopping"
-        elif state.busy_with == "manual flash" and state.verdict is not None:
-            self.checked = None
+        ended, self._slot_was_running = self._slot_was_running and not state.running, state.running
+        if state.running:
+            busy = state.busy_with == "manual flash"
+            flash.label = "■ Stop" if busy else f"Busy: {state.busy_with}"
+            flash.variant, flash.disabled = ("error" if busy else "default"), state.activity == "stopping" or not busy
+            if busy and state.rung_detail:
+                self.say("plan-result", state.rung_detail, "note")
+        elif ended:
             flash.label, flash.variant, flash.disabled = "Flash", "success", True
+            if state.busy_with != "manual flash" or state.verdict is None:
+                self.say("plan-result", f"Slot {slot} is free again: tap CHECK.", "note")
+                return
             kind = "good" if state.verdict == "flashed" else "problem"
-            self.say("plan-result", f"{state.verdict.upper()}: {state.verdict_detail}", kind)
+            words = VERDICTS.get(state.verdict) or VERDICTS["error"]
+            self.say("plan-result", f"{words.symbol} {words.headline}: {state.verdict_detail}\nTap CHECK to flash "
+                     "again, or choose other modules.", kind)  # fmt: skip

@@ -5,7 +5,6 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal
-from textual.events import Resize
 from textual.screen import Screen
 from textual.widgets import Button, Static
 
@@ -20,8 +19,6 @@ NAV: dict[str, tuple[str, str]] = {
     "nav-report": ("Report [p]", "report"),
     "nav-settings": ("Settings [o]", "settings"),
 }
-#: At least this many cells, and the cards use their long forms (the ladder as a list, the LED's meaning).
-ROOMY_WIDTH, ROOMY_HEIGHT = 100, 34
 
 
 class MainScreen(Screen):
@@ -57,7 +54,6 @@ class MainScreen(Screen):
         self._size_grid(grid, len(states))
         grid.mount_all(SlotCard(state) for state in states.values())
         self.show_title()
-        self.call_after_refresh(self._fit, self.size.width, self.size.height)
 
     def show_title(self) -> None:
         self.query_one("#titlebar", Static).update(self.app.title_text())
@@ -72,14 +68,6 @@ class MainScreen(Screen):
             return
         grid.remove_children()
         grid.mount(Static(text, id="opening", classes="problem"))
-
-    def on_resize(self, event: Resize) -> None:
-        self._fit(event.size.width, event.size.height)
-
-    def _fit(self, width: int, height: int) -> None:
-        roomy = width >= ROOMY_WIDTH and height >= ROOMY_HEIGHT
-        for card in self.query(SlotCard):
-            card.roomy = roomy
 
     def card(self, slot: int) -> SlotCard | None:
         found = self.query(f"#slot-{slot}")

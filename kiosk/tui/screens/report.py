@@ -56,9 +56,12 @@ class ReportScreen(KioskScreen):
 
     TITLE_TEXT = "REPORT · the support-ticket bundle of one run"
 
-    def __init__(self, run_id: int | None) -> None:
+    def __init__(self, run_id: int | None, *, slot: int | None = None, device_id: str | None = None) -> None:
+        """``run_id``; or None: the latest run of ``slot`` (of ``device_id`` when given: the device now in it)."""
         super().__init__()
         self.run_id = run_id
+        self.slot = slot
+        self.device_id = device_id
         self.report: dict[str, Any] | None = None
 
     def body(self) -> Iterable:
@@ -90,12 +93,14 @@ class ReportScreen(KioskScreen):
             return
         run_id = self.run_id
         if run_id is None:
-            latest = journal.runs(limit=1)
-            if not latest:
-                words = "No run yet: press RECOVER on a slot, then come back."
+            # the device now in the slot first; else whatever this slot last recovered (the header names it)
+            run_id = journal.latest_run_id(slot=self.slot, device_id=self.device_id) if self.device_id else None
+            run_id = run_id or journal.latest_run_id(slot=self.slot)
+            if run_id is None:
+                whose = f"slot {self.slot}" if self.slot is not None else "this kiosk"
+                words = f"No run recorded for {whose} yet: press RECOVER on it, then come back."
                 self.app.call_from_thread(self.say, "report-message", words, "problem")
                 return
-            run_id = latest[0]["id"]
         try:
             report = build_report(journal, run_id)
             history = journal.device_history(report["device"]["device_id"]) if report["device"]["device_id"] else None
@@ -108,7 +113,10 @@ class ReportScreen(KioskScreen):
         self.run_id, self.report = run_id, report
         device = report["device"].get("device_id") or "device id not found"
         verdict = report["verdict"].get("verdict") or report["run"].get("status")
-        self.say("report-message", f"Run {run_id} · {device} · {verdict}", "note")
+        earlier = self.device_id and report["device"].get("device_id") not in (None, self.device_id)
+        other = " (a device that was in this slot before)" if earlier else ""
+        self.say("report-message", f"Run {run_id} · slot {report['run']['slot']} · {device}{other} · {verdict}",
+                 "note")  # fmt: skip
         for name in HISTORY_FIELDS:
             self.query_one(f"#history-{name}", Input).value = history.get(name) or ""
         self.query_one("#preview", Markdown).update(render_markdown(report))

@@ -7,13 +7,14 @@ only signal: every colour has a word and a symbol beside it.
 
 from __future__ import annotations
 
-from rich.console import Group
+from rich.console import Console
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from kiosk.advice import AGAIN_TOUCHSCREEN, instruction
 from kiosk.tui.state import RUNG_STATES, RUNGS, USB_MODES, VERDICTS, SlotState
 from kiosk.tui.widgets.touch_button import TouchButton
 
@@ -87,7 +88,8 @@ def led_words(state: SlotState) -> tuple[str, str | None]:
 
 
 def led_text(state: SlotState, roomy: bool) -> Text:
-    """A block lit in the LED's colour as the device blinks, with the pattern in words and any SOS code."""
+    """A block lit in the LED's colour as the device blinks, with the pattern in words and any SOS code
+    ("was SOS n" once the LED shows something else)."""
     lit = state.led_lit
     swatch = Text()
     if not state.led_sensor:
@@ -102,10 +104,11 @@ def led_text(state: SlotState, roomy: bool) -> Text:
     sos = state.sos
     lines = [swatch]
     if sos and sos.get("sos_code") is not None:
-        was = "was " if state.good and not state.running else ""
-        code = Text(f"{was}SOS {sos['sos_code']} {sos.get('sos_name') or ''}", style="bold reverse")
+        showing = (state.led or {}).get("pattern") == "sos"  # the SOS is on the LED now, or it was earlier
+        was = "" if showing else "was "
+        code = Text(f"{was}SOS {sos['sos_code']} {sos.get('sos_name') or ''}".rstrip(), style="bold reverse")
         if roomy:
-            code.append(f" {sos.get('sos_meaning') or ''}", style="bold")
+            code.append(f" {sos.get('sos_meaning') or ''}".rstrip(), style="bold")
             meaning = None  # the SOS meaning says more than the pattern's
             lines.append(code)
         elif f"SOS {sos['sos_code']}" not in words or was:
@@ -113,10 +116,7 @@ def led_text(state: SlotState, roomy: bool) -> Text:
             swatch.append_text(code)
     if roomy and meaning:
         lines.append(Text(meaning, style="italic"))
-    text = Text("\n").join(lines)
-    if not roomy:
-        text.no_wrap, text.overflow = True, "ellipsis"
-    return text
+    return Text("\n").join(lines)
 
 
 def ladder_text(state: SlotState, roomy: bool) -> Text:
@@ -172,57 +172,114 @@ def bar_text(state: SlotState, roomy: bool, tick: int, width: int) -> Text:
     return Text()
 
 
-def verdict_text(state: SlotState, roomy: bool) -> tuple[Text, str | None]:
-    """The verdict in words a technician acts on, and its tone (good, attention, bad, neutral; None: no
-    verdict). An empty slot says to plug a device in."""
+def verdict_text(state: SlotState) -> tuple[Text, Text, Text, str | None]:
+    """The verdict as three parts: a headline, the instruction a technician acts on (which the card always
+    shows whole), and what was found (shown as far as there is room); and the tone (good, attention, bad,
+    neutral; None: no verdict yet). While a slot works, the headline is what it is doing."""
     if state.running:
         detail = state.rung_detail or ("recovering…" if state.busy_with == "recovery" else "flashing…")
-        return Text(detail, style="italic"), None
+        return Text(detail, style="italic"), Text(), Text(), None
     if state.verdict is not None:
         words = VERDICTS.get(state.verdict) or VERDICTS["error"]
         head = Text(f"{words.symbol} {words.headline}", style="bold")
-        if state.verdict_rung:
+        if state.verdict_rung and state.good and state.verdict != "recovered-by-swd":  # (that one says how)
             head.append(f" by {state.verdict_rung}")
         if state.elapsed_s is not None:
             head.append(f" ({state.elapsed_s:.0f} s)")
-        body = [head]
-        if state.verdict_detail:  # the words a technician acts on come first
-            body.append(Text(state.verdict_detail))
-        if roomy:
-            body.append(Text(words.action, style="italic"))
-        return Text("\n").join(body), words.tone
+        action = instruction(state.verdict, state.verdict_action, state.verdict_again, state.usb_errors,
+                             AGAIN_TOUCHSCREEN)  # fmt: skip
+        return head, Text(action, style="bold"), Text(state.verdict_detail, style="italic"), words.tone
     if state.present is False:
-        return Text("○ No device on USB: plug a device in.\nA dark device? Press RECOVER.", style="bold"), None
+        return Text("○ No device on USB: plug a device in.", style="bold"), Text("A dark device? Press RECOVER."), \
+            Text(), None  # fmt: skip
     if state.present is None:
-        return Text("looking for a device…", style="italic"), None
-    return Text("● Ready: press RECOVER", style="bold"), None
+        return Text("looking for a device…", style="italic"), Text(), Text(), None
+    return Text("● Ready: press RECOVER", style="bold"), Text(), Text(), None
+
+
+def card_lines(state: SlotState, roomy: bool, tick: int, width: int, height: int,
+               console: Console) -> tuple[list[Text], int, str | None]:  # fmt: skip
+    """The card's words as at most ``height`` lines of ``width`` cells, the index of the verdict's first line,
+    and the verdict's tone.
+
+    The verdict's headline and its whole instruction come first; then, as room allows: the rungs, the
+    LED, the flash bar, the rungs as a list (roomy), what was found, and the LED's meaning. What does not
+    fit is left out (what was found is cut with an ellipsis), never the instruction.
+    """
+    width = max(10, width)
+
+    def wrap(text: Text) -> list[Text]:
+        return list(text.wrap(console, width)) if text.plain else []
+
+    head, action, found, tone = verdict_text(state)
+    must = wrap(head) + wrap(action)
+    led_long = wrap(led_text(state, True)) if roomy else []
+    led_short = led_text(state, False)
+    led_short.no_wrap, led_short.overflow = True, "ellipsis"
+    rungs_long = wrap(ladder_text(state, True)) if roomy else []
+    bar = bar_text(state, roomy, tick, width)
+    bar_lines = wrap(bar) if bar.plain else ([Text()] if state.running else [])
+
+    left = height - len(must)
+    parts: dict[str, list[Text]] = {}
+
+    def take(name: str, lines: list[Text]) -> bool:
+        nonlocal left
+        extra = len(lines) - len(parts.get(name, []))
+        if not lines or extra > left:
+            return False
+        parts[name] = lines
+        left -= extra
+        return True
+
+    take("rungs", [ladder_text(state, False)])
+    take("led", [led_short])
+    take("bar", bar_lines)
+    if rungs_long:
+        take("rungs", [Text(), *rungs_long])  # a blank line above the list
+    if led_long:
+        take("led", led_long)
+    found_lines = wrap(found)
+    if found_lines and left > 0:
+        shown = found_lines[:left]
+        if len(shown) < len(found_lines):
+            last = shown[-1]
+            last.truncate(max(1, width - 1))
+            last.append("…")
+        parts["found"] = shown
+        left -= len(shown)
+    above = [*parts.get("led", []), *parts.get("rungs", []), *parts.get("bar", [])]
+    lines = [*above, *must, *parts.get("found", [])]
+    for line in lines:
+        line.no_wrap, line.overflow = True, "ellipsis"
+    return lines, len(above), tone
 
 
 class CardBody(Static):
     """The card's words, drawn as one widget: the LED, the rungs, the flash bar and the verdict.
 
-    One widget rather than four keeps the first frame quick (Textual's cost is per widget). Each part keeps
-    its own lines: the LED at most three (one when not roomy), the bar one (two when roomy, none when roomy
-    and idle), the verdict the rest, in its tone's colour.
+    One widget rather than four keeps the first frame quick (Textual's cost is per widget). The lines are
+    laid out for the widget's size (:func:`card_lines`): the verdict's instruction is always whole.
     """
 
     text = ""  # what the card says, as plain text (tests and logs read it)
 
     def show(self, state: SlotState, roomy: bool, tick: int) -> None:
-        width = self.size.width or 36
-        verdict, tone = verdict_text(state, roomy)
+        width, height = self.size.width or 36, self.size.height or 6
+        lines, verdict_at, tone = card_lines(state, roomy, tick, width, height, self.app.console)
         if tone is not None:
-            verdict.stylize(_tone_colour(self.app, tone))
-        bar = bar_text(state, roomy, tick, width)
-        parts = [led_text(state, roomy)]
-        if roomy:
-            parts.append(Text())  # a blank line above the list of rungs
-        parts.append(ladder_text(state, roomy))
-        if bar or not roomy:
-            parts.append(bar)  # one line even when empty, so the verdict does not jump when a flash starts
-        parts.append(verdict)
-        self.text = "\n".join(part.plain for part in parts)
-        self.update(Group(*parts))
+            colour = _tone_colour(self.app, tone)
+            for line in lines[verdict_at:]:
+                line.stylize(colour)
+        self.text = "\n".join(line.plain for line in lines)
+        shown = Text("\n").join(lines)
+        shown.no_wrap, shown.overflow = True, "ellipsis"  # laid out to the width already: no second wrapping
+        self.update(shown)
+
+    def on_resize(self) -> None:
+        card = self.parent
+        if isinstance(card, SlotCard) and card.state is not None and card._composed:
+            card._render_state(card.state)
 
 
 def _tone_colour(app, tone: str) -> str:
@@ -237,8 +294,14 @@ class FlashBar(Static):
         self.update(bar_text(state, roomy, tick, self.size.width or 36))
 
 
+#: A card at least this big (cells, its border included) uses the long forms: the rungs as a list, the LED's
+#: meaning. A one-slot bench at 80x24 is roomy; four slots at 80x24 are not.
+ROOMY_WIDTH, ROOMY_HEIGHT = 48, 16
+
+
 class SlotCard(Vertical):
-    """One slot. ``state`` drives everything; ``roomy`` switches to the long forms on a big screen."""
+    """One slot. ``state`` drives everything; ``roomy`` (from the card's own size) switches to the long forms.
+    A tap anywhere on the card selects its slot (what Flash and Report act on)."""
 
     state: reactive[SlotState | None] = reactive(None, init=False, always_update=True)
     roomy: reactive[bool] = reactive(False, init=False)
@@ -258,11 +321,20 @@ class SlotCard(Vertical):
     def on_mount(self) -> None:
         # the app's state may have moved on while the card was being mounted
         self._composed = True
+        self.set_class(getattr(self.app, "selected", None) == self._initial.index, "selected")
         self.state = getattr(self.app, "states", {}).get(self._initial.index, self._initial)
 
     def watch_state(self, state: SlotState | None) -> None:
         if state is not None and self._composed:
             self._render_state(state)
+
+    def on_resize(self) -> None:
+        self.roomy = self.size.width >= ROOMY_WIDTH and self.size.height >= ROOMY_HEIGHT
+
+    def on_click(self) -> None:
+        select = getattr(self.app, "select_slot", None)
+        if select is not None:
+            select(self._initial.index)
 
     def watch_roomy(self, roomy: bool) -> None:
         self.set_class(roomy, "roomy")
