@@ -160,6 +160,21 @@ async def test_no_quarantine_leaves_the_table_the_room(kiosk):
         assert screen.query_one("#entries").region.height >= 14
 
 
+async def test_an_empty_library_says_how_to_fill_it(kiosk, tmp_path):
+    from firmware.library import FirmwareLibrary
+
+    app = kiosk("healthy@boron")
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        app.backend.library = FirmwareLibrary(tmp_path / "empty")
+        await pilot.press("l")
+        await wait_until(pilot, lambda: isinstance(app.screen, LibraryScreen), 10)
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        words = str(app.screen.query_one("#library-message", Static).render())
+        assert "is empty" in words and "Import" in words and "USB stick" in words
+
+
 async def open_history(pilot, app) -> HistoryScreen:
     await ready(pilot)
     await pilot.press("h")

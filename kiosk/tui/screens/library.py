@@ -98,8 +98,8 @@ def entry_words(entry: LibraryEntry) -> str:
     """Everything about one file in a line or two, for the message line when its row is tapped."""
     version = f"{entry.function} {entry.index} v{entry.version}" if entry.kind == "module" else entry.kind
     release = f" {entry.release}" if entry.release else ""
-    return (f"{entry.platform}{release} {entry.name}: {version}, {entry.size:,} bytes, imported as "
-            f"{entry.source}; SHA-256 {entry.sha256}")  # fmt: skip
+    source = "" if Path(entry.source).stem == entry.name else f", imported as {entry.source}"
+    return f"{entry.platform}{release} {entry.name}: {version}, {entry.size:,} bytes{source}; SHA-256 {entry.sha256}"
 
 
 def import_summary(path: Path, report: ImportReport) -> tuple[str, str]:
@@ -156,7 +156,12 @@ class LibraryScreen(KioskScreen):
         self._entries = sorted(entries, key=lambda e: (e.platform, e.release or "", e.function or "", e.index or 0))
         self._fill_table(force=True)
         message = self.query_one("#library-message", Static)
-        if not str(message.render()).strip():
+        if str(message.render()).strip():
+            pass  # what an import said stays
+        elif not entries:
+            self.say("library-message", f"The library ({ellipsize(root, 40)}) is empty: type the path of a release "
+                     "(.zip or folder) and tap Import, or tap USB stick.", "problem")  # fmt: skip
+        else:
             self.say("library-message", f"{files(len(entries))} in {ellipsize(root, 40)}; tap a row for all about it.",
                      "note")  # fmt: skip
         self._show_quarantine(quarantined)
