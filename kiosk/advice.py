@@ -10,7 +10,7 @@ words. A run that met USB errors says to check the cable, with the count, whatev
     >>> instruction("stopped", "", False, 0, "press RECOVER")
     'Press RECOVER.'
     >>> instruction("recovered", "", False, 3, "press RECOVER")
-    'Hand it back; 3 USB transfers failed and were retried: check the USB cable.'
+    'Hand it back; check the USB cable: 3 USB transfers failed.'
 """
 
 from __future__ import annotations
@@ -44,8 +44,7 @@ def cable_words(usb_errors: int) -> str:
     if usb_errors <= 0:
         return ""
     plural = "s" if usb_errors != 1 else ""
-    was = "were" if usb_errors != 1 else "was"
-    return f"{usb_errors} USB transfer{plural} failed and {was} retried: check the USB cable"
+    return f"check the USB cable: {usb_errors} USB transfer{plural} failed"
 
 
 def instruction(verdict: str | None, action: str, again: bool, usb_errors: int, again_words: str) -> str:

@@ -76,7 +76,7 @@ SENSOR_FOUND = (
     "the device answers on USB with every module valid, but the LED sensor shows {led}. A running Device OS "
     "always drives its LED; nothing was written"
 )
-SENSOR_ACTION = "Check the LED sensor faces the LED and its wires (kiosk doctor --active)"
+SENSOR_ACTION = "Check the LED sensor and its wires (kiosk doctor --active)"
 PROTECTED_FOUND = "Device Protection is on: nothing can be written offline"
 PROTECTED_ACTION = "Ask the product's owner to put it in service mode"
 CHECKLIST_ACTION = "Check EN pin, 3V3 rail, shorts, heat: the report has the checklist"

@@ -249,8 +249,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if verdict.get("what_to_do"):
         lines.append(f"- What to do: {_inline(verdict['what_to_do'])}")
     if verdict.get("usb_errors"):
-        lines.append(f"- USB cable: {_inline(cable_words(verdict['usb_errors']))} (I/O errors on the wire, "
-                     "not stalls or timeouts; a sound cable and hub give none)")  # fmt: skip
+        lines.append(f"- USB cable: {_inline(cable_words(verdict['usb_errors']))} on the wire and were retried "
+                     "(I/O errors, not stalls or timeouts: a sound cable and hub give none)")  # fmt: skip
     if verdict.get("elapsed_s") is not None:
         timing = f"- Time on the device clock: {verdict['elapsed_s']:.1f} s"
         if verdict.get("minimum_s"):

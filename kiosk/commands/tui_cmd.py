@@ -14,6 +14,7 @@ config), and come alive when the bench is open.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -119,13 +120,39 @@ def build_app(args: argparse.Namespace, *, live: bool = True):
     backend = KioskBackend(open_bench, open_library, args.journal or journal_path,
                            lambda message: holder["app"].post_message(message), description=words,
                            exclusive=not args.simulate)  # fmt: skip
-    app = KioskApp(backend, live=live, settings=TuiSettings.load(), bench_words=words, slots=slots)
+    app = KioskApp(backend, live=live, settings=TuiSettings.load(), bench_words=words, slots=slots,
+                   demo=bool(args.simulate))  # fmt: skip
     holder["app"] = app
     return app, backend
 
 
+def tui_log_path() -> Path:
+    """Where the touchscreen logs what went wrong (a fault in a screen, with its traceback)."""
+    state_home = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return state_home / "particle-kiosk" / "tui.log"
+
+
+def _log_to_file(path: Path) -> None:
+    """The kiosk's warnings and errors to ``path`` (1 MiB, 3 old files kept): the terminal is the screen."""
+    import logging
+    from logging.handlers import RotatingFileHandler
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = RotatingFileHandler(path, maxBytes=1 << 20, backupCount=3, encoding="utf-8")
+    except OSError as exc:
+        print(f"kiosk: cannot write the log {path} ({exc.strerror or exc}); faults are shown on screen only",
+              file=sys.stderr)  # fmt: skip
+        return
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    for name in ("kiosk", "hw"):
+        logging.getLogger(name).addHandler(handler)
+
+
 def cmd_tui(args: argparse.Namespace) -> int:
     app, backend = build_app(args)
+    _log_to_file(tui_log_path())
     try:
         app.run()
     finally:

@@ -225,8 +225,9 @@ class KioskApp(App[None]):
 
     def title_text(self) -> str:
         slots = f" · {len(self.states)} slot{'s' if len(self.states) != 1 else ''}" if self.states else ""
-        leave = " · Ctrl+C quits" if self.demo else ""
-        return f"PARTICLE BENCH KIOSK · {self.bench_words}{slots} · tap RECOVER{leave}"
+        # a demo says how to leave it (in the room "tap RECOVER" takes: the big buttons say that themselves)
+        hint = "Ctrl+C quits the demo" if self.demo else "tap RECOVER on a slot"
+        return f"PARTICLE BENCH KIOSK · {self.bench_words}{slots} · {hint}"
 
     def action_help_quit(self) -> None:
         # Ctrl+C: a demo on a laptop closes as any terminal program does; the bench's kiosk only says how

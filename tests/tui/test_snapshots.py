@@ -293,3 +293,71 @@ def test_settings(snap_compare, folder, size):
     finally:
         _close(backend)
 
+
+
+def needs_you_verdicts(app) -> None:
+    """The verdicts whose instruction is longest, with the ladder's own words (kiosk.ladder)."""
+    from kiosk.ladder import CHECKLIST, CHECKLIST_ACTION, PROTECTED_ACTION, PROTECTED_FOUND
+
+    for slot in (1, 2, 3, 4):
+        app.set_state(slot, _busy(app.states[slot]))
+    feed(app, 1, RungStarted(1, "identify"), RungFinished(1, "identify", "observed"), RungStarted(1, "cold-boot"),
+         RungFinished(1, "cold-boot", "failed"), Verdict(1, "needs-technician", None, "power did not go: a battery "
+         "keeps the device running", 11.8, 11.8, "Unplug its battery", True))  # fmt: skip
+    feed(app, 2, RungStarted(2, "identify"), RungFinished(2, "identify", "needs-owner", PROTECTED_FOUND),
+         Verdict(2, "needs-owner", None, PROTECTED_FOUND, 3.0, 3.0, PROTECTED_ACTION, True))  # fmt: skip
+    feed(app, 3, RungStarted(3, "identify"), RungFinished(3, "identify", "observed"), RungStarted(3, "cold-boot"),
+         RungFinished(3, "cold-boot", "failed"), RungStarted(3, "swd-restore"),
+         RungFinished(3, "swd-restore", "damaged"),
+         Verdict(3, "damaged-hardware", None, "nothing answers over USB or SWD: the SWD debugger sees no target "
+                 "voltage, though the slot powers the device; check: " + "; ".join(CHECKLIST), 11.3, 11.0,
+                 CHECKLIST_ACTION))  # fmt: skip
+    feed(app, 4, RungStarted(4, "identify"), RungFinished(4, "identify", "observed"), RungStarted(4, "update"),
+         RungFinished(4, "update", "healthy"), Verdict(4, "recovered", "update", "Device OS update and Tinker "
+         "(dependencies order)", 9.0, 8.3, "", False, 24))  # fmt: skip
+    for slot in (1, 2, 3, 4):
+        app.on_slot_idle(_idle(slot))
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_main_needs_you_verdicts(snap_compare, folder, size):
+    """battery-fitted, protected, dead and a flaky cable: every instruction whole, at 80x24 and 120x40."""
+    app, backend = app_on(folder)
+
+    async def before(pilot):
+        await _main(pilot, needs_you_verdicts)
+
+    try:
+        assert snap_compare(app, terminal_size=size, run_before=before)
+    finally:
+        _close(backend)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_one_slot_bench_uses_its_room(snap_compare, folder, size):
+    """One slot: the card takes the screen, with the rungs as a list, the LED's meaning and the whole verdict."""
+    app, backend = app_on(folder, "dead@boron")
+
+    def dead(app) -> None:
+        from kiosk.ladder import CHECKLIST, CHECKLIST_ACTION
+
+        app.on_device_seen(DeviceSeen(1, None, None, None))
+        app.on_led_seen(LedSeen(1, "off", led(None, "off")))
+        app.set_state(1, _busy(app.states[1]))
+        feed(app, 1, RungStarted(1, "identify"), RungFinished(1, "identify", "observed"), RungStarted(1, "cold-boot"),
+             RungFinished(1, "cold-boot", "failed"), RungStarted(1, "swd-restore"),
+             RungFinished(1, "swd-restore", "damaged"),
+             Verdict(1, "damaged-hardware", None, "nothing answers over USB or SWD: the SWD debugger sees no target "
+                     "voltage, though the slot powers the device; check: " + "; ".join(CHECKLIST), 11.3, 11.0,
+                     CHECKLIST_ACTION))  # fmt: skip
+        app.on_slot_idle(_idle(1))
+
+    async def before(pilot):
+        await ready(pilot)
+        dead(pilot.app)
+        await pilot.pause()
+
+    try:
+        assert snap_compare(app, terminal_size=size, run_before=before)
+    finally:
+        _close(backend)

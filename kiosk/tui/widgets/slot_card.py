@@ -237,8 +237,6 @@ def card_lines(state: SlotState, roomy: bool, tick: int, width: int, height: int
     take("bar", bar_lines)
     if rungs_long:
         take("rungs", [Text(), *rungs_long])  # a blank line above the list
-    if led_long:
-        take("led", led_long)
     found_lines = wrap(found)
     if found_lines and left > 0:
         shown = found_lines[:left]
@@ -248,10 +246,13 @@ def card_lines(state: SlotState, roomy: bool, tick: int, width: int, height: int
             last.append("…")
         parts["found"] = shown
         left -= len(shown)
+    if led_long:
+        take("led", led_long)
     above = [*parts.get("led", []), *parts.get("rungs", []), *parts.get("bar", [])]
     lines = [*above, *must, *parts.get("found", [])]
     for line in lines:
         line.no_wrap, line.overflow = True, "ellipsis"
+        line.truncate(width, overflow="ellipsis")
     return lines, len(above), tone
 
 
