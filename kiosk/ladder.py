@@ -489,12 +489,14 @@ class Ladder:
     def _safe_mode_then_tinker(self, ask: bool) -> LadderResult | None:
         """``ask``: try the control request first (a device that answers and shows no SOS)."""
         self._publish(RungStarted(self.slot.index, "safe-mode"))
-        outcome, _ = self._step("safe-mode", "restart in safe mode", lambda: self._enter_safe_mode(ask))
-        self._publish(RungFinished(self.slot.index, "safe-mode", outcome))
+        outcome, detail = self._step("safe-mode", "restart in safe mode", lambda: self._enter_safe_mode(ask))
         if outcome != "done":
+            self._publish(RungFinished(self.slot.index, "safe-mode", outcome, detail))
             return None
-        seen = self._flash_tinker("safe-mode")
-        if seen is not None and seen.healthy:
+        seen = self._flash_tinker("safe-mode")  # the same rung: "safe mode, then Tinker" is done when it runs
+        healthy = seen is not None and seen.healthy
+        self._publish(RungFinished(self.slot.index, "safe-mode", "healthy" if healthy else "not yet"))
+        if healthy:
             return self._verdict("recovered", "safe-mode", "Device OS runs without the app, so the app was at "
                                  "fault: Tinker written in its place")  # fmt: skip
         return None

@@ -280,3 +280,29 @@ def test_output_piped_into_a_reader_that_closes_early_ends_quietly(tmp_path):
     # Read to the end, nothing is broken: the status is the command's own.
     status, lines, err = _piped(journal, "history", read_lines=52)  # the heading, 50 runs, the last line
     assert status == 0 and lines[-1] == b"... and 1450 older runs (--limit 0 shows them all)\n" and err == b""
+
+
+def test_flaky_cable_is_named_with_its_count_in_the_verdict_the_journal_and_the_report(capsys, tmp_path):
+    journal = tmp_path / "j.sqlite"
+    status, doc = run_json(capsys, "recover", "--simulate", "flaky-cable", "--journal", str(journal))
+    assert status == 0 and doc["verdict"] == "recovered"
+    errors = doc["usb_errors"]
+    assert errors > 0  # the scenario's cable garbles one DFU transfer in 7
+    assert main(["report", "--journal", str(journal), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["verdict"]["usb_errors"] == errors
+    assert f"check the USB cable: {errors} USB transfers failed" in report["verdict"]["what_to_do"]
+    assert main(["report", "--journal", str(journal)]) == 0
+    assert f"- USB cable: check the USB cable: {errors} USB transfers failed" in capsys.readouterr().out
+    # a sound cable says nothing of it
+    status, doc = run_json(capsys, "recover", "--simulate", "corrupt-system", "--journal", str(journal))
+    assert status == 0 and doc["usb_errors"] == 0
+    assert main(["report", "--journal", str(journal)]) == 0
+    assert "USB cable" not in capsys.readouterr().out
+
+
+def test_recover_says_what_to_do_in_the_clis_own_words(capsys, tmp_path):
+    assert main(["recover", "--simulate", "battery-fitted", "--journal", str(tmp_path / "j.sqlite")]) == 1
+    out = capsys.readouterr().out
+    assert "what to do: Unplug its battery, then run `kiosk recover --slot 1` again." in out
+    assert "Recover button" not in out and "press Recover" not in out

@@ -85,6 +85,8 @@ def test_the_report_holds_what_particle_support_asks_for(tmp_path):
         "verdict": "recovered",
         "rung_that_fixed": "safe-mode",
         "detail": "Tinker written",
+        "what_to_do": "Hand it back.",
+        "usb_errors": 0,
         "elapsed_s": 48.0,
         "minimum_s": 45.0,
         "ratio": 1.067,

@@ -215,3 +215,17 @@ def test_the_command_refuses_bad_arguments_before_any_screen(argv, status, words
     argv = [*argv, "--config", str(tmp_path / "missing.toml")] if argv else argv
     assert main(argv) == status
     assert words in capsys.readouterr().err
+
+
+async def test_a_flaky_cable_is_named_on_the_card_with_its_count(kiosk):
+    app = kiosk("flaky-cable@boron")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await pilot.click("#act-1")
+        await wait_until(pilot, lambda: app.states[1].verdict is not None and not app.states[1].running, 120,
+                         "the verdict")  # fmt: skip
+        await pilot.pause()
+        state = app.states[1]
+        assert state.verdict == "recovered" and state.usb_errors > 0
+        assert f"check the USB cable: {state.usb_errors} USB transfers failed" in " ".join(card_text(app, 1).split())
+        assert app.backend.journal.run(state.last_run_id)["usb_errors"] == state.usb_errors

@@ -8,6 +8,7 @@ from textual.containers import Grid, Horizontal
 from textual.screen import Screen
 from textual.widgets import Button, Static
 
+from kiosk.tui.guard import guard_handlers
 from kiosk.tui.widgets.slot_card import SlotCard
 from kiosk.tui.widgets.touch_button import TouchButton
 
@@ -21,6 +22,7 @@ NAV: dict[str, tuple[str, str]] = {
 }
 
 
+@guard_handlers
 class MainScreen(Screen):
     """Slot cards in a grid (1 or 2 columns) that fills the screen, from the first frame on (the app knows its
     slots from the arguments or the config); the bench opens once that frame is on the screen."""

@@ -15,6 +15,7 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from kiosk.advice import AGAIN_TOUCHSCREEN, instruction
+from kiosk.tui.guard import guard_handlers
 from kiosk.tui.state import RUNG_STATES, RUNGS, USB_MODES, VERDICTS, SlotState
 from kiosk.tui.widgets.touch_button import TouchButton
 
@@ -256,6 +257,7 @@ def card_lines(state: SlotState, roomy: bool, tick: int, width: int, height: int
     return lines, len(above), tone
 
 
+@guard_handlers
 class CardBody(Static):
     """The card's words, drawn as one widget: the LED, the rungs, the flash bar and the verdict.
 
@@ -300,6 +302,7 @@ class FlashBar(Static):
 ROOMY_WIDTH, ROOMY_HEIGHT = 48, 16
 
 
+@guard_handlers
 class SlotCard(Vertical):
     """One slot. ``state`` drives everything; ``roomy`` (from the card's own size) switches to the long forms.
     A tap anywhere on the card selects its slot (what Flash and Report act on)."""
