@@ -23,6 +23,9 @@ test-long: $(STAMP) lint tools
 	KIOSK_FUZZ_PROFILE=long KIOSK_LONG=1 $(BIN)/python -m pytest
 
 # The YModem tests talk to lrzsz (Debian's package; `rb`/`sb`) over a pseudo-terminal.
+# The interoperability tests (tests/interop) run Particle's own node libraries, binary-version-reader and
+# particle-usb, pinned in tests/peers/package-lock.json: node and npm (Debian's nodejs and npm), then `npm ci`
+# whenever tests/peers/node_modules is missing or older than the lockfile.
 # The deploy tests verify the kiosk's systemd unit (systemd-analyze checks that cage and foot exist), foot's config
 # and install.sh (shellcheck); without them those tests are skipped.
 tools:
@@ -30,6 +33,12 @@ tools:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lrzsz >/dev/null; \
 	  else echo "lrzsz is missing: install Debian's lrzsz package (sudo apt-get install lrzsz)"; exit 1; fi; }
+	@{ command -v node && command -v npm; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null; \
+	  else echo "node or npm is missing: install Debian's nodejs and npm packages (sudo apt-get install nodejs npm)"; exit 1; fi; }
+	@if [ ! -d tests/peers/node_modules ] || [ tests/peers/package-lock.json -nt tests/peers/node_modules ]; then \
+	  npm ci --prefix tests/peers --no-audit --no-fund && touch tests/peers/node_modules; fi
 	@{ command -v cage && command -v foot && command -v shellcheck && command -v systemd-analyze; } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cage foot shellcheck systemd >/dev/null; \
