@@ -104,14 +104,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX artifacts_by_run ON artifacts(run_id, id);
     """,
-    # 3: what the verdict asks of the technician, apart from what was found, and the USB errors the run met.
+    # 3: what the verdict asks of the technician, apart from what was found, the USB errors the run met, and
+    # what kind of run it was (a recovery, or a flash by hand).
     """
+    ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'recovery';
     ALTER TABLE runs ADD COLUMN action TEXT NOT NULL DEFAULT '';
     ALTER TABLE runs ADD COLUMN again INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE runs ADD COLUMN usb_errors INTEGER NOT NULL DEFAULT 0;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+RUN_KINDS = ("recovery", "manual flash")
 
 
 class JournalError(Exception):
@@ -288,13 +291,17 @@ class Journal:
 
     # --- runs -----------------------------------------------------------------------------------------------
 
-    def start_run(self, slot: int, device_id: str | None, platform: str | None, scenario: str | None = None) -> int:
-        """Record a run starting on ``slot`` (device id and platform None while unknown); returns its id."""
+    def start_run(self, slot: int, device_id: str | None, platform: str | None, scenario: str | None = None,
+                  *, kind: str = "recovery") -> int:  # fmt: skip
+        """Record a run starting on ``slot`` (device id and platform None while unknown); returns its id.
+        ``kind``: ``recovery`` (the ladder) or ``manual flash`` (modules the technician chose)."""
+        if kind not in RUN_KINDS:
+            raise ValueError(f"a run is one of {', '.join(RUN_KINDS)}, not {kind!r}")
         with self._write() as db:
             cursor = db.execute(
-                "INSERT INTO runs (slot, device_id, platform, scenario, started_at, status) "
-                "VALUES (?, ?, ?, ?, ?, 'running')",
-                (slot, _device_key(device_id), _opt(platform), _opt(scenario), self._stamp()),
+                "INSERT INTO runs (slot, device_id, platform, scenario, started_at, status, kind) "
+                "VALUES (?, ?, ?, ?, ?, 'running', ?)",
+                (slot, _device_key(device_id), _opt(platform), _opt(scenario), self._stamp(), kind),
             )
         run_id = int(cursor.lastrowid or 0)
         self._live.add(run_id)

@@ -103,6 +103,7 @@ def build_report(journal: Journal, run_id: int) -> dict[str, Any]:
             "slot": run["slot"],
             "status": run["status"],
             "scenario": run.get("scenario"),
+            "kind": run.get("kind") or "recovery",
             "started_at": run["started_at"],
             "ended_at": run["ended_at"],
         },
@@ -235,7 +236,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"- Device ID: {_inline(device.get('device_id') or 'not found')}",
         f"- Platform: {_inline(device.get('platform') or 'not known')}",
-        f"- Run {run.get('id')} on slot {run.get('slot')}: {run.get('status')}, "
+        f"- Run {run.get('id')} on slot {run.get('slot')} ({run.get('kind') or 'recovery'}): {run.get('status')}, "
         f"started {run.get('started_at')}, ended {run.get('ended_at') or '(not ended)'}",
     ]
     if run.get("scenario"):

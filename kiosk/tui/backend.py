@@ -358,8 +358,10 @@ class KioskBackend:
             return ManualPlan(slot_number, None, list(refused.refusals), words)
         return ManualPlan(slot_number, plan, [], words)
 
-    def flash(self, slot_number: int, plan: FlashPlan) -> None:
-        """Write a checked plan (in this worker, as a clock actor); events show on the slot's card."""
+    def flash(self, slot_number: int, plan: FlashPlan, device_id: str | None = None) -> None:
+        """Write a checked plan (in this worker, as a clock actor); events show on the slot's card, and the
+        journal keeps it as a run of its own (kind "manual flash"), each step written before and after."""
+        from kiosk.events import StepFinished, StepStarted
         from kiosk.executor import FlashExecutor
 
         bench = self.bench
@@ -370,20 +372,42 @@ class KioskBackend:
             self._busy[slot_number] = "manual flash"
             cancel = bench.clock.event()
             self._flash_cancel[slot_number] = cancel
-        self.post(SlotBusy(slot_number, "manual flash", None))
-        verdict, detail = "flash-failed", ""
+        journal = self.journal
+        slot = bench.slot(slot_number)
+        run_id = journal.start_run(slot_number, device_id, plan.device.platform.name, slot.scenario,
+                                   kind="manual flash") if journal is not None else None  # fmt: skip
+        steps: dict[int, int] = {}
+
+        def journal_step(event) -> None:  # in this worker: the executor publishes as it goes
+            if event.slot != slot_number or run_id is None:
+                return
+            if isinstance(event, StepStarted):
+                steps[event.index] = journal.begin_step(run_id, "manual-flash", f"write {Path(event.name).name} "
+                                                        f"by {event.mechanism}, {event.size} bytes")  # fmt: skip
+            elif isinstance(event, StepFinished) and event.index in steps:
+                journal.end_step(steps.pop(event.index), event.outcome, event.detail, event.figures)
+
+        unsubscribe = self.bus.subscribe(journal_step)
+        self.post(SlotBusy(slot_number, "manual flash", run_id))
+        verdict, detail, report = "flash-failed", "", None
         try:
             with bench.clock.actor():
-                report = FlashExecutor(bench.slot(slot_number), plan, self.bus, cancel).run()
+                report = FlashExecutor(slot, plan, self.bus, cancel).run()
             detail = flash_words(report)
             verdict = "stopped" if cancel.is_set() else ("flashed" if report.ok else "flash-failed")
         except Exception as exc:  # the UI must hear of it, whatever it was
             verdict, detail = "flash-failed", f"the flash failed: {type(exc).__name__}: {exc}"
         finally:
+            unsubscribe()
+            if run_id is not None:
+                with contextlib.suppress(Exception):  # the journal's own trouble must not hide the verdict
+                    journal.finish_run(run_id, verdict, None, detail, report.elapsed_s if report else None, None,
+                                       "stopped" if verdict == "stopped" else "finished",
+                                       usb_errors=report.usb_errors if report else 0)  # fmt: skip
             with lock:
                 self._busy.pop(slot_number, None)
                 self._flash_cancel.pop(slot_number, None)
-            self.post(SlotIdle(slot_number, verdict, detail, None))
+            self.post(SlotIdle(slot_number, verdict, detail, run_id))
 
 
 #: How each mechanism's write was verified, in the words of the result line.

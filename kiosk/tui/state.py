@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # events and the ladder (and all it imports) come with the be
 
 #: The ladder's rungs in order, with the short label a card has room for and the long one it has at 120x40.
 RUNGS: dict[str, tuple[str, str]] = {
-    "identify": ("look", "Identify (USB, modules, LED)"),
+    "identify": ("look", "Identify: USB, modules, LED"),
     "cold-boot": ("power", "Cold boot (power off, on)"),
     "safe-mode": ("safe", "Safe mode, then Tinker"),
     "update": ("update", "Device OS update + Tinker"),

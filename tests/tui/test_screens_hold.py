@@ -101,6 +101,13 @@ async def test_a_manual_flash_from_the_screen_completes_and_says_what_was_writte
         await pilot.pause()
         assert isinstance(app.screen, MainScreen)
         assert "FLASHED" in app.main_screen.card(1).query_one("CardBody").text
+        # the journal keeps the flash as a run of its own, each step recorded, and Report opens it
+        run = app.backend.journal.run(app.states[1].last_run_id)
+        assert (run["kind"], run["verdict"], run["status"]) == ("manual flash", "flashed", "finished")
+        assert [s["outcome"] for s in run["steps"]] == [e.outcome for e in steps]
+        await pilot.press("p")
+        await wait_until(pilot, lambda: getattr(app.screen, "report", None) is not None, 20, "the report")
+        assert app.screen.run_id == run["id"] and app.screen.report["run"]["kind"] == "manual flash"
 
 
 async def test_a_fault_in_a_screen_handler_is_shown_and_a_recovery_on_another_slot_carries_on(

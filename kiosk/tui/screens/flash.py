@@ -202,7 +202,8 @@ class FlashScreen(KioskScreen):
         self.checked = None  # a plan is written once; the next flash is checked again
         self.app.set_state(slot, fresh_run(self.app.states[slot], "manual flash"))
         self.say("plan-result", f"Flashing slot {slot}: {len(plan.steps)} step(s)…", "note")
-        self.app.spawn(lambda: self.app.backend.flash(slot, plan), f"flash-{slot}")
+        device_id = self.app.states[slot].device_id
+        self.app.spawn(lambda: self.app.backend.flash(slot, plan, device_id), f"flash-{slot}")
 
     def slot_changed(self, slot: int, state: SlotState | None) -> None:
         """Called by the app whenever a slot's state changes: mirror this slot's progress and result."""

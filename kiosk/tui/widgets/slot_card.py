@@ -233,10 +233,12 @@ def card_lines(state: SlotState, roomy: bool, tick: int, width: int, height: int
         left -= extra
         return True
 
-    take("rungs", [ladder_text(state, False)])
+    ladder = state.busy_with != "manual flash"  # a flash by hand is no recovery: its rungs would all say waiting
+    if ladder:
+        take("rungs", [ladder_text(state, False)])
     take("led", [led_short])
     take("bar", bar_lines)
-    if rungs_long:
+    if rungs_long and ladder:
         take("rungs", [Text(), *rungs_long])  # a blank line above the list
     found_lines = wrap(found)
     if found_lines and left > 0:
@@ -299,7 +301,8 @@ class FlashBar(Static):
 
 #: A card at least this big (cells, its border included) uses the long forms: the rungs as a list, the LED's
 #: meaning. A one-slot bench at 80x24 is roomy; four slots at 80x24 are not.
-ROOMY_WIDTH, ROOMY_HEIGHT = 48, 16
+ROOMY_WIDTH, ROOMY_HEIGHT = 40, 16  # the longest rung line (38 cells) fits a 40-cell card
+PADDED_WIDTH = 50  # from this wide a card has a cell of margin each side
 
 
 @guard_handlers
@@ -333,7 +336,9 @@ class SlotCard(Vertical):
             self._render_state(state)
 
     def on_resize(self) -> None:
-        self.roomy = self.size.width >= ROOMY_WIDTH and self.size.height >= ROOMY_HEIGHT
+        width, height = self.outer_size
+        self.roomy = width >= ROOMY_WIDTH and height >= ROOMY_HEIGHT
+        self.set_class(width >= PADDED_WIDTH, "padded")
 
     def on_click(self) -> None:
         select = getattr(self.app, "select_slot", None)
