@@ -115,6 +115,8 @@ def led_text(state: SlotState, roomy: bool) -> Text:
         elif f"SOS {sos['sos_code']}" not in words or was:
             swatch.append(" ")
             swatch.append_text(code)
+        elif sos.get("sos_name"):  # the LED's words have the code: its name beside them
+            swatch.append(f" {sos['sos_name']}", style="bold reverse")
     if roomy and meaning:
         lines.append(Text(meaning, style="italic"))
     return Text("\n").join(lines)
@@ -218,8 +220,9 @@ def card_lines(state: SlotState, roomy: bool, tick: int, width: int, height: int
     led_short = led_text(state, False)
     led_short.no_wrap, led_short.overflow = True, "ellipsis"
     rungs_long = wrap(ladder_text(state, True)) if roomy else []
-    bar = bar_text(state, roomy, tick, width)
-    bar_lines = wrap(bar) if bar.plain else ([Text()] if state.running else [])
+    def bar_lines(long: bool) -> list[Text]:
+        bar = bar_text(state, long, tick, width)
+        return wrap(bar) if bar.plain else ([Text()] if state.running else [])
 
     left = height - len(must)
     parts: dict[str, list[Text]] = {}
@@ -237,9 +240,11 @@ def card_lines(state: SlotState, roomy: bool, tick: int, width: int, height: int
     if ladder:
         take("rungs", [ladder_text(state, False)])
     take("led", [led_short])
-    take("bar", bar_lines)
+    take("bar", bar_lines(False))
     if rungs_long and ladder:
         take("rungs", [Text(), *rungs_long])  # a blank line above the list
+    if roomy:
+        take("bar", bar_lines(True))  # with the step's name and number
     found_lines = wrap(found)
     if found_lines and left > 0:
         shown = found_lines[:left]
@@ -299,9 +304,9 @@ class FlashBar(Static):
         self.update(bar_text(state, roomy, tick, self.size.width or 36))
 
 
-#: A card at least this big (cells, its border included) uses the long forms: the rungs as a list, the LED's
-#: meaning. A one-slot bench at 80x24 is roomy; four slots at 80x24 are not.
-ROOMY_WIDTH, ROOMY_HEIGHT = 40, 16  # the longest rung line (38 cells) fits a 40-cell card
+#: A card at least this wide (cells, its border included) uses the long forms where its height has room for
+#: them (card_lines decides, line by line): the rungs as a list, the LED's meaning, the step being written.
+ROOMY_WIDTH = 40  # the longest rung line (38 cells) fits a 40-cell card
 PADDED_WIDTH = 50  # from this wide a card has a cell of margin each side
 
 
@@ -336,8 +341,8 @@ class SlotCard(Vertical):
             self._render_state(state)
 
     def on_resize(self) -> None:
-        width, height = self.outer_size
-        self.roomy = width >= ROOMY_WIDTH and height >= ROOMY_HEIGHT
+        width = self.outer_size.width
+        self.roomy = width >= ROOMY_WIDTH
         self.set_class(width >= PADDED_WIDTH, "padded")
 
     def on_click(self) -> None:
