@@ -506,8 +506,9 @@ class SimDevice:
         return None
 
     # --- control requests (device side) -------------------------------------------------------
-    def request_reset(self, into: str | None = None) -> bool:
-        """What requests 40 (reset), 50 (DFU) and 60 (safe mode) do: reply now, reset 1 s later.
+    def request_reset(self, into: str | None = None, delay_s: float = CONTROL_RESET_DELAY_S) -> bool:
+        """What requests 40 (reset), 50 (DFU) and 60 (safe mode) do once they have ended: reset 1 s later
+        (``delay_s`` 0: the raw 0x50 reset, at once).
 
         Returns False when old firmware ignores the request (the ``control_unreliable`` fault).
         """
@@ -522,7 +523,7 @@ class SimDevice:
                         self._flags.add(into)
                     self._start(f"control request ({into or 'reset'})")
 
-            self.clock.call_later(CONTROL_RESET_DELAY_S, go)
+            self.clock.call_later(delay_s, go)
             return True
 
     def apply_update(self, data: bytes) -> None:
