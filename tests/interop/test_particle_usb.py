@@ -348,8 +348,9 @@ def _compare_module_info(r: Run, step: Step, reported: list[dict]) -> list[str]:
         if r.system_version >= NEW_MODULE_INFO_SINCE:
             if not (isinstance(got.get("maxSize"), int) and got["maxSize"] >= max(got.get("size") or 0, 1)):
                 problems.append(
-                    f"{e['type']} {e['index']}: maxSize {got.get('maxSize')!r} is not the slot's size "
-                    "(bounds.maximum_size)"
+                    f"{e['type']} {e['index']}: maxSize {got.get('maxSize')!r} with size {got.get('size')!r}; Device "
+                    "OS sends its bounds' maximum_size (hal/src/*/ota_module_bounds.c), which no module it accepts "
+                    "exceeds"
                 )
             if got.get("validityErrors"):
                 problems.append(f"{e['type']} {e['index']}: validityErrors {got['validityErrors']} on a healthy device")
