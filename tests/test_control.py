@@ -48,6 +48,7 @@ from hw.sim.usb_backend import SimUsbBackend, SimUsbBus, particle_descriptor
 DEVICE_ID = "e00fce68ab2c5d1f0e4a7b93"
 ECHO = 1000  # a request type the fake device answers with its payload reversed
 SILENT = 999  # a request type the fake device never answers (a stuck system thread)
+COMPLETING = 1001  # a request type the fake device answers with a completion (as Device OS does for 40/50/60)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class FakePeer:
         self.transfers: list[Transfer] = []
         self.handled: list[int] = []
         self.done: list[tuple[int, int]] = []
+        self.completed: list[tuple[float, int]] = []  # (device time, result) of each COMPLETING request's end
         self.replies = {
             RequestType.DEVICE_ID: (0, bytes(GetDeviceIdReply(DEVICE_ID))),
             RequestType.SYSTEM_VERSION: (0, bytes(GetSystemVersionReply("6.1.1"))),
@@ -85,6 +87,8 @@ class FakePeer:
             return 0, payload[::-1]
         if type_id == SILENT:
             return None
+        if type_id == COMPLETING:
+            return 0, payload, lambda result: self.completed.append((self.clock.now(), result))
         known = type_id in {t.value for t in RequestType}
         return self.replies.get(type_id, (0, b"") if known else (Result.NOT_SUPPORTED, b""))
 
@@ -683,6 +687,39 @@ def test_a_request_ends_only_once_its_reply_was_read(rig):
         rig.raw_in(Service.RECV, init.id, 4)  # more than is left
     assert rig.raw_in(Service.RECV, init.id, 2) == b"ba" and server.active_ids == ()
     assert rig.peer.done == [(ECHO, 0), (ECHO, 0)]
+
+
+def test_a_completion_runs_once_the_host_has_read_the_result(rig):
+    """system_ctrl_set_result(req, result, handler): the handler runs when the request ends, with its result."""
+    request_id = ChannelStatus.parse(rig.raw_in(Service.INIT, COMPLETING)).id
+    rig.clock.sleep(3.0)
+    assert rig.peer.completed == []  # answered, but the host has not read it: nothing yet
+    assert ChannelStatus.parse(rig.raw_in(Service.CHECK, request_id)) == ChannelStatus(Status.OK, result=0)
+    assert rig.peer.completed == [(3.0, Result.OK)]  # no reply data: over once the CHECK carrying it was sent
+    init = ChannelStatus.parse(bytes(rig.device.ctrl_transfer(0xC0, Service.INIT, 2, COMPLETING, 64)))
+    rig.device.ctrl_transfer(0x40, Service.SEND, 0, init.id, b"ab")
+    rig.raw_in(Service.CHECK, init.id)
+    rig.raw_in(Service.RECV, init.id, 1)
+    assert len(rig.peer.completed) == 1  # half the reply read
+    rig.raw_in(Service.RECV, init.id, 1)
+    assert rig.peer.completed[1] == (3.0, Result.OK)
+
+
+def test_a_completion_runs_on_a_cancel_and_a_bus_reset_too(rig):
+    first = ChannelStatus.parse(rig.raw_in(Service.INIT, COMPLETING)).id
+    rig.raw_in(Service.RESET, first)
+    ChannelStatus.parse(rig.raw_in(Service.INIT, COMPLETING))
+    rig.peer.server.usb_reset()
+    assert [r for _, r in rig.peer.completed] == [Result.CANCELLED, Result.ABORTED]
+
+
+def test_a_request_cancelled_before_its_handler_answered_completes_when_it_answers():
+    rig = make_rig(processing_s=1.0)
+    request_id = ChannelStatus.parse(rig.raw_in(Service.INIT, COMPLETING)).id
+    rig.raw_in(Service.RESET, request_id)
+    assert rig.peer.completed == []
+    rig.clock.sleep(1.5)
+    assert rig.peer.completed == [(1.0, Result.CANCELLED)]  # setResult on a cancelled request: finishRequest
 
 
 def test_threads_share_a_channel_and_queue_on_busy():

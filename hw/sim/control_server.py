@@ -11,6 +11,15 @@ one request, RESET(0) all. Transfers the protocol does not allow are stalled, as
 The raw 0x50 requests (device id 20, system version 30, reset 40, cloud disconnect 302) are served
 too. Times are seconds on the injected clock.
 
+A handler may give a request a *completion*, as Device OS's ``system_ctrl_set_result(req, result,
+handler)`` does: it runs when the request ends, with the result it ended with (0 once the host has
+read the reply: ``HAL_USB_VENDOR_REQUEST_STATE_TX_COMPLETED`` after the last RECV, or after the CHECK
+that carried the result when there is no reply; CANCELLED after the host's RESET; ABORTED after a USB
+reset). That is where Device OS resets after requests 40/50/60 and applies a firmware update
+(``system/src/usb_control_request_channel.cpp`` ``finishActiveRequest``/``finishRequest``,
+``system/src/system_control_internal.cpp``). A request cancelled before its handler answered gets
+its completion run as soon as the handler answers (``setResult`` on a cancelled request).
+
     >>> from hw.clock import VirtualClock
     >>> server = ControlServer(lambda type_id, payload: (0, b"pong"), VirtualClock())
     >>> server.usb_control(0xC0, 1, 0, 1000, 64).hex(" ", 2)  # INIT, type 1000: flags, OK, id 1
@@ -45,14 +54,16 @@ from hw.control import (
 )
 from hw.sim.usb_backend import SimUsbGone, SimUsbIoError, SimUsbStall, SimUsbTimeout
 
-#: ``handler(type_id, payload)`` -> ``(result, reply)``; None leaves the request pending (a stuck
-#: system thread) until :meth:`ControlServer.complete` answers it or the host resets it.
-Handler = Callable[[int, bytes], tuple[int, bytes] | None]
+#: What runs when a request ends (``completion(result)``), like a Device OS request's completion handler.
+Completion = Callable[[int], None]
+#: ``handler(type_id, payload)`` -> ``(result, reply)`` or ``(result, reply, completion)``; None leaves
+#: the request pending (a stuck system thread) until :meth:`ControlServer.complete` answers it or the
+#: host resets it. A handler with a ``raw`` attribute (a :data:`RawHandler`) serves the raw requests.
+Handler = Callable[[int, bytes], tuple[int, bytes] | tuple[int, bytes, Completion | None] | None]
 #: ``raw_handler(type_id, data)`` -> reply bytes for IN, anything but None to accept an OUT; None stalls.
 RawHandler = Callable[[int, bytes], bytes | int | None]
-#: ``on_done(type_id, result)``: a request is over: 0 when its reply was read, CANCELLED after a
-#: RESET, ABORTED after a USB reset (where Device OS runs a request's completion handler, e.g. the
-#: reset 1000 ms after request 40).
+#: ``on_done(type_id, result)``: a request the handler answered is over: 0 when its reply was read,
+#: CANCELLED after a RESET, ABORTED after a USB reset (the moments a completion runs; for tests).
 DoneHook = Callable[[int, int], None]
 
 
@@ -109,6 +120,7 @@ class _Request:
     offset: int = 0  # bytes of the reply handed out
     active: bool = True
     final_result: int = Result.OK  # what on_done reports once the handler has answered
+    completion: Completion | None = None
 
 
 class ControlServer:
@@ -137,7 +149,7 @@ class ControlServer:
         self.handler = handler
         self.clock = clock
         self.quirks = frozenset(quirks)
-        self.raw_handler = raw_handler or self._raw_from_handler
+        self.raw_handler = raw_handler or getattr(handler, "raw", None) or self._raw_from_handler
         self.on_done = on_done
         self.fault = fault
         self.processing_s = processing_s
@@ -181,13 +193,13 @@ class ControlServer:
             for req in list(self._active.values()):
                 self._cancel(req, Result.ABORTED)
 
-    def complete(self, request_id: int, result: int, reply: bytes = b"") -> bool:
+    def complete(self, request_id: int, result: int, reply: bytes = b"", completion: Completion | None = None) -> bool:
         """Answer a request whose handler returned None; False if there is no such request."""
         with self.lock:
             req = self._unanswered.pop(request_id, None)
             if req is None:
                 return False
-            self._answer(req, result, reply)
+            self._answer(req, result, reply, completion)
             return True
 
     @property
@@ -294,18 +306,19 @@ class ControlServer:
                 if answer is None:
                     self._unanswered[req.id] = req
                 else:
-                    self._answer(req, *answer)
+                    self._answer(req, *answer)  # (result, reply) or (result, reply, completion)
 
         if self.processing_s > 0:
             self.clock.call_later(self.processing_s, run)
         else:
             run()
 
-    def _answer(self, req: _Request, result: int, reply: bytes) -> None:
+    def _answer(self, req: _Request, result: int, reply: bytes, completion: Completion | None = None) -> None:
+        req.completion = completion
         if req.active and req.state is _State.PENDING:
             req.result, req.reply, req.state = int(result), bytes(reply), _State.DONE
-        elif self.on_done:
-            self.on_done(req.type_id, req.final_result)  # cancelled while with the handler
+        else:
+            self._ended(req, req.final_result)  # cancelled while with the handler
 
     def _cancel(self, req: _Request, result: int) -> None:
         req.final_result = result
@@ -319,7 +332,15 @@ class ControlServer:
     def _finish(self, req: _Request, result: int | None) -> None:
         req.active = False
         self._active.pop(req.id, None)
-        if result is not None and self.on_done:
+        if result is not None:
+            self._ended(req, result)
+
+    def _ended(self, req: _Request, result: int) -> None:
+        """A request the handler answered is over: its completion runs, with the result it ended with."""
+        completion, req.completion = req.completion, None
+        if completion is not None:
+            completion(result)
+        if self.on_done:
             self.on_done(req.type_id, result)
 
     # -- raw 0x50 requests --
