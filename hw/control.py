@@ -35,7 +35,8 @@ import usb.util
 from pure_protobuf.annotations import Field, fixed32, uint
 from pure_protobuf.message import BaseMessage
 
-from firmware.platforms import QUIRK_CONTROL_OUT_DATA_STAGE, QUIRK_NO_CONTROL_REQUESTS
+from firmware.module import Module, ModuleFlag
+from firmware.platforms import QUIRK_CONTROL_OUT_DATA_STAGE, QUIRK_NO_CONTROL_REQUESTS, Function
 from hw.clock import Cancelled, Clock, ClockEvent
 from hw.usb_identity import still_attached
 
@@ -385,6 +386,44 @@ def _none_where_a_value_belongs(message: BaseMessage, where: str = "") -> str | 
 
 # --- module info -------------------------------------------------------------------------------------
 
+
+class ModuleStore(IntEnum):
+    """particle.cloud.FirmwareModuleStore (cloud/describe.proto): where a module is kept."""
+
+    MAIN = 0
+    FACTORY = 1
+    BACKUP = 2
+    SCRATCHPAD = 3
+
+
+#: The radio stack's "hash" (Device OS >= 5.6.0) is the SoftDevice's 20-byte unique string, zero-padded to 32:
+#: ``platform_radio_stack_fetch_module_info`` (hal/src/nRF52840/platform_radio_stack.cpp) copies
+#: ``SD_UNIQUE_STR_ADDR_GET(MBR_SIZE)``: MBR_SIZE 0x1000 + SOFTDEVICE_INFO_STRUCT_OFFSET 0x2000 +
+#: SD_UNIQUE_STR_OFFSET 0x18, SD_UNIQUE_STR_SIZE 20 (nrf_sdm.h of the nRF5 SDK).
+SOFTDEVICE_UNIQUE_STR_ADDRESS = 0x3018
+SOFTDEVICE_UNIQUE_STR_SIZE = 20
+#: The NCP's "hash" is its version, a little-endian u16, in each of the SHA's 16 u16 words
+#: (``platform_ncp_fetch_module_info``, hal/network/ncp/wifi/platform_ncp_update.cpp).
+NCP_HASH_WORDS = 16
+
+
+def module_info_hash(module: Module) -> bytes:
+    """The hash Device OS (>= 5.6.0) reports in request 90 for this module file once it is installed.
+
+    Every module with a header: the SHA-256 stored in its suffix (``suffix.sha``, the field `particle binary
+    inspect` calls the UUID; system/src/system_info_encoding.cpp with FORCE_SHA), *not* the SHA-256 of the file.
+    The radio stack and the NCP have no header in flash: see :data:`SOFTDEVICE_UNIQUE_STR_ADDRESS` and
+    :data:`NCP_HASH_WORDS`. DFU writes a DROP_MODULE_INFO module (the SoftDevice) without its prefix.
+    """
+    if module.function == Function.NCP_FIRMWARE:
+        return module.version.to_bytes(2, "little") * NCP_HASH_WORDS
+    if module.function == Function.RADIO_STACK:
+        image = module.data[module.prefix_size :] if module.flags & ModuleFlag.DROP_MODULE_INFO else module.data
+        at = SOFTDEVICE_UNIQUE_STR_ADDRESS - module.start_address
+        return image[at : at + SOFTDEVICE_UNIQUE_STR_SIZE].ljust(32, b"\0") if at >= 0 else bytes(32)
+    return module.sha256
+
+
 #: Legacy (``modules_deprecated``) module types -> module function numbers (firmware.platforms.Function).
 LEGACY_MODULE_TYPES = {0: 0, 1: 2, 2: 4, 3: 5, 4: 3, 5: 7, 6: 8}
 #: Validity check bits of the new format (checked_flags / passed_flags).
@@ -413,7 +452,9 @@ class ModuleInfo:
     ``function`` uses firmware.platforms.Function numbers in both formats. ``failed`` names the
     checks that failed ("integrity", "dependencies", "range", "platform"). The raw flags stay as
     the device gave them: ``validity`` (legacy: failure bits) or ``checked_flags``/``passed_flags``
-    (new: failed = checked XOR passed). ``size``, ``max_size`` in bytes; ``hash`` is SHA-256.
+    (new: failed = checked XOR passed). ``size`` is what the device sent, which the two formats count
+    differently (see :attr:`image_size`); ``max_size`` is the slot's maximum and ``store`` a
+    :class:`ModuleStore` (new format only); ``hash`` is what :func:`module_info_hash` describes.
     """
 
     function: int
@@ -433,6 +474,17 @@ class ModuleInfo:
     @property
     def valid(self) -> bool:
         return not self.failed
+
+    @property
+    def image_size(self) -> int:
+        """Bytes of the module as a file, its CRC-32 included (0 for modules without a header: radio stack, NCP).
+
+        The new format sends end - start + 4 already (system/src/system_info_encoding.cpp: "size += sizeof(uint32_t)
+        /* CRC */" when non-zero); the legacy one sent end - start (system/src/control/storage.cpp up to v5.5.0).
+        """
+        if self.legacy and self.size > 0:
+            return self.size + 4
+        return self.size
 
     @property
     def failed_flags(self) -> int:
