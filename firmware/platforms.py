@@ -80,7 +80,9 @@ class ModuleSlot:
 
     A module fits when its first byte is at or after ``start`` and its CRC ends at or before
     ``end``. ``grows_left`` slots (rtl872x user parts) end at ``end`` and start wherever the
-    module's size puts them.
+    module's size puts them. ``since`` and ``until`` are the system module versions of the Device OS
+    releases that keep it there (``[since, until)``; ``until`` None: to this day), ``source`` where
+    that comes from: a layout that moved is one slot per place, newest first.
     """
 
     function: Function
@@ -92,11 +94,18 @@ class ModuleSlot:
     encrypted: bool = False
     name: str = ""
     note: str = ""
+    since: int = 0
+    until: int | None = None
+    source: str = ""
 
     def fits(self, start_address: int, end_address: int) -> bool:
         if self.storage is not Storage.INTERNAL:
             return True
         return self.start <= start_address < end_address and end_address + 4 <= self.end
+
+    def used_by(self, system_version: int) -> bool:
+        """Whether Device OS with this system module version keeps the module here."""
+        return self.since <= system_version and (self.until is None or system_version < self.until)
 
 
 @dataclass(frozen=True, eq=False)  # one instance per family: compared and hashed by identity
@@ -180,15 +189,35 @@ LAYOUT_ELECTRON = (
     ModuleSlot(F.USER_PART, 1, 0x08080000, 0x080A0000, name="user-part"),
     ModuleSlot(F.MONO_FIRMWARE, 0, 0x08020000, 0x080A0000, name="firmware"),  # UNVERIFIED end
 )
+#: Device OS 6.1.2 (system 6102) moved APP_CODE_BASE from 0x30000 to 0x28000: system-part1 and a monolithic
+#: image start there, and the SoftDevice's room ends at 0x27000 (device-os hal/src/nRF52840/ota_module_bounds.c
+#: and platform/MCU/nRF52840/inc/flash_mal.h CORE_FW_ADDRESS, tag v6.1.1: 0x30000, branch test/v6.1.2 at
+#: "bump module version to 6.1.2": 0x28000). Not 6.2.0, as this file said before.
+NRF_APP_CODE_MOVED = 6102
+#: Device OS 3.1.0 gave the user part 256 KB at 0xB4000 (index 2), so system-part1 ends there; before, it
+#: ended at the 128 KB user part at 0xD4000 (ota_module_bounds.c, tags v3.0.0 and v3.1.0). 3100 is
+#: 3.1.0-alpha.1, the first 3.1 release of the table (UNVERIFIED: no alpha tag read; v3.1.0-rc.1 has it).
+NRF_USER_PART_256K = 3100
+_NRF_BOUNDS = "device-os hal/src/nRF52840/ota_module_bounds.c"
 LAYOUT_NRF52840 = (
     ModuleSlot(F.BOOTLOADER, 0, 0x000F4000, 0x00100000, name="bootloader"),
-    ModuleSlot(F.RADIO_STACK, 0, 0x00001000, 0x00027000, name="softdevice"),
-    # 0x30000 up to 6.1.x, 0x28000 from 6.2.0; the end was 0xD4000 while user parts lived there.
-    ModuleSlot(F.SYSTEM_PART, 1, 0x00028000, 0x000D4000, name="system-part1"),
+    ModuleSlot(F.RADIO_STACK, 0, 0x00001000, 0x00027000, name="softdevice", since=NRF_APP_CODE_MOVED,
+               source=f"{_NRF_BOUNDS} module_radio_stack, test/v6.1.2"),
+    ModuleSlot(F.RADIO_STACK, 0, 0x00001000, 0x00030000, name="softdevice", until=NRF_APP_CODE_MOVED,
+               source=f"{_NRF_BOUNDS} module_radio_stack, v6.1.1"),
+    ModuleSlot(F.SYSTEM_PART, 1, 0x00028000, 0x000B4000, name="system-part1", since=NRF_APP_CODE_MOVED,
+               source=f"{_NRF_BOUNDS} module_system_part1, test/v6.1.2"),
+    ModuleSlot(F.SYSTEM_PART, 1, 0x00030000, 0x000B4000, name="system-part1", since=NRF_USER_PART_256K,
+               until=NRF_APP_CODE_MOVED, source=f"{_NRF_BOUNDS} module_system_part1, v3.1.0 to v6.1.1"),
+    ModuleSlot(F.SYSTEM_PART, 1, 0x00030000, 0x000D4000, name="system-part1", until=NRF_USER_PART_256K,
+               source=f"{_NRF_BOUNDS} module_system_part1, v1.5.2 to v3.0.0"),
     ModuleSlot(F.USER_PART, 1, 0x000D4000, 0x000F4000, name="user-part", note="Device OS <= 3.0.x"),
     ModuleSlot(F.USER_PART, 2, 0x000B4000, 0x000F4000, name="user-part", note="Device OS >= 3.1.0"),
-    ModuleSlot(F.MONO_FIRMWARE, 0, 0x00028000, 0x000F4000, name="firmware"),
-)
+    ModuleSlot(F.MONO_FIRMWARE, 0, 0x00028000, 0x000F4000, name="firmware", since=NRF_APP_CODE_MOVED,
+               source=f"{_NRF_BOUNDS} module_user_mono, test/v6.1.2"),
+    ModuleSlot(F.MONO_FIRMWARE, 0, 0x00030000, 0x000F4000, name="firmware", until=NRF_APP_CODE_MOVED,
+               source=f"{_NRF_BOUNDS} module_user_mono, v6.1.1"),
+)  # fmt: skip
 _NCP_SLOT = ModuleSlot(F.NCP_FIRMWARE, 0, 0, 0, storage=Storage.EXTERNAL_MCU, name="ncp-firmware")
 LAYOUT_NRF52840_NCP = (*LAYOUT_NRF52840, _NCP_SLOT)
 LAYOUT_RTL872X = (
@@ -200,6 +229,127 @@ LAYOUT_RTL872X = (
     ModuleSlot(F.MONO_FIRMWARE, 0, 0x08060000, 0x08600000, name="firmware"),  # UNVERIFIED end
 )
 del F
+
+# --- Bootloaders by version (device-os sources at the tags named) --------------------------------------
+
+
+@dataclass(frozen=True)
+class BootloaderFacts:
+    """What a family's bootloader does from bootloader module version ``since`` on (to the next row's).
+
+    ``dfuse_commands``: its GET_COMMANDS reply. ``protection``: it knows Device Protection (erase-only
+    alt strings and errVENDOR while protected). ``protection_string``: it serves string descriptor 0xFA
+    (``sm=o``, ``sm=p``, ``sm=s``). ``system_search``: the addresses it looks for the system firmware's
+    module header at, in order; it starts the first that passes: a header whose start is that address,
+    whose end is at most ``end_limit`` and whose platform is the device's, and where ``verifies_crc``,
+    a CRC that matches. The module's function is not checked, so a monolithic image starts as well.
+    """
+
+    since: int
+    dfuse_commands: bytes
+    system_search: tuple[int, ...]
+    end_limit: int
+    verifies_crc: bool
+    protection: bool = False
+    protection_string: bool = False
+    source: str = ""
+
+
+_DFUSE = bytes([0x00, 0x21, 0x41])  # GET_COMMANDS, SET_ADDRESS_POINTER, ERASE
+_SAFE = bytes([0xFA])  # Particle's ENTER_SAFE_MODE
+_OVERRIDE = bytes([0xFB])  # Particle's CLEAR_SECURITY_MODE_OVERRIDE
+_NRF_BL = "device-os bootloader/src/nRF52840"
+_RTL_BL = "device-os bootloader/src/rtl872x"
+#: By MCU family (Mcu.name), oldest first. Bootloader versions: 3000 = 6.0.0, 3001 = 6.1.1, 3002 = 6.1.2,
+#: 3100 = 6.2.0 (build/version.mk BOOTLOADER_VERSION at those tags). The reference files give 0xFA/0xFB
+#: and string 0xFA for every Gen3 bootloader, and the protection-string fallback as "Device OS < 6.1.2"
+#: (particle-usb's comment): the sources put the command 0xFA in 6.1.1, 0xFB and the string in 6.2.0.
+BOOTLOADERS: dict[str, tuple[BootloaderFacts, ...]] = {
+    "nrf52840": (
+        BootloaderFacts(0, _DFUSE, (0x30000,), 0x100000, True,
+                        source=f"{_NRF_BL}/usbd_dfu.cpp handleDfuUpload (3 commands); dfu_usb.c is_application_valid "
+                               "(FLASH_isUserModuleInfoValid + FLASH_VerifyCRC32 at CORE_FW_ADDRESS 0x30000, "
+                               "platform/MCU/nRF52840/inc/flash_mal.h); tags v1.5.2 to v5.9.0"),
+        BootloaderFacts(3000, _DFUSE, (0x30000,), 0x100000, True, protection=True,
+                        source=f"{_NRF_BL}/usbd_dfu_mal.cpp INTERNAL_FLASH_IF_STRING_PROT, security_mode_get; "
+                               "v6.0.0 (none in v5.9.0)"),
+        BootloaderFacts(3001, _DFUSE + _SAFE, (0x30000,), 0x100000, True, protection=True,
+                        source=f"{_NRF_BL}/usbd_dfu.cpp transferBuf_[3] = DFUSE_COMMAND_ENTER_SAFE_MODE; "
+                               "v6.1.1 (not in v6.1.0)"),
+        BootloaderFacts(3002, _DFUSE + _SAFE, (0x28000, 0x30000), 0x100000, True, protection=True,
+                        source=f"{_NRF_BL}/dfu_usb.c: CORE_FW_ADDRESS 0x28000 first, then SYSTEM_PART_LEGACY_ADDRESS "
+                               "0x30000; branch test/v6.1.2 (v6.1.1 looks at 0x30000 only)"),
+        BootloaderFacts(3100, _DFUSE + _SAFE + _OVERRIDE, (0x28000, 0x30000), 0x100000, True, protection=True,
+                        protection_string=True,
+                        source=f"{_NRF_BL}/usbd_dfu.cpp transferBuf_[4] = CLEAR_SECURITY_MODE_OVERRIDE; "
+                               "usbd_device.cpp STRING_IDX_DEVICE_STATE 0xfa, device_state_as_string; v6.2.0"),
+    ),
+    "rtl872x": (
+        BootloaderFacts(0, _DFUSE, (0x08060000,), 0x08600000, True,
+                        source=f"{_RTL_BL}/usbd_dfu.cpp (3 commands); dfu_usb.c is_application_valid (header + CRC "
+                               "at CORE_FW_ADDRESS 0x08060000, platform/MCU/rtl872x/inc/flash_mal.h); v5.x"),
+        BootloaderFacts(3000, _DFUSE, (0x08060000,), 0x08600000, True, protection=True,
+                        source=f"{_RTL_BL}/usbd_dfu_mal.cpp INTERNAL_FLASH_IF_STRING_PROT; v6.0.0"),
+        BootloaderFacts(3001, _DFUSE + _SAFE, (0x08060000,), 0x08600000, True, protection=True,
+                        source=f"{_RTL_BL}/usbd_dfu.cpp ENTER_SAFE_MODE in GET_COMMANDS; v6.1.1"),
+        BootloaderFacts(3100, _DFUSE + _SAFE + _OVERRIDE, (0x08060000,), 0x08600000, True, protection=True,
+                        protection_string=True,
+                        source=f"{_RTL_BL}/usbd_dfu.cpp CLEAR_SECURITY_MODE_OVERRIDE; hal/src/rtl872x/usbd_device.cpp "
+                               "STRING_IDX_DEVICE_STATE 0xfa; v6.2.0"),
+    ),
+    "stm32f2xx": (
+        # ST's DfuSe code: the header only, no CRC ("ToDo add CRC check" in bootloader/src/main.c).
+        BootloaderFacts(0, _DFUSE, (0x08020000,), 0x08100000, False,
+                        source="device-os platform/MCU/STM32F2xx/STM32_USB_Device_Driver/src/usbd_dfu_core.c "
+                               "DFU_Req_UPLOAD (3 commands); bootloader/src/stm32f2xx/dfu_usb.c is_application_valid "
+                               "= FLASH_isUserModuleInfoValid (start, end <= 0x8100000, platform: "
+                               "SPARK_Firmware_Driver/src/flash_mal.c); bootloader/src/main.c; v2.3.1"),
+    ),
+}  # fmt: skip
+
+
+def bootloader_facts(platform: Platform, version: int | None = None) -> BootloaderFacts | None:
+    """What the platform's bootloader of module version ``version`` does (None: the newest known);
+    None for a family whose bootloader is not described."""
+    rows = BOOTLOADERS.get(platform.mcu.name)
+    if not rows:
+        return None
+    if version is None:
+        return rows[-1]
+    return next((row for row in reversed(rows) if row.since <= version), rows[0])
+
+
+# --- What Device OS checks at boot -----------------------------------------------------------------------
+
+#: The modules Device OS validates at boot before it runs the user app (range, platform, dependencies and
+#: CRC: HAL_Core_Validate_Modules(1)); if one fails it runs in safe mode. The user part is validated as
+#: well (CRC and dependencies, HAL_Core_Validate_User_Module). By MCU family, with platform overrides.
+BOOT_VALIDATION: dict[str, tuple[tuple[int, int], ...]] = {
+    # modules/shared/{nRF52840,rtl872x}/inc/system_part1_loader.c, hal/src/nRF52840/core_hal.c (v6.1.1):
+    # the bootloader and system-part1
+    "nrf52840": ((Function.BOOTLOADER, 0), (Function.SYSTEM_PART, 1)),
+    "rtl872x": ((Function.BOOTLOADER, 0), (Function.SYSTEM_PART, 1)),
+    # modules/shared/stm32f2xx/inc/system_part2_loader.c, hal/src/stm32f2xx/core_hal_stm32f2xx.c (v2.3.1):
+    # the bootloader and system-part2 ("the system-part that depends on bootloader"); system-part1's CRC
+    # is checked by nobody at boot, so a damaged one runs
+    "stm32f2xx": ((Function.BOOTLOADER, 0), (Function.SYSTEM_PART, 2)),
+}
+BOOT_VALIDATION_BY_PLATFORM: dict[str, tuple[tuple[int, int], ...]] = {
+    # system_part2_loader.c: on PLATFORM_ELECTRON_PRODUCTION "bootloader_validated = true" (v2.3.1)
+    "electron": (),
+}
+#: Platforms whose Device OS carries its bootloader and writes it over an older one at boot, then resets
+#: (hal/inc/bootloader_hal.h HAL_REPLACE_BOOTLOADER for PLATFORM_ELECTRON_PRODUCTION, hal/src/stm32f2xx/
+#: bootloader.cpp bootloader_update_if_needed from HAL_Core_Setup; v2.3.1).
+REPLACES_OLDER_BOOTLOADER = frozenset({"electron"})
+
+
+def boot_validated(platform: Platform) -> tuple[tuple[int, int], ...]:
+    """(function, index) of the modules Device OS checks at boot on this platform."""
+    if platform.name in BOOT_VALIDATION_BY_PLATFORM:
+        return BOOT_VALIDATION_BY_PLATFORM[platform.name]
+    return BOOT_VALIDATION.get(platform.mcu.name, ())
+
 
 #: USB quirk of rtl872x devices in normal mode: a control OUT transfer needs a 1-byte data stage.
 QUIRK_CONTROL_OUT_DATA_STAGE = "control-out-requires-data-stage"
@@ -235,7 +385,7 @@ class Platform:
 
     @property
     def system_parts(self) -> tuple[int, ...]:
-        return tuple(s.index for s in self.layout if s.function == Function.SYSTEM_PART)
+        return tuple(sorted({s.index for s in self.layout if s.function == Function.SYSTEM_PART}))
 
     @property
     def has_ncp(self) -> bool:
@@ -244,11 +394,23 @@ class Platform:
     def memory_map(self, alt: int) -> MemoryMap | None:
         return parse_memory_map(self.dfu_alts[alt]) if alt < len(self.dfu_alts) else None
 
-    def slots_for(self, function: int, index: int) -> tuple[ModuleSlot, ...]:
-        return tuple(s for s in self.layout if s.function == function and s.index == index)
+    def layout_at(self, system_version: int) -> tuple[ModuleSlot, ...]:
+        """The slots Device OS with this system module version uses."""
+        return tuple(s for s in self.layout if s.used_by(system_version))
+
+    def slots_for(self, function: int, index: int, system_version: int | None = None) -> tuple[ModuleSlot, ...]:
+        """Where a module of this function and index lives: in any release, newest first, or in the
+        release with ``system_version``."""
+        return tuple(
+            s
+            for s in self.layout
+            if s.function == function and s.index == index and (system_version is None or s.used_by(system_version))
+        )
 
     def slot_for_module(self, function: int, index: int, start: int, end: int) -> ModuleSlot | None:
-        """The slot a module with this identity and address range fits into, if any."""
+        """The slot a module with this identity and address range fits into, in any release, if any: a
+        module is written where its own header says, so a 6.1.1 system part (0x30000) fits a Boron as
+        well as a 6.1.2 one (0x28000)."""
         for slot in self.slots_for(function, index):
             if slot.fits(start, end):
                 return slot
