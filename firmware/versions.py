@@ -324,3 +324,68 @@ def describe_system_version(system_version: int) -> str:
     """``5.3.1`` where the table knows the number, else ``module version 6305``."""
     name = release_name(system_version)
     return name if name else f"module version {system_version}"
+
+
+# --- The releases each platform had --------------------------------------------------------------------
+
+#: Spans of the release table (first and last release, inclusive, in table order) each platform had.
+#: Source: device-os `.buildpackrc` (RELEASE_PLATFORMS and PRERELEASE_PLATFORMS, the platforms a tag is
+#: built and released for) at every tag from v0.5.3 to v6.2.0; before v0.5.3 no tag has the file, so the
+#: first Gen2 releases come from the real binaries Particle's tools test with (module-format.md 4: BVR
+#: 040_system-part1.bin is a Photon 0.4.0 system part, CLI p1_tinker.bin depends on system 3 = 0.4.3,
+#: electron_tinker.bin on system 10 = 0.4.8-rc.6) and are UNVERIFIED beyond them. Gen3 appears in
+#: `.buildpackrc` at v0.8.0-rc.26; rc.15 to rc.25 have no tag in the mirror read (UNVERIFIED). 1.0.x was
+#: Gen2 only, 0.8.0-rc.26 to 0.9.0 Gen3 only. A release named "<version>-<platform>.<n>" (1.4.5-b5som.N,
+#: 1.5.x-tracker.N, 3.x.1-p2.N) was made for that platform alone: see :func:`platform_releases`.
+#: Platforms with no span (electron2, sulu) had no release of this table.
+PLATFORM_RELEASES: dict[str, tuple[tuple[str, str], ...]] = {
+    "core": (("0.4.0", "0.8.0-rc.14"), ("1.0.0", "1.4.4")),
+    "photon": (("0.4.0", "0.8.0-rc.14"), ("1.0.0", "3.3.1")),
+    "p1": (("0.4.3", "0.8.0-rc.14"), ("1.0.0", "3.3.1")),
+    "electron": (("0.4.8-rc.6", "0.8.0-rc.14"), ("1.0.0", "3.3.1")),
+    "argon": (("0.8.0-rc.15", "0.9.0"), ("1.1.0-rc.1", "6.2.0")),
+    "boron": (("0.8.0-rc.15", "0.9.0"), ("1.1.0-rc.1", "6.2.0")),
+    # Xenon support ended with the 1.5.x line (no xenon in .buildpackrc from v2.0.0)
+    "xenon": (("0.8.0-rc.15", "0.9.0"), ("1.1.0-rc.1", "1.5.4-rc.2")),
+    "asom": (("1.1.0-rc.1", "1.4.4"),),
+    "bsom": (("1.1.0-rc.1", "6.2.0"),),
+    "xsom": (("1.1.0-rc.1", "1.4.4"),),
+    "b5som": (("1.4.5-b5som.1", "6.2.0"),),
+    # the tracker line, then 1.5.3-tracker.1 on: 1.5.1 and 1.5.2 were not built for it
+    "tracker": (("1.5.1-tracker.1", "1.5.1-tracker.3"), ("1.5.3-tracker.1", "6.2.0")),
+    "esomx": (("4.0.0-alpha.2", "6.2.0"),),
+    "p2": (("3.0.1-p2.1", "3.0.1-p2.5"), ("3.2.1-p2.1", "3.2.1-p2.4"), ("5.0.0-alpha.1", "6.2.0")),
+    "trackerm": (("5.0.0", "6.2.0"),),
+    "msom": (("5.5.0-rc.1", "6.2.0"),),
+}
+
+_RELEASE_ORDER = {name: i for i, (_s, _b, name) in enumerate(RELEASES)}
+
+
+def _line_of(release: str) -> str | None:
+    """The platform a release was made for alone (``1.5.1-tracker.2`` -> ``tracker``), if any."""
+    pre = DeviceOsVersion.parse(release).prerelease
+    return pre[0] if pre and isinstance(pre[0], str) and pre[0] in PLATFORM_RELEASES else None
+
+
+def platform_releases(platform: str) -> tuple[str, ...]:
+    """The releases of the table the platform had, oldest first."""
+    names = [name for _s, _b, name in RELEASES]
+    out: list[str] = []
+    for first, last in PLATFORM_RELEASES.get(platform, ()):
+        for name in names[_RELEASE_ORDER[first] : _RELEASE_ORDER[last] + 1]:
+            line = _line_of(name)
+            if (line is None or line == platform) and name not in out:
+                out.append(name)
+    return tuple(out)
+
+
+def had_release(platform: str, release: str) -> bool:
+    """Whether Particle released Device OS ``release`` for the platform."""
+    return release in platform_releases(platform)
+
+
+def last_release(platform: str, *, stable: bool = False) -> str | None:
+    """The platform's newest release of the table (``stable``: the newest that is no pre-release)."""
+    names = [r for r in platform_releases(platform) if not stable or not DeviceOsVersion.parse(r).prerelease]
+    return names[-1] if names else None
