@@ -17,7 +17,7 @@ import zlib
 
 from firmware.builder import build_module
 from firmware.module import ModuleFlag
-from firmware.platforms import Function, Platform, platform_by_name
+from firmware.platforms import NRF_USER_PART_256K, Function, Platform, platform_by_name
 from firmware.versions import bootloader_version_for, system_version_for
 
 #: SoftDevice firmware id the Gen3 system parts of the last releases depend on (S140 7.x); the
@@ -30,6 +30,32 @@ NCP_VERSION = 7  # the ESP32 NCP firmware a Tracker system part depends on (trac
 NCP_ESP32 = 0x21  # reserved byte of NCP modules: the NCP id (module-format.md 1.1)
 PREBOOTLOADER_VERSION = 7  # the P2 bootloader fixture depends on prebootloader-part1 7
 BODY = 4096  # bytes of body per synthetic module: small, so tests stay fast
+
+
+#: How Device OS makes Gen2 system parts depend on each other and on the bootloader (v2.3.1): the part at
+#: index 2 on part 1 and the bootloader (modules/shared/stm32f2xx/part2_build.mk; the bootloader version
+#: here is the release's own, where Device OS asks for BOOTLOADER_DEPENDENCY, which lags it); Photon/P1
+#: part 1 on part 2 >= 207 from 0.8.0 on (modules/shared/system_module_version.mk); Electron part 1 on
+#: part 3 (modules/electron/system-part2/build.mk) and part 3 on part 2 >= 110 (system_module_version.mk).
+#: Values: a number, or "system" / "bootloader" for the release's own versions.
+GEN2_SYSTEM_DEPENDENCIES: dict[str, dict[int, tuple[tuple[int, int, int | str], ...]]] = {
+    "photon": {1: ((Function.SYSTEM_PART, 2, 207),), 2: ((Function.SYSTEM_PART, 1, "system"),
+                                                         (Function.BOOTLOADER, 0, "bootloader"))},
+    "electron": {1: ((Function.SYSTEM_PART, 3, "system"),),
+                 2: ((Function.SYSTEM_PART, 1, "system"), (Function.BOOTLOADER, 0, "bootloader")),
+                 3: ((Function.SYSTEM_PART, 2, 110),)},
+}  # fmt: skip
+GEN2_SYSTEM_DEPENDENCIES["p1"] = GEN2_SYSTEM_DEPENDENCIES["photon"]
+#: The release from which Photon/P1 part 1 depends on part 2 >= 207 (0.8.0-rc.1).
+GEN2_PART1_DEPENDENCY_SINCE = 300
+
+
+def _gen2_dependencies(p: Platform, index: int, system: int, bootloader: int) -> list[tuple[int, int, int]]:
+    own = {"system": system, "bootloader": bootloader}
+    deps = GEN2_SYSTEM_DEPENDENCIES.get(p.name, GEN2_SYSTEM_DEPENDENCIES["photon"]).get(index, ())
+    if p.name != "electron" and index == 1 and system < GEN2_PART1_DEPENDENCY_SINCE:
+        deps = ()
+    return [(f, i, own.get(v, v) if isinstance(v, str) else v) for f, i, v in deps]
 
 
 def _versions(release: str) -> tuple[int, int]:
@@ -68,7 +94,7 @@ def synthetic_release(
         indices = p.system_parts
         for index in indices:
             slot = p.slots_for(F.SYSTEM_PART, index)[0]
-            deps = [(F.BOOTLOADER, 0, bootloader)] if index == 1 else [(F.SYSTEM_PART, index - 1, system)]
+            deps = _gen2_dependencies(p, index, system, bootloader)
             parts.append(module(slot.name, F.SYSTEM_PART, system, index, deps))
         app_dep = (F.SYSTEM_PART, 2, system)
         app_index = 1
@@ -91,9 +117,11 @@ def synthetic_release(
         deps = [(F.BOOTLOADER, 0, bootloader), (F.RADIO_STACK, 0, SOFTDEVICE_VERSION)]
         if p.has_ncp:
             parts.append(module("ncp-firmware", F.NCP_FIRMWARE, NCP_VERSION, 0, reserved=NCP_ESP32, suffix="base"))
-        parts.append(module("system-part1", F.SYSTEM_PART, system, 1, deps))
+        # where this release keeps system-part1: 0x30000 up to 6.1.1, 0x28000 from 6.1.2
+        start = p.slots_for(F.SYSTEM_PART, 1, system)[0].start
+        parts.append(module("system-part1", F.SYSTEM_PART, system, 1, deps, start_address=start))
         app_dep = (F.SYSTEM_PART, 1, system)
-        app_index = 2 if system >= 3100 else 1
+        app_index = 2 if system >= NRF_USER_PART_256K else 1
     elif family == "rtl872x":
         parts.append(
             module(
