@@ -2,17 +2,22 @@
 
 ``control_handler(device)`` returns the ``(type_id, payload) -> (result, reply)`` function that the
 simulated control-request server calls. Replies use the same protobuf messages as the client.
-Module info (request 90) reports each installed module with the checks Device OS runs at boot
-(integrity, dependencies, platform, range), in the new format from Device OS 5.6.0 and the legacy
-one before it.
+Everything a reply depends on in the device's Device OS version is data: :data:`MODULE_INFO_FORMATS`
+for module info (request 90), one row per MCU family and version range, each with the device-os
+source of its facts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from firmware.module import NotAModuleError, parse_module
+from firmware.platforms import Function
 from hw.control import (
+    NCP_HASH_WORDS,
+    SOFTDEVICE_UNIQUE_STR_ADDRESS,
+    SOFTDEVICE_UNIQUE_STR_SIZE,
     DeviceMode,
     FinishFirmwareUpdateRequest,
     FirmwareModule,
@@ -24,6 +29,7 @@ from hw.control import (
     GetSystemVersionReply,
     LegacyModule,
     LegacyModuleDependency,
+    ModuleStore,
     RequestType,
     Result,
     StartFirmwareUpdateReply,
@@ -32,84 +38,219 @@ from hw.control import (
 )
 from hw.sim.device import InstalledModule, Mode, SimDevice
 
-NEW_MODULE_INFO_SINCE = 5600  # Device OS 5.6.0 switched to particle.cloud.FirmwareModule
 #: Requests a protected device still answers (identity and state); everything else is refused.
 PROTECTED_ALLOWED = {RequestType.DEVICE_ID, RequestType.SYSTEM_VERSION, RequestType.GET_DEVICE_MODE}
-_FUNCTION_TO_LEGACY = {2: 1, 4: 2, 5: 3, 3: 4, 7: 5, 8: 6}
-_INTEGRITY, _DEPENDENCIES, _RANGE, _PLATFORM = 0x02, 0x04, 0x08, 0x10
 
-Handler = Callable[[int, bytes], tuple[int, bytes]]
+Handler = Callable[[int, bytes], tuple]
 UPDATE_CHUNK = 4096  # bytes per 253 request the simulated device asks for
 MAX_UPDATE = 4 * 1024 * 1024  # larger than any module the control-request path carries (NCP: ~830 KB)
 
+# --- module info (request 90) ----------------------------------------------------------------------
+
+# MODULE_VALIDATION_* bits (dynalib/inc/module_info.h), the checked_flags/passed_flags of the new format.
+_INTEGRITY, _DEPENDENCIES, _RANGE, _PLATFORM = 0x02, 0x04, 0x08, 0x10
+_ALL_CHECKS = _INTEGRITY | _DEPENDENCIES | _PLATFORM | _RANGE
+#: Module functions Device OS reports, and reports as dependencies (``is_module_function_valid``,
+#: system/inc/system_info.h): settings (6) and assets (9) never appear in module info.
+_REPORTED_FUNCTIONS = frozenset(
+    {Function.RESOURCE, Function.BOOTLOADER, Function.MONO_FIRMWARE, Function.SYSTEM_PART, Function.USER_PART,
+     Function.NCP_FIRMWARE, Function.RADIO_STACK}
+)  # fmt: skip
+#: Module function -> legacy FirmwareModuleType (``moduleFunctionToPb`` in system/src/control/storage.cpp
+#: up to v5.5.0; control/storage.proto): the legacy reply knows no other functions and skips them.
+_FUNCTION_TO_LEGACY = {
+    Function.BOOTLOADER: 1,
+    Function.SYSTEM_PART: 2,
+    Function.USER_PART: 3,
+    Function.MONO_FIRMWARE: 4,
+    Function.NCP_FIRMWARE: 5,
+    Function.RADIO_STACK: 6,
+}
+_F = Function
+
+
+@dataclass(frozen=True)
+class ModuleInfoFormat:
+    """How Device OS answers request 90 on one MCU family, from system version ``since`` on.
+
+    ``current``: the reply is ``modules`` (particle.cloud.FirmwareModule, with store, max_size, hash,
+    flags; size = end - start + 4, the CRC included, or 0) rather than ``modules_deprecated``
+    (GetModuleInfoReply.Module: size = end - start, only two failure bits, no hash).
+    ``omits_invalid_user_part``: a user part that fails its range or integrity check is not reported
+    at all (HAL_System_Info zeroes it). ``max_sizes``: ``module_bounds_t.maximum_size`` per
+    (function, index), what the new format reports as max_size. ``source``: where each fact is.
+    """
+
+    family: str
+    since: int
+    current: bool
+    omits_invalid_user_part: bool
+    max_sizes: Mapping[tuple[int, int], int]
+    source: str
+
+
+_NRF52840_BOUNDS_TO_6101 = {
+    (_F.BOOTLOADER, 0): 0xC000,
+    (_F.SYSTEM_PART, 1): 0xA4000,  # the bound's end is 0xB4000 since 3.1.0; maximum_size stayed 0xA4000
+    (_F.USER_PART, 1): 0x20000,  # module_user_compat (128 KB at 0xD4000)
+    (_F.USER_PART, 2): 0x40000,  # module_user (256 KB at 0xB4000)
+    (_F.MONO_FIRMWARE, 0): 0xC4000,
+    (_F.NCP_FIRMWARE, 0): 1500 * 1024,  # module_ncp_mono
+    (_F.RADIO_STACK, 0): 0x30000 - 0x1000,
+}
+_NRF52840_BOUNDS_FROM_6102 = {
+    **_NRF52840_BOUNDS_TO_6101,
+    (_F.SYSTEM_PART, 1): 0x8C000,  # system-part1 at 0x28000
+    (_F.MONO_FIRMWARE, 0): 0xCC000,
+    (_F.RADIO_STACK, 0): 0x27000 - 0x1000,
+}
+_RTL872X_BOUNDS = {
+    (_F.BOOTLOADER, 0): 0x10000,
+    (_F.BOOTLOADER, 1): 0x2000,  # module_mbr
+    (_F.BOOTLOADER, 2): 0x4A000,  # module_km0_part1
+    (_F.SYSTEM_PART, 1): 0x180000,
+    (_F.USER_PART, 1): 0x180000,
+    (_F.MONO_FIRMWARE, 0): 0x400000,
+}
+_LEGACY = "system/src/control/storage.cpp getModuleInfo up to v5.5.0 (v4.2.0 LTS too)"
+_CURRENT = (
+    "system/src/control/storage.cpp getModuleInfo from v5.6.0: EncodeFirmwareModules (FORCE_SHA), "
+    "system/src/system_info_encoding.cpp"
+)
+
+#: One row per (MCU family, first system version); a device uses the last row of its family at or below
+#: its system version. Module order is module_bounds order, which is (function, index) order on all three.
+MODULE_INFO_FORMATS: tuple[ModuleInfoFormat, ...] = (
+    ModuleInfoFormat("stm32f2xx", 0, False, False, {},
+                     f"{_LEGACY}; hal/src/stm32f2xx/ota_flash_hal_stm32f2xx.cpp HAL_System_Info@v2.3.0 "
+                     "reports every module it finds"),
+    ModuleInfoFormat("nrf52840", 0, False, False, {}, f"{_LEGACY}; hal/src/nRF52840/ota_flash_hal.cpp@v3.1.0"),
+    ModuleInfoFormat("nrf52840", 3200, False, True, {},
+                     f"{_LEGACY}; hal/src/nRF52840/ota_flash_hal.cpp HAL_System_Info zeroes an invalid user part "
+                     "from v3.2.0 (commit ed1ad6235)"),
+    ModuleInfoFormat("nrf52840", 5600, True, True, _NRF52840_BOUNDS_TO_6101,
+                     f"{_CURRENT}; max sizes hal/src/nRF52840/ota_module_bounds.c@v5.6.0..v6.1.1"),
+    ModuleInfoFormat("nrf52840", 6102, True, True, _NRF52840_BOUNDS_FROM_6102,
+                     f"{_CURRENT}; max sizes hal/src/nRF52840/ota_module_bounds.c from 6.1.2 (commit c292f7f3b, "
+                     "f27e6281d 'increase system-part1 size'), v6.2.0"),
+    ModuleInfoFormat("rtl872x", 0, False, True, {},
+                     f"{_LEGACY}; hal/src/rtl872x/ota_flash_hal.cpp HAL_System_Info zeroes an invalid user part "
+                     "(every release, v5.0.0 on)"),
+    ModuleInfoFormat("rtl872x", 5600, True, True, _RTL872X_BOUNDS,
+                     f"{_CURRENT}; max sizes hal/src/rtl872x/ota_module_bounds.c@v5.6.0..v6.2.0"),
+)  # fmt: skip
+
+
+def module_info_format(family: str, system_version: int) -> ModuleInfoFormat:
+    """The row of :data:`MODULE_INFO_FORMATS` a device of this MCU family and system version answers by."""
+    rows = [f for f in MODULE_INFO_FORMATS if f.family == family and f.since <= system_version]
+    if not rows:
+        raise LookupError(f"no module-info format for {family} at system version {system_version}")
+    return max(rows, key=lambda f: f.since)
+
+
+@dataclass(frozen=True)
+class _Reported:
+    """One module the way Device OS's HAL_System_Info sees it (hal_module_t), before encoding."""
+
+    function: int
+    index: int
+    version: int
+    length: int  # module_end_address - module_start_address (0: no header, radio stack and NCP)
+    checked: int
+    passed: int
+    sha: bytes  # suffix.sha
+    dependencies: tuple[tuple[int, int, int], ...]
+
+
+def _dependency_met(device: SimDevice, function: int, index: int, version: int) -> bool:
+    """``validate_module_dependencies``: the module there (its header only, no CRC check) is new enough."""
+    have = device.modules.get((function, index))
+    return have is not None and have.version >= version
+
+
+def _reported(device: SimDevice, m: InstalledModule) -> _Reported:
+    """What ``fetch_module`` gives for one module (hal/src/nRF52840/ota_module.cpp, rtl872x, stm32)."""
+    if m.function == Function.RADIO_STACK:
+        # platform_radio_stack_fetch_module_info (hal/src/nRF52840/platform_radio_stack.cpp): the
+        # SoftDevice's firmware id as version, every check passed ("FIXME: assuming"), and the
+        # SoftDevice's 20-byte unique string (nrf_sdm.h SD_UNIQUE_STR) in place of a SHA.
+        unique = device.flash.read(0, SOFTDEVICE_UNIQUE_STR_ADDRESS, SOFTDEVICE_UNIQUE_STR_SIZE)
+        return _Reported(m.function, 0, m.version, 0, _ALL_CHECKS, _ALL_CHECKS, unique.ljust(32, b"\0"), ())
+    if m.function == Function.NCP_FIRMWARE:
+        # platform_ncp_fetch_module_info (hal/network/ncp/wifi/platform_ncp_update.cpp): the version the
+        # ESP32 reports, no addresses (size 0), no dependencies, every check passed, and the version as
+        # every u16 of the SHA ("FIXME: NCP firmware should return some kind of a unique string/hash").
+        return _Reported(m.function, 0, m.version, 0, _ALL_CHECKS, _ALL_CHECKS, m.version.to_bytes(2, "little")
+                         * NCP_HASH_WORDS, ())  # fmt: skip
+    module = m.module
+    assert module is not None
+    deps = tuple((d.function, d.index, d.version) for d in module.dependencies if d.function in _REPORTED_FUNCTIONS)
+    passed = 0
+    if device.platform.slot_for_module(module.function, module.index, module.start_address, module.end_address):
+        passed |= _RANGE  # out of range: fetch_module stops there, nothing else passes, no suffix read
+        if module.platform_id == device.platform.id:
+            passed |= _PLATFORM
+        if all(_dependency_met(device, *d) for d in deps):
+            passed |= _DEPENDENCIES
+        if module.crc_ok:  # FLASH_VerifyCRC32: the CRC only (Device OS never checks the SHA)
+            passed |= _INTEGRITY
+    sha = module.sha256 if passed & _RANGE else bytes(32)
+    return _Reported(m.function, m.index, m.version, module.end_address - module.start_address, _ALL_CHECKS,
+                     passed, sha, deps)  # fmt: skip
+
 
 def _checks(device: SimDevice, m: InstalledModule) -> tuple[int, int]:
-    """(checked, passed) flags the way Device OS fills them for one module."""
-    checked = _INTEGRITY | _DEPENDENCIES | _PLATFORM | _RANGE
-    module = m.module
-    if module is None:  # the radio stack has no header in flash: the SoftDevice's id is all there is
-        return checked, checked if m.valid_integrity else 0
-    passed = 0
-    if m.valid_integrity:
-        passed |= _INTEGRITY
-    if module is not None and device.dependencies_met(module):
-        passed |= _DEPENDENCIES
-    if module is not None and module.platform_id == device.platform.id:
-        passed |= _PLATFORM
-    if module is not None and device.platform.slot_for_module(
-        module.function, module.index, module.start_address, module.end_address
-    ):
-        passed |= _RANGE
-    return checked, passed
+    """(checked, passed) flags of one module as HAL_System_Info fills them (the serial ``s`` table uses them too)."""
+    r = _reported(device, m)
+    return r.checked, r.passed
+
+
+def _reported_modules(device: SimDevice, fmt: ModuleInfoFormat) -> list[_Reported]:
+    out = []
+    for m in sorted(device.modules.values(), key=lambda m: (m.function, m.index)):
+        if m.function not in _REPORTED_FUNCTIONS or (m.module is None and m.function != Function.RADIO_STACK):
+            continue  # only the radio stack is known without a module header (by the SoftDevice's id)
+        r = _reported(device, m)
+        if fmt.omits_invalid_user_part and r.function == Function.USER_PART and not (r.passed & _INTEGRITY):
+            continue
+        out.append(r)
+    return out
+
+
+def _current(r: _Reported, fmt: ModuleInfoFormat) -> FirmwareModule:
+    """particle.cloud.FirmwareModule as EncodeFirmwareModules fills it (system/src/system_info_encoding.cpp)."""
+    return FirmwareModule(
+        type=r.function,
+        index=r.index,
+        version=r.version,
+        store=ModuleStore.MAIN,  # the simulator models main-store modules only (no factory image)
+        max_size=fmt.max_sizes.get((r.function, r.index), 0),
+        checked_flags=r.checked,
+        passed_flags=r.passed,
+        hash=r.sha,  # FORCE_SHA: every module's suffix.sha
+        dependencies=[FirmwareModuleDependency(*d) for d in r.dependencies],
+        size=r.length + 4 if r.length > 0 else 0,  # "if (pbModule.size > 0) pbModule.size += ... /* CRC */"
+    )
+
+
+def _legacy(r: _Reported) -> LegacyModule | None:
+    """GetModuleInfoReply.Module as storage.cpp filled it up to v5.5.0: size end - start, failure bits."""
+    if r.function not in _FUNCTION_TO_LEGACY:
+        return None
+    validity = (0x01 if not r.passed & _INTEGRITY else 0) | (0x02 if not r.passed & _DEPENDENCIES else 0)
+    deps = [LegacyModuleDependency(_FUNCTION_TO_LEGACY[f], i, v) for f, i, v in r.dependencies
+            if f in _FUNCTION_TO_LEGACY]  # fmt: skip
+    return LegacyModule(_FUNCTION_TO_LEGACY[r.function], r.index, r.version, r.length, validity, deps)
 
 
 def module_info_reply(device: SimDevice) -> bytes:
-    version = device.system_version or 0
-    entries = sorted(device.modules.values(), key=lambda m: (m.function, m.index))
-    if version >= NEW_MODULE_INFO_SINCE:
-        modules = []
-        for m in entries:
-            checked, passed = _checks(device, m)
-            deps = [FirmwareModuleDependency(d.function, d.index, d.version) for d in _deps(m)]
-            modules.append(
-                FirmwareModule(
-                    type=m.function,
-                    index=m.index,
-                    version=_version(m),
-                    checked_flags=checked,
-                    passed_flags=passed,
-                    dependencies=deps,
-                    size=len(m.data),
-                )
-            )
-        return bytes(GetModuleInfoReply(modules=modules))
-    legacy = []
-    for m in entries:
-        if m.function not in _FUNCTION_TO_LEGACY:
-            continue
-        checked, passed = _checks(device, m)
-        failed = checked ^ passed
-        validity = (0x01 if failed & _INTEGRITY else 0) | (0x02 if failed & _DEPENDENCIES else 0)
-        deps = [LegacyModuleDependency(_FUNCTION_TO_LEGACY.get(d.function, 0), d.index, d.version) for d in _deps(m)]
-        legacy.append(
-            LegacyModule(
-                type=_FUNCTION_TO_LEGACY[m.function],
-                index=m.index,
-                version=_version(m),
-                size=len(m.data),
-                validity=validity,
-                dependencies=deps,
-            )
-        )
-    return bytes(GetModuleInfoReply(modules_deprecated=legacy))
-
-
-def _deps(m: InstalledModule) -> tuple:
-    return m.module.real_dependencies if m.module is not None else ()
-
-
-def _version(m: InstalledModule) -> int:
-    return m.version
+    """The GetModuleInfoReply the device sends, in the format of its own Device OS version."""
+    fmt = module_info_format(device.platform.mcu.name, device.system_version or 0)
+    reported = _reported_modules(device, fmt)
+    if fmt.current:
+        return bytes(GetModuleInfoReply(modules=[_current(r, fmt) for r in reported]))
+    return bytes(GetModuleInfoReply(modules_deprecated=[m for r in reported if (m := _legacy(r)) is not None]))
 
 
 def control_handler(device: SimDevice) -> Handler:
