@@ -293,14 +293,15 @@ def test_external_flash_and_dct_alts():
 
 
 def test_gen2_dct_poll_timeouts_are_honoured():
-    """Gen2's DCT alt answers dfuDNBUSY with bwPollTimeout 500 ms after ERASE and 1 ms otherwise."""
+    """Gen2's DCT alt answers dfuDNBUSY with bwPollTimeout 500 ms after ERASE and 1 ms otherwise. ST's code
+    does the work before that GETSTATUS's status stage (EP0_TxSent), so the host's sleep comes on top of it."""
     rig = make_rig("photon")
     start = rig.clock.now()
     rig.dfu.write(0x0, b"\x01" * 100, alt=1)
     polls = [s.poll_timeout_ms for s in rig.peer.statuses() if s.state == DfuState.DNBUSY]
     assert polls == [500, 1, 1]  # ERASE, SET_ADDRESS, the block
-    assert rig.clock.now() - start == pytest.approx(0.5 + 0.001 + 0.001)
     assert rig.device.stats.busy_s == pytest.approx(0.25 + 25 * 16e-6)
+    assert rig.clock.now() - start == pytest.approx(rig.device.stats.busy_s + 0.5 + 0.001 + 0.001)
 
 
 def test_progress_reports_each_phase_in_order():
@@ -352,23 +353,40 @@ def test_bad_addresses_are_refused_before_anything_is_sent():
     assert len(rig.peer.log) == sent
 
 
-@pytest.mark.parametrize(
-    ("platform", "error", "status"),
-    [("photon", DfuAddressError, DfuStatus.ERR_ADDRESS), ("boron", DfuError, DfuStatus.ERR_UNKNOWN)],
-)
-def test_device_reports_an_address_outside_its_flash(platform, error, status):
-    """A map that claims more than the flash has: the device refuses (Gen3 bootloaders say
-    errUNKNOWN for every flash failure, Gen2 is modelled with errADDRESS) and the client clears it."""
-    real = platform_by_name(platform)
-    alts = list(real.dfu_alts)
+def _map_beyond_the_flash(platform: str) -> tuple[tuple[str, ...], int]:
+    alts = list(platform_by_name(platform).dfu_alts)
     alts[0] = alts[0].replace("07*128Kg", "08*128Kg").replace("8*004Ka", "8*004Ka,16*004Kg")
-    rig = make_rig(platform, alt_strings=tuple(alts))
-    beyond = parse_memory_map(alts[0]).segments[-1].start
-    with pytest.raises(error) as raised:
+    return tuple(alts), parse_memory_map(alts[0]).segments[-1].start
+
+
+def test_gen3_reports_an_address_outside_its_flash():
+    """A map that claims more than the flash has: a Gen3 bootloader refuses the erase with errUNKNOWN (its
+    answer to every flash failure) and the client clears it."""
+    alts, beyond = _map_beyond_the_flash("boron")
+    rig = make_rig("boron", alt_strings=alts)
+    with pytest.raises(DfuError) as raised:
         rig.dfu.write(beyond, b"\x00" * 16)
-    assert raised.value.status == status and raised.value.state == DfuState.ERROR
+    assert raised.value.status == DfuStatus.ERR_UNKNOWN and raised.value.state == DfuState.ERROR
     assert rig.device.state == DfuState.IDLE  # cleared for whoever comes next
-    rig.dfu.write(SYSTEM_PART_1[platform], b"still works")
+    rig.dfu.write(SYSTEM_PART_1["boron"], b"still works")
+
+
+def test_gen2_stalls_the_status_of_a_failed_erase_and_says_nothing_more():
+    """ST's EP0_TxSent calls USBD_CtlError when MAL_Erase fails, then goes to dfuDNLOAD_SYNC as after any
+    work: the GETSTATUS that carried dfuDNBUSY stalls, the one after it says dfuDNLOAD_IDLE with status OK
+    (usbd_dfu_core.c, v2.3.1). The client retries the command and gives up; the device is usable after."""
+    alts, beyond = _map_beyond_the_flash("photon")
+    rig = make_rig("photon", alt_strings=alts)
+    with pytest.raises(DfuError, match="stalled 5 times") as raised:
+        rig.dfu.write(beyond, b"\x00" * 16)
+    assert raised.value.status == DfuStatus.OK and raised.value.state == DfuState.DNLOAD_IDLE
+    dev = rig.device
+    dev.usb_control(0x21, 1, 0, 0, bytes([0x41]) + beyond.to_bytes(4, "little"))
+    with pytest.raises(SimUsbStall):
+        dev.usb_control(0xA1, 3, 0, 0, 6)  # dfuDNBUSY, then the stall
+    reply = DfuGetStatus.parse(dev.usb_control(0xA1, 3, 0, 0, 6))
+    assert (reply.status, reply.state) == (DfuStatus.OK, DfuState.DNLOAD_IDLE)
+    rig.dfu.write(SYSTEM_PART_1["photon"], b"still works")
 
 
 def test_device_rejects_mass_erase_and_unknown_commands():
@@ -434,11 +452,17 @@ def test_protected_device_answers_errvendor_with_its_reason():
 def test_protection_states():
     assert make_rig("boron").dfu.protection_state() == "open"
     assert make_rig("p2", protected=True, service_mode=True).dfu.protection_state() == "service"
-    old = make_rig("boron", protected=True, protection_string=False)  # Device OS < 6.1.2: no string 0xFA
+    # a 6.1.1 bootloader (3001) serves no string 0xFA (it came with 6.2.0): the client reads the map instead
+    old = make_rig("boron", protected=True, bootloader_version=3001)
+    assert old.device.string_descriptor(0xFA) is None
     assert old.dfu.protection_state() == "protected"
+    assert make_rig("boron", bootloader_version=3001).dfu.protection_state() is None  # open: the map says nothing
     assert make_rig("photon").dfu.protection_state() is None  # Gen2: no Device Protection at all
     with pytest.raises(ValueError, match="Device Protection"):
         SimDfuDevice(platform_by_name("photon"), VirtualClock(), SimFlash(platform_by_name("photon")), protected=True)
+    with pytest.raises(ValueError, match="Device Protection"):  # security mode came with 6.0.0 (bootloader 3000)
+        make_rig("boron", protected=True, bootloader_version=2700)
+    assert make_rig("boron", protected=True, bootloader_version=3000).dfu.protection_state() == "protected"
 
 
 def test_service_mode_writes_and_0xfb_ends_it():
@@ -649,3 +673,149 @@ def test_plan_write_names_the_sectors():
     protected = parse_memory_map(protected_alt_string(platform_by_name("p2").dfu_alts[0]))
     with pytest.raises(DfuProtected):
         plan_write(protected, 0x08060000, 16)
+
+
+# --- bootloaders by version (firmware.platforms.BOOTLOADERS) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("platform", "bootloader", "commands", "string"),
+    [
+        ("boron", 2700, "00 21 41", None),  # 5.9.0
+        ("boron", 3000, "00 21 41", None),  # 6.0.0 and 6.1.0: security mode, no 0xFA yet
+        ("boron", 3001, "00 21 41 fa", None),  # 6.1.1: ENTER_SAFE_MODE
+        ("boron", 3002, "00 21 41 fa", None),  # 6.1.2
+        ("boron", 3100, "00 21 41 fa fb", "sm=o"),  # 6.2.0: CLEAR_SECURITY_MODE_OVERRIDE and string 0xFA
+        ("p2", 3001, "00 21 41 fa", None),
+        ("p2", 3100, "00 21 41 fa fb", "sm=o"),
+        ("photon", 1006, "00 21 41", None),  # ST's DfuSe set, whatever the version
+    ],
+)
+def test_get_commands_and_string_0xfa_follow_the_bootloader_version(platform, bootloader, commands, string):
+    rig = make_rig(platform, bootloader_version=bootloader)
+    assert rig.dfu.get_commands().hex(" ") == commands
+    assert rig.device.string_descriptor(0xFA) == string
+
+
+def test_a_6_1_1_bootloader_refuses_the_0xfb_command():
+    """0xFB is not among a 6.1.1 bootloader's commands: it answers errSTALLEDPKT, as to any unknown one."""
+    rig = make_rig("boron", bootloader_version=3001, open_=False)
+    dev = rig.device
+    dev.usb_control(0x21, 1, 0, 0, bytes([DfuseCommand.CLEAR_SECURITY_MODE_OVERRIDE]))
+    dev.usb_control(0xA1, 3, 0, 0, 6)
+    reply = DfuGetStatus.parse(dev.usb_control(0xA1, 3, 0, 0, 6))
+    assert (reply.status, reply.state) == (DfuStatus.ERR_STALLEDPKT, DfuState.ERROR)
+
+
+def test_a_6_1_0_bootloader_has_no_safe_mode_command():
+    rig = make_rig("boron", bootloader_version=3000)
+    with pytest.raises(DfuUnsupported):
+        rig.dfu.enter_safe_mode()
+    assert rig.dfu.write(0x30000, b"still a DFU device") is None
+
+
+# --- Gen2: ST's DfuSe state machine (usbd_dfu_core.c, v2.3.1) ---------------------------------------------
+
+
+def test_gen2_clrstatus_outside_the_error_state_does_not_stall():
+    """DFU_Req_CLRSTATUS outside dfuERROR: dfuERROR with errUNKNOWN, and the request completes."""
+    dev = make_rig("photon", open_=False).device
+    assert dev.usb_control(0x21, 4, 0, 0, b"") == 0
+    assert (dev.state, dev.status) == (DfuState.ERROR, DfuStatus.ERR_UNKNOWN)
+    dev.usb_control(0x21, 4, 0, 0, b"")  # and out of it again
+    assert (dev.state, dev.status) == (DfuState.IDLE, DfuStatus.OK)
+
+
+def test_gen2_abort_in_the_error_state_is_ignored():
+    """DFU_Req_ABORT outside its five states does nothing: no stall, still dfuERROR."""
+    dev = make_rig("photon", open_=False).device
+    dev.usb_control(0x21, 4, 0, 0, b"")
+    assert dev.usb_control(0x21, 6, 0, 0, b"") == 0
+    assert dev.state == DfuState.ERROR
+    assert dev.usb_control(0xA1, 5, 0, 0, 1) == bytes([DfuState.ERROR])  # GETSTATE answers in every state
+
+
+def test_gen3_stalls_both():
+    """The Particle bootloaders stall the same two requests (nRF52840 usbd_dfu.cpp setError)."""
+    dev = make_rig("boron", open_=False).device
+    with pytest.raises(SimUsbStall):
+        dev.usb_control(0x21, 4, 0, 0, b"")
+    with pytest.raises(SimUsbStall):
+        dev.usb_control(0x21, 6, 0, 0, b"")
+
+
+def test_gen2_dnload_in_the_wrong_state_stalls_and_changes_nothing():
+    rig = make_rig("photon", open_=False)
+    dev = rig.device
+    dev.usb_control(0xA1, 2, 2, 0, 16)  # an UPLOAD: dfuUPLOAD_IDLE
+    with pytest.raises(SimUsbStall):
+        dev.usb_control(0x21, 1, 2, 0, b"\x00" * 16)
+    assert (dev.state, dev.status) == (DfuState.UPLOAD_IDLE, DfuStatus.OK)  # Gen3 would be in dfuERROR
+
+
+def test_gen2_get_commands_lists_three_and_leaves_idle_for_a_long_read():
+    dev = make_rig("photon", open_=False).device
+    assert dev.usb_control(0xA1, 2, 0, 0, 16).hex(" ") == "00 21 41"
+    assert dev.state == DfuState.IDLE  # wLength > 3
+    assert dev.usb_control(0xA1, 2, 0, 0, 3).hex(" ") == "00 21 41"
+    assert dev.state == DfuState.UPLOAD_IDLE
+
+
+def test_gen2_upload_block_1_leaves_a_state_no_dfu_state_has():
+    """ST's DFU_Req_UPLOAD stores STATUS_ERRSTALLEDPKT (15) as the state for block 1, and stalls; CLRSTATUS
+    (twice) gets it back."""
+    dev = make_rig("photon", open_=False).device
+    with pytest.raises(SimUsbStall):
+        dev.usb_control(0xA1, 2, 1, 0, 16)
+    assert DfuGetStatus.parse(dev.usb_control(0xA1, 3, 0, 0, 6)).state == 15
+    dev.usb_control(0x21, 4, 0, 0, b"")
+    dev.usb_control(0x21, 4, 0, 0, b"")
+    assert dev.state == DfuState.IDLE
+
+
+def _particle_usb_read_back(dev: SimDfuDevice, address: int, length: int) -> bytes:
+    """particle-usb's doUpload after a write, request by request (src/dfu.js 4.2.0): state not dfuIDLE ->
+    CLRSTATUS then abortToIdle (ABORT, GETSTATUS, CLRSTATUS if dfuERROR, GETSTATUS must say dfuIDLE);
+    SET_ADDRESS_POINTER (DNLOAD, GETSTATUS until not dfuDNBUSY); abortToIdle; UPLOAD from block 2."""
+
+    def status() -> DfuGetStatus:
+        return DfuGetStatus.parse(dev.usb_control(0xA1, 3, 0, 0, 6))
+
+    def abort_to_idle() -> None:
+        dev.usb_control(0x21, 6, 0, 0, b"")
+        if status().state == DfuState.ERROR:
+            dev.usb_control(0x21, 4, 0, 0, b"")
+        assert status().state == DfuState.IDLE, "Failed to return to idle state after abort"
+
+    if status().state != DfuState.IDLE:
+        dev.usb_control(0x21, 4, 0, 0, b"")
+        abort_to_idle()
+    dev.usb_control(0x21, 1, 0, 0, bytes([0x21]) + address.to_bytes(4, "little"))
+    while (reply := status()).state == DfuState.DNBUSY:
+        pass
+    assert reply.status == DfuStatus.OK
+    abort_to_idle()
+    return dev.usb_control(0xA1, 2, 2, 0, length)
+
+
+def test_particle_usb_reads_back_what_it_wrote_on_a_photon():
+    """The sequence the issue found failing on the simulated Photon (its CLRSTATUS stalled)."""
+    rig = make_rig("photon")
+    rig.dfu.write(0x08020000, b"written by the kiosk", verify=False)
+    assert rig.device.state == DfuState.DNLOAD_IDLE
+    assert _particle_usb_read_back(rig.device, 0x08020000, 20) == b"written by the kiosk"
+
+
+def test_gen2_work_holds_the_getstatus_that_announced_it():
+    """ST does the erase in EP0_TxSent, before the status stage of the GETSTATUS answering dfuDNBUSY: that
+    GETSTATUS takes the erase time, the next one none (Gen3 holds the next request instead)."""
+    for platform, first, second in (("photon", 1.0, 0.0), ("boron", 0.0, 0.085)):
+        rig = make_rig(platform, open_=False)
+        dev, clock = rig.device, rig.clock
+        address = SYSTEM_PART_1[platform]
+        dev.usb_control(0x21, 1, 0, 0, bytes([0x41]) + address.to_bytes(4, "little"))
+        at = clock.now()
+        dev.usb_control(0xA1, 3, 0, 0, 6)
+        took = clock.now() - at
+        dev.usb_control(0xA1, 3, 0, 0, 6)
+        assert (took, clock.now() - at - took) == (pytest.approx(first), pytest.approx(second)), platform
