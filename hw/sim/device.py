@@ -6,8 +6,14 @@ bootloader do (../shared/reference/led-buttons-restore.md, timing-model.md, usb-
 - power and brown-out (a LiPo keeps it alive without VBUS; EN pulled low powers it down);
 - the bootloader's MODE timeline after RESET: magenta at 1 s, yellow at 3 s, factory restore past 6.5 s,
   settings wipe past 10 s (both recorded as hazards; the kiosk's guard must never let them happen);
-- module validation at boot with ``firmware.module`` (CRC-32, platform, dependencies): no valid system
-  firmware -> DFU; dependencies unmet -> safe mode; no bootloader -> no LED, no USB;
+- module validation at boot as the device's own bootloader and Device OS do it (data in
+  ``firmware.platforms``: ``BOOTLOADERS`` for where the bootloader of each version looks for the system
+  firmware and whether it checks the CRC, ``BOOT_VALIDATION`` for what Device OS checks before it runs
+  the app): no system firmware the bootloader accepts -> DFU; a module Device OS checks fails, or the
+  app's dependencies are unmet -> safe mode; no bootloader -> no LED, no USB. So a Gen3/Gen4 device
+  with a damaged system part sits in DFU, while a Gen2 bootloader checks the header only and starts it
+  (a damaged system-part1 then runs: nothing checks its CRC at boot; a damaged system-part2 means safe
+  mode); a monolithic image whose header the bootloader accepts simply runs;
 - the LED with real timings (``hw.sim.led_timeline``), including SOS followed by a reboot;
 - runtime MODE: listening mode after 3 s, credential wipe at 10 s, double click = soft power off;
 - USB presence and identity (normal or DFU PID) and the control-request handler.
@@ -33,7 +39,15 @@ from firmware.module import (
     NotAModuleError,
     parse_module,
 )
-from firmware.platforms import Function, ModuleSlot, Platform, Storage
+from firmware.platforms import (
+    BootloaderFacts,
+    Function,
+    ModuleSlot,
+    Platform,
+    Storage,
+    boot_validated,
+    bootloader_facts,
+)
 from firmware.versions import release_name
 from hw.clock import VirtualClock
 from hw.device_timing import (  # the device timings the kiosk prices its figures with
@@ -328,6 +342,7 @@ class SimDevice:
                 if s.function == Function.SYSTEM_PART
             } if self.faults.needs_tinker_first else {}  # fmt: skip
             if self.dfu is not None:
+                self.dfu.set_bootloader_version(self.bootloader_version)  # what this bootloader offers
                 self.dfu.usb_reset()
             self._enter(Mode.DFU, led.steady("yellow", "bootloader-5hz", self.clock.now()))
             self._after(DFU_ENUMERATE_S, lambda: self._usb_set("dfu"), when_mode=Mode.DFU)
@@ -341,7 +356,9 @@ class SimDevice:
             self._enter(Mode.HUNG, led.steady("green", "solid", self.clock.now()))
             self._usb_set("normal", responsive=False)
             return
-        if safe or not self._system_dependencies_ok() or not self._app_ok():
+        image = self._boot_image()
+        monolithic = image is not None and image.function == Function.MONO_FIRMWARE  # system and app in one
+        if safe or not (monolithic or (self._boot_checks_ok() and self._app_ok())):
             self._enter(Mode.SAFE, led.steady("green", "blink-normal", self.clock.now()))  # no network on the bench
             self._usb_set("normal")
             return
@@ -384,24 +401,65 @@ class SimDevice:
         boot = self._installed(Function.BOOTLOADER, 0)
         return boot is not None and boot.valid_integrity
 
+    @property
+    def bootloader_version(self) -> int | None:
+        boot = self._installed(Function.BOOTLOADER, 0)
+        return boot.version if boot is not None else None
+
+    def _bootloader_accepts(self, entry: InstalledModule, address: int, facts: BootloaderFacts | None) -> bool:
+        """What the bootloader checks at ``address`` before it jumps there (is_application_valid): the
+        header's start, end and platform, and the CRC where its version checks it."""
+        m = entry.module
+        if facts is None or m is None or m.start_address != address:
+            return False
+        if m.end_address > facts.end_limit or m.platform_id != self.platform.id:
+            return False
+        return m.crc_ok or not facts.verifies_crc
+
+    def _boot_image(self) -> InstalledModule | None:
+        """The system firmware the bootloader starts: the first of its search addresses (by its version:
+        a 6.1.2+ nRF52840 bootloader tries 0x28000, then 0x30000) holding a module it accepts."""
+        facts = bootloader_facts(self.platform, self.bootloader_version)
+        for address in facts.system_search if facts is not None else ():
+            for entry in self.modules.values():
+                if entry.function in (Function.SYSTEM_PART, Function.MONO_FIRMWARE) and self._bootloader_accepts(
+                    entry, address, facts
+                ):
+                    return entry
+        return None
+
     def _system_ok(self) -> bool:
-        """Every system part present, intact and for this platform (what the bootloader checks)."""
-        for index in self.platform.system_parts:
-            part = self._installed(Function.SYSTEM_PART, index)
-            if part is None or not part.valid_integrity or part.module.platform_id != self.platform.id:
-                return False
-        return True
+        """Whether the bootloader starts Device OS (else it stays in DFU)."""
+        image = self._boot_image()
+        if image is None:
+            return False
+        if image.function == Function.MONO_FIRMWARE:
+            return True
+        # The system part hands over to the others (Gen2: part1's reset handler jumps into part2's). With one
+        # of them not there at all the device cannot start; the bootloader's IWDG retries (bootloader/src/
+        # main.c FIRST_RETRY .. THIRD_RETRY, about 5 s each) end in DFU, which the simulator enters at once.
+        return all(self._installed(Function.SYSTEM_PART, i) is not None for i in self.platform.system_parts)
+
+    def _dependency_there(self, dep) -> bool:
+        """validate_module_dependencies (ota_flash_hal): the module a dependency names is where its bounds say
+        and is at least that version. Not transitive, and the dependency's own CRC is not checked."""
+        have = self._installed(dep.function, dep.index)
+        return have is not None and have.version != 0xFFFF and have.version >= dep.version
 
     def dependencies_met(self, module: Module) -> bool:
-        for dep in module.real_dependencies:
-            have = self._installed(dep.function, dep.index)
-            if have is None or not have.valid_integrity or have.version < dep.version:
+        return all(self._dependency_there(dep) for dep in module.real_dependencies)
+
+    def _boot_checks_ok(self) -> bool:
+        """HAL_Core_Validate_Modules(1) at boot: the modules ``firmware.platforms.boot_validated`` names
+        (the bootloader and the system part that depends on it; none on the Electron), each in range, for
+        this platform, with its dependencies there and a CRC that matches. Else Device OS runs in safe mode."""
+        for function, index in boot_validated(self.platform):
+            entry = self._installed(function, index)
+            if entry is None or entry.module is None or not entry.module.crc_ok:
+                return False
+            if entry.module.platform_id != self.platform.id or not self.dependencies_met(entry.module):
                 return False
         return True
-
-    def _system_dependencies_ok(self) -> bool:
-        parts = [self._installed(Function.SYSTEM_PART, i) for i in self.platform.system_parts]
-        return all(p is not None and p.module is not None and self.dependencies_met(p.module) for p in parts)
 
     def _faulty_app_running(self) -> bool:
         if self.faulty_app is None:
@@ -409,15 +467,16 @@ class SimDevice:
         return any(m.data == self.faulty_app for (f, _), m in self.modules.items() if f == Function.USER_PART)
 
     def _app_ok(self) -> bool:
+        """HAL_Core_Validate_User_Module: a user part whose header, CRC and dependencies are right."""
         apps = [m for (f, _), m in self.modules.items() if f == Function.USER_PART]
         return bool(apps) and all(
-            a.valid_integrity and a.module.platform_id == self.platform.id and self.dependencies_met(a.module)
+            a.module.crc_ok and a.module.platform_id == self.platform.id and self.dependencies_met(a.module)
             for a in apps
         )
 
     @property
     def system_version(self) -> int | None:
-        part = self._installed(Function.SYSTEM_PART, 1)
+        part = self._installed(Function.SYSTEM_PART, 1) or self._installed(Function.MONO_FIRMWARE, 0)
         return part.version if part is not None and part.module is not None else None
 
     @property
@@ -448,15 +507,23 @@ class SimDevice:
         self.rescan()
 
     def rescan(self) -> None:
-        """Find the modules in flash the way the bootloader does: a module header at each slot's place."""
+        """Find the modules in flash the way the bootloader does: a module header at each slot's place, in
+        every release's layout (a 6.1.1 system part at 0x30000, a 6.1.2 one at 0x28000). Where more than
+        one place holds one, the one the bootloader would start counts, else the first found."""
         with self.clock.lock:
-            found: dict[tuple[int, int], InstalledModule] = {}
+            candidates: dict[tuple[int, int], list[InstalledModule]] = {}
             for slot in self.platform.layout:
-                if slot.storage is not Storage.INTERNAL or (slot.function, slot.index) in found:
+                if slot.storage is not Storage.INTERNAL:
                     continue
                 entry = self._read_slot(slot)
-                if entry is not None:
-                    found[(entry.function, entry.index)] = entry
+                if entry is None:
+                    continue
+                same = candidates.setdefault((entry.function, entry.index), [])
+                if not any(e.data == entry.data for e in same):
+                    same.append(entry)
+            boot = candidates.get((Function.BOOTLOADER, 0))
+            facts = bootloader_facts(self.platform, boot[0].version if boot else None)
+            found = {key: self._preferred(entries, facts) for key, entries in candidates.items()}
             if self.ncp is not None:
                 try:
                     module = parse_module(self.ncp)
@@ -466,6 +533,13 @@ class SimDevice:
                 except NotAModuleError:
                     pass
             self.modules = found
+
+    def _preferred(self, entries: list[InstalledModule], facts: BootloaderFacts | None) -> InstalledModule:
+        for address in facts.system_search if facts is not None and len(entries) > 1 else ():
+            for entry in entries:
+                if self._bootloader_accepts(entry, address, facts):
+                    return entry
+        return entries[0]
 
     def _read_slot(self, slot: ModuleSlot) -> InstalledModule | None:
         read = self.flash.read

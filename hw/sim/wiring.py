@@ -6,7 +6,7 @@ from __future__ import annotations
 from hw.sim.control_server import ControlServer, Fault, every_nth
 from hw.sim.device import Rgb, SimDevice
 from hw.sim.device_control import control_handler
-from hw.sim.dfu_device import SimDfuDevice, quirks_for
+from hw.sim.dfu_device import SimDfuDevice, facts_for
 from hw.sim.pins import SimPin, SimPinFactory
 
 #: What a faulty LED sensor reports, whatever the device shows (fault matrix).
@@ -61,8 +61,9 @@ def attach(device: SimDevice, factory: SimPinFactory, cfg, bus) -> None:
                            fault=fault)  # fmt: skip
     device.control_server = server
     device.usb_handlers["normal"] = server.usb_control
-    protected = device.faults.protected and quirks_for(device.platform).protection
-    dfu = SimDfuDevice(device.platform, device.clock, device.flash, protected=protected,
+    version = device.bootloader_version  # what the DFU side offers follows the bootloader installed
+    protected = device.faults.protected and facts_for(device.platform, version).protection
+    dfu = SimDfuDevice(device.platform, device.clock, device.flash, protected=protected, bootloader_version=version,
                        on_manifest=device.dfu_left, on_safe_mode=device.dfu_safe_mode)  # fmt: skip
     device.dfu = dfu
     device.usb_handlers["dfu"] = device.dfu_transfer(dfu.usb_control)
