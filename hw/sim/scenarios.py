@@ -2,21 +2,44 @@
 
 A scenario says which Device OS release and app the device has, which modules are missing or
 corrupt, and which faults it shows. ``build_device(name, platform, clock)`` makes the device.
-Every scenario exists for every platform that has a synthetic release (Gen2, Gen3, rtl872x), so at
-least for Boron, Photon and P2. Names are stable: the demo, the tests and the benchmarks use them.
+Scenarios exist for every platform that has a synthetic release (Gen2, Gen3, rtl872x), so at
+least for Boron, Photon and P2, each on a Device OS release that platform really had
+(``firmware.versions.PLATFORM_RELEASES``: a Xenon runs 1.5.2, its last release). Where a scenario
+cannot happen on a platform (Device Protection on a Photon, whose last Device OS is 3.3.1) it says
+why (:func:`refusal`) and ``parse_simulate``/``build_device`` refuse it. Names are stable: the
+demo, the tests and the benchmarks use them.
 
     >>> from hw.clock import VirtualClock
     >>> device = build_device("app-crash", "boron", VirtualClock())
     >>> device.faults.app_panic, device.platform.name
     (1, 'boron')
+    >>> refusal("protected", "photon")[:40]
+    'Device Protection needs a bootloader of '
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from firmware.platforms import Function, Platform, platform_by_name
+from firmware.platforms import (
+    PLATFORMS,
+    REPLACES_OLDER_BOOTLOADER,
+    Function,
+    Platform,
+    bootloader_facts,
+    platform_by_name,
+)
+from firmware.versions import (
+    GEN2_RELIABLE_CONTROL_SINCE,
+    DeviceOsVersion,
+    bootloader_version_for,
+    had_release,
+    last_release,
+    platform_releases,
+    system_version_for,
+)
 
 if TYPE_CHECKING:
     from hw.clock import VirtualClock
@@ -25,11 +48,87 @@ if TYPE_CHECKING:
 # The device model and the module builder are imported where a device is built: the catalogue alone
 # (names, what each models) is read at the touchscreen's start, before its first frame.
 
-#: The release each MCU family runs unless a scenario says otherwise, and an old one.
+#: The release each MCU family runs unless a scenario says otherwise, and an old one; a platform that never
+#: had it runs the newest release it had before it (:func:`release_for`).
 CURRENT_RELEASE = {"stm32f2xx": "2.3.0", "nrf52840": "6.1.1", "rtl872x": "6.2.0"}
 OLD_RELEASE = {"stm32f2xx": "1.5.2", "nrf52840": "1.5.2", "rtl872x": "5.0.0"}
 #: An earlier release whose bootloader is older than the current system part needs.
 PREVIOUS_RELEASE = {"stm32f2xx": "1.5.2", "nrf52840": "5.9.0", "rtl872x": "5.9.0"}
+_TABLES = {"current": CURRENT_RELEASE, "old": OLD_RELEASE, "previous": PREVIOUS_RELEASE}
+
+
+def _stable_before(platform: str, release: str, ok: Callable[[str], bool] = lambda r: True) -> str | None:
+    """The platform's newest release that is no pre-release, not newer than ``release``, with a bootloader
+    version in the table (the synthetic release needs one) and passing ``ok``."""
+    limit = DeviceOsVersion.parse(release)
+    for name in reversed(platform_releases(platform)):
+        version = DeviceOsVersion.parse(name)
+        if not version.prerelease and version <= limit and bootloader_version_for(name) is not None and ok(name):
+            return name
+    return None
+
+
+def release_for(kind: str, platform: str | Platform) -> str | None:
+    """The Device OS release a simulated ``platform`` runs for a scenario's ``kind`` of release ("current",
+    "previous", "old"): the family's, where the platform had it, else the platform's newest release before
+    it (for "previous": with a bootloader older than the current release's); None when there is none."""
+    p = platform if isinstance(platform, Platform) else platform_by_name(platform)
+    family = p.mcu.name
+    if family not in CURRENT_RELEASE:
+        return None
+    wanted = _TABLES[kind][family]
+    if kind == "current":
+        return wanted if had_release(p.name, wanted) else _stable_before(p.name, wanted)
+    current = release_for("current", p)
+    if current is None:
+        return None
+    if kind == "previous":
+        ceiling = bootloader_version_for(current) or 0
+
+        def older(name: str) -> bool:
+            return (bootloader_version_for(name) or 0) < ceiling
+
+        if had_release(p.name, wanted) and older(wanted):
+            return wanted
+        return _stable_before(p.name, current, older)
+    return wanted if had_release(p.name, wanted) else _stable_before(p.name, wanted)
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """What a platform (running ``release``) must be for a scenario to happen there: ``holds(platform,
+    release)``; ``reason`` (formatted with ``platform``, ``release`` and ``last``, the platform's last
+    release) says why not, with its source."""
+
+    holds: Callable[[Platform, str], bool]
+    reason: str
+
+
+def _protection(p: Platform, release: str) -> bool:
+    facts = bootloader_facts(p, bootloader_version_for(release))
+    return facts is not None and facts.protection
+
+
+#: Device Protection lives in the bootloader (security mode) from Device OS 6.0.0 (bootloader 3000).
+DEVICE_PROTECTION = Requirement(
+    _protection,
+    "Device Protection needs a bootloader of Device OS 6.0.0 or later (security mode: device-os "
+    "bootloader/src/nRF52840/usbd_dfu_mal.cpp, tag v6.0.0); the {platform}'s last Device OS is {last}",
+)
+#: Particle's CLI distrusts control requests on Gen2 before 2.0.0; Gen3 and Gen4 answer them from 0.9.0 on.
+GEN2_CONTROL = Requirement(
+    lambda p, release: p.generation == 2,
+    "it models Gen2 firmware before 2.0.0 (system " + str(GEN2_RELIABLE_CONTROL_SINCE) + "), whose control "
+    "requests for DFU Particle's CLI does not trust (usb-serial-protocols.md 6); a {platform} is not Gen2 "
+    "and answers them",
+)
+#: The Electron's Device OS writes its own bootloader over an older one at boot.
+BOOTLOADER_STAYS = Requirement(
+    lambda p, release: p.name not in REPLACES_OLDER_BOOTLOADER,
+    "the {platform}'s Device OS carries its bootloader and writes it over an older one at boot, then "
+    "resets (device-os hal/inc/bootloader_hal.h HAL_REPLACE_BOOTLOADER, hal/src/stm32f2xx/bootloader.cpp, "
+    "tag v2.3.1): its bootloader is never older than its system part needs",
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +144,7 @@ class Scenario:
     missing: tuple[tuple[int, int], ...] = ()
     old_bootloader: bool = False  # a bootloader older than the system part needs
     faults: dict = field(default_factory=dict)  # Faults fields
+    requires: tuple[Requirement, ...] = ()  # where it can happen at all
 
 
 SYSTEM = (Function.SYSTEM_PART, 1)
@@ -66,8 +166,10 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("deps-mismatch", "user app needs a newer Device OS: the device sits in safe mode",
                  "Device OS update", release="previous", app="needs-newer"),
         Scenario("old-bootloader", "system part needs a newer bootloader: safe mode",
-                 "update including the bootloader", old_bootloader=True),
-        Scenario("corrupt-system", "system part fails its CRC: the bootloader falls into DFU (blinking yellow)",
+                 "update including the bootloader", old_bootloader=True, requires=(BOOTLOADER_STAYS,)),
+        Scenario("corrupt-system", "system part 1 fails its CRC: a Gen3/Gen4 bootloader falls into DFU (blinking "
+                 "yellow); a Gen2 one checks only the header and starts it, and Device OS, which checks "
+                 "system part 2 at boot but not part 1, runs (its module table says part 1 fails)",
                  "update", corrupt=(SYSTEM,)),
         Scenario("drops-dfu", "leaves DFU after the first module written", "re-enter DFU, carry on",
                  corrupt=(SYSTEM,), faults={"drops_dfu_after_writes": 1}),
@@ -80,10 +182,11 @@ SCENARIOS: dict[str, Scenario] = {
                  "the battery", faults={"hung_until_power_cycle": True, "battery": True}),
         Scenario("gen2-old", "old Device OS (1.5 on a Photon): control requests for DFU unreliable; app crashes",
                  "buttons or the 14400 baud trick", release="old", app="app",
-                 faults={"app_panic": 1, "control_unreliable": True}),
+                 faults={"app_panic": 1, "control_unreliable": True}, requires=(GEN2_CONTROL,)),
         Scenario("protected", "Device Protection on: DFU segments erase-only, control requests answer "
                  "DEVICE_PROTECTED; app crashes", "nothing can be written offline: verdict names service mode "
-                 "from the product's owner; nothing written", app="app", faults={"app_panic": 1, "protected": True}),
+                 "from the product's owner; nothing written", app="app", faults={"app_panic": 1, "protected": True},
+                 requires=(DEVICE_PROTECTION,)),
         Scenario("missing-bootloader", "no LED, no USB", "SWD restore", missing=(BOOTLOADER,)),
         Scenario("dead", "nothing answers, SWD neither",
                  "verdict: damaged hardware, with the checklist", faults={"dead": True}),
@@ -95,8 +198,56 @@ class UnknownScenarioError(LookupError):
     pass
 
 
+class ScenarioRefused(UnknownScenarioError):
+    """The scenario cannot happen on that platform (the message says why)."""
+
+
+def simulator_refusal(platform: str | Platform) -> str | None:
+    """Why the simulator has no device of this platform at all, or None."""
+    p = platform if isinstance(platform, Platform) else platform_by_name(platform)
+    if p.mcu.name not in CURRENT_RELEASE:
+        return f"the simulator has no {p.name} ({p.mcu.name}); try boron, photon or p2"
+    if release_for("current", p) is None:
+        return (f"no Device OS release of the kiosk's table was made for the {p.name} (device-os .buildpackrc "
+                f"to v6.2.0), so the simulator has none to run")  # fmt: skip
+    return None
+
+
+def refusal(name: str, platform: str | Platform) -> str | None:
+    """Why scenario ``name`` cannot happen on ``platform`` (None: it can)."""
+    p = platform if isinstance(platform, Platform) else platform_by_name(platform)
+    whole = simulator_refusal(p)
+    if whole is not None:
+        return whole
+    scenario = SCENARIOS[name]
+    release = release_for(scenario.release, p)
+    for requirement in scenario.requires:
+        if not requirement.holds(p, release or release_for("current", p)):
+            return requirement.reason.format(platform=p.name, release=release, last=last_release(p.name))
+    if release is None or (scenario.old_bootloader and release_for("previous", p) is None):
+        return f"the {p.name} had no earlier Device OS release with an older bootloader to start from"
+    return None
+
+
+def simulated_platforms() -> tuple[Platform, ...]:
+    """The platforms the simulator has devices of."""
+    return tuple(p for p in PLATFORMS if p.supported and simulator_refusal(p) is None)
+
+
+def refusals(name: str) -> dict[str, tuple[str, ...]]:
+    """For ``kiosk scenarios``: each reason scenario ``name`` cannot happen, with the simulated platforms
+    it applies to."""
+    out: dict[str, list[str]] = {}
+    for p in simulated_platforms():
+        reason = refusal(name, p)
+        if reason is not None:
+            out.setdefault(reason.replace(p.name, "{platform}"), []).append(p.name)
+    return {reason: tuple(names) for reason, names in out.items()}
+
+
 def parse_simulate(spec: str) -> list[tuple[str, str]]:
-    """``app-crash@p2,healthy`` -> [("app-crash", "p2"), ("healthy", "boron")]; raises with the known names."""
+    """``app-crash@p2,healthy`` -> [("app-crash", "p2"), ("healthy", "boron")]; raises with the known names,
+    or ScenarioRefused where the scenario cannot happen on that platform."""
     slots = []
     for part in spec.split(","):
         name, _, platform = part.strip().partition("@")
@@ -106,6 +257,9 @@ def parse_simulate(spec: str) -> list[tuple[str, str]]:
             )
         platform = platform or "boron"
         platform_by_name(platform)  # raises UnknownPlatformError with the known names
+        reason = refusal(name, platform)
+        if reason is not None:
+            raise ScenarioRefused(f"{name}@{platform} cannot happen: {reason}")
         slots.append((name, platform))
     return slots
 
@@ -127,27 +281,29 @@ def build_device(name: str, platform: str | Platform, clock: VirtualClock, slot:
     """A simulated device in the state the scenario describes (not yet powered)."""
     from firmware.builder import build_module
     from firmware.module import parse_module
+    from firmware.platforms import NRF_USER_PART_256K
     from firmware.releases import synthetic_release
-    from firmware.versions import system_version_for
     from hw.sim.device import Faults, SimDevice
     from hw.sim.flash import SimFlash
 
     scenario = SCENARIOS[name]
     p = platform if isinstance(platform, Platform) else platform_by_name(platform)
     family = p.mcu.name
-    if family not in CURRENT_RELEASE:
-        raise UnknownScenarioError(f"the simulator has no {p.name} ({family}); try boron, photon or p2")
-    release = {"old": OLD_RELEASE, "previous": PREVIOUS_RELEASE}.get(scenario.release, CURRENT_RELEASE)[family]
+    reason = refusal(name, p)
+    if reason is not None:
+        raise ScenarioRefused(f"{name}@{p.name} cannot happen: {reason}")
+    release = release_for(scenario.release, p)
     files = synthetic_release(p, release, tinker=scenario.app == "tinker")
     if scenario.old_bootloader:
-        previous = synthetic_release(p, PREVIOUS_RELEASE[family], tinker=False)
-        files[f"{p.name}-bootloader@{release}.bin"] = previous[f"{p.name}-bootloader@{PREVIOUS_RELEASE[family]}.bin"]
+        earlier = release_for("previous", p)
+        previous = synthetic_release(p, earlier, tinker=False)
+        files[f"{p.name}-bootloader@{release}.bin"] = previous[f"{p.name}-bootloader@{earlier}.bin"]
     system = system_version_for(release) or 0
     if scenario.app in ("app", "needs-newer"):
         # "needs-newer": built for the current release, which this device (on an earlier one) lacks
-        needs = system_version_for(CURRENT_RELEASE[family]) if scenario.app == "needs-newer" else system
+        needs = system_version_for(release_for("current", p)) if scenario.app == "needs-newer" else system
         app_dep = (Function.SYSTEM_PART, 2 if family == "stm32f2xx" else 1, needs)
-        app_index = 2 if family == "nrf52840" and system >= 3100 else 1
+        app_index = 2 if family == "nrf52840" and system >= NRF_USER_PART_256K else 1
         files[f"{p.name}-customer-app.bin"] = build_module(
             platform_id=p.id, function=Function.USER_PART, version=6, index=app_index,
             dependencies=[app_dep], body_size=6000, seed=42,
