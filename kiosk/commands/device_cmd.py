@@ -94,14 +94,18 @@ def _slot(bench: Bench, number: int) -> Slot:
 
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
-    from hw.sim.scenarios import SCENARIOS  # the catalogue only; nothing is simulated here
+    from hw.sim.scenarios import SCENARIOS, refusals  # the catalogue only; nothing is simulated here
 
     if args.json:
-        emit([{"name": s.name, "models": s.models, "fix": s.fix} for s in SCENARIOS.values()])
+        emit([{"name": s.name, "models": s.models, "fix": s.fix,
+               "cannot_happen_on": {p: why.format(platform=p) for why, ps in refusals(s.name).items() for p in ps}}
+              for s in SCENARIOS.values()])  # fmt: skip
         return EXIT_OK
     width = max(len(n) for n in SCENARIOS)
     for s in SCENARIOS.values():
         print(f"{s.name:{width}}  {s.models}\n{'':{width}}  -> {s.fix}")
+        for why, platforms in refusals(s.name).items():
+            print(f"{'':{width}}  not on {', '.join(platforms)}: {why.format(platform='device')}")
     print("\nUse with --simulate SCENARIO[@PLATFORM][,SCENARIO...] (platform default boron), e.g. app-crash@p2")
     return EXIT_OK
 
