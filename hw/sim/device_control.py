@@ -1,10 +1,19 @@
 """What a simulated device answers to control requests (the Device OS side of ``hw.control``).
 
-``control_handler(device)`` returns the ``(type_id, payload) -> (result, reply)`` function that the
-simulated control-request server calls. Replies use the same protobuf messages as the client.
-Everything a reply depends on in the device's Device OS version is data: :data:`MODULE_INFO_FORMATS`
-for module info (request 90), one row per MCU family and version range, each with the device-os
-source of its facts.
+``control_handler(device)`` returns the ``(type_id, payload) -> (result, reply[, completion])``
+function that the simulated control-request server calls (``handler.raw`` serves the raw 0x50
+requests). Replies use the same protobuf messages as the client. Everything a reply depends on in
+the device's Device OS version is data: :data:`MODULE_INFO_FORMATS` for module info (request 90),
+one row per MCU family and version range, each with the device-os source of its facts.
+
+Requests 40, 50 and 60 reset the way Device OS does: the reply first, and the reset 1 s after the
+request has *ended*, in its completion handler (``system/src/system_control_internal.cpp``
+``CTRL_REQUEST_RESET``/``DFU_MODE``/``SAFE_MODE``: ``setResult(req, 0, [](int result, void*) {
+HAL_Delay_Milliseconds(1000); System.reset(); })``). A request ends when the host has read its result
+(``HAL_USB_VENDOR_REQUEST_STATE_TX_COMPLETED`` after the CHECK that carried it,
+``system/src/usb_control_request_channel.cpp``), or when the host cancels it or the bus resets; the
+completion ignores its result, so a cancelled reset request resets too. A host that reads the result
+late still gets it: the second starts then.
 """
 
 from __future__ import annotations
@@ -38,8 +47,11 @@ from hw.control import (
 )
 from hw.sim.device import InstalledModule, Mode, SimDevice
 
-#: Requests a protected device still answers (identity and state); everything else is refused.
-PROTECTED_ALLOWED = {RequestType.DEVICE_ID, RequestType.SYSTEM_VERSION, RequestType.GET_DEVICE_MODE}
+#: Requests a protected device still answers: ``security_mode_check_control_request``
+#: (``services/src/security_mode.cpp``, v6.1.1 to v6.2.0) lets DEVICE_ID, GET/SET_PROTECTED_STATE (76/77)
+#: and APP_CUSTOM (10) through on USB and refuses every other one with SYSTEM_ERROR_PROTECTED (-1801).
+#: (System version and device mode are refused too; the raw 0x50 requests never pass that check.)
+PROTECTED_ALLOWED = {RequestType.DEVICE_ID}
 
 Handler = Callable[[int, bytes], tuple]
 UPDATE_CHUNK = 4096  # bytes per 253 request the simulated device asks for
@@ -253,12 +265,18 @@ def module_info_reply(device: SimDevice) -> bytes:
     return bytes(GetModuleInfoReply(modules_deprecated=[m for r in reported if (m := _legacy(r)) is not None]))
 
 
+# --- the handler -----------------------------------------------------------------------------------
+
+#: Requests whose completion handler resets the device (1 s after the request ended), and into what.
+RESETS: dict[int, str | None] = {RequestType.RESET: None, RequestType.DFU_MODE: "dfu", RequestType.SAFE_MODE: "safe"}
+
+
 def control_handler(device: SimDevice) -> Handler:
     """The request handler of ``device``'s control-request server."""
 
-    def reset_into(into: str | None) -> tuple[int, bytes]:
-        device.request_reset(into)  # old firmware (gen2-old) acknowledges and then does nothing
-        return Result.OK, b""
+    def reset_into(into: str | None) -> tuple:
+        # old firmware (gen2-old) acknowledges and then does nothing: request_reset decides
+        return Result.OK, b"", lambda result: device.request_reset(into)
 
     def mode() -> tuple[int, bytes]:
         current = DeviceMode.LISTENING if device.mode == Mode.LISTENING else DeviceMode.NORMAL
@@ -289,7 +307,7 @@ def control_handler(device: SimDevice) -> Handler:
         data.extend(chunk)
         return Result.OK, b""
 
-    def finish_update(payload: bytes) -> tuple[int, bytes]:
+    def finish_update(payload: bytes) -> tuple:
         if "data" not in update or len(update["data"]) != update["size"]:
             update.clear()
             return Result.INVALID_STATE, b""
@@ -298,41 +316,43 @@ def control_handler(device: SimDevice) -> Handler:
         update.clear()
         if not _update_valid(device, data):
             return Result.INVALID_ARGUMENT, b""  # what the device answers when validation fails
-        if not validate_only:
-            update["apply"] = data  # applied once the reply has been read (the completion handler)
-        return Result.OK, b""
+        if validate_only:
+            return Result.OK, b""
+        update["apply"] = data
+
+        def apply(result: int) -> None:
+            # firmwareUpdateCompletionHandler (system/src/control/storage.cpp) applies whatever the result,
+            # unless the update was cancelled (252) or restarted (250) before the request ended
+            if update.get("apply") is data:
+                update.clear()
+                device.apply_update(data)
+
+        return Result.OK, b"", apply
 
     def cancel_update() -> tuple[int, bytes]:
         update.clear()
         return Result.OK, b""
 
-    table: dict[int, Callable[[], tuple[int, bytes]]] = {
+    table: dict[int, Callable[[], tuple]] = {
         RequestType.DEVICE_ID: lambda: (Result.OK, bytes(GetDeviceIdReply(id=device.device_id))),
         RequestType.SYSTEM_VERSION: lambda: (
             Result.OK,
             bytes(GetSystemVersionReply(version=device.system_version_string)),
         ),
-        RequestType.RESET: lambda: reset_into(None),
-        RequestType.DFU_MODE: lambda: reset_into("dfu"),
-        RequestType.SAFE_MODE: lambda: reset_into("safe"),
+        **{type_id: (lambda into=into: reset_into(into)) for type_id, into in RESETS.items()},
         RequestType.START_LISTENING: lambda: listen(True),
         RequestType.STOP_LISTENING: lambda: listen(False),
         RequestType.GET_DEVICE_MODE: mode,
         RequestType.GET_MODULE_INFO: lambda: (Result.OK, module_info_reply(device)),
         RequestType.CANCEL_FIRMWARE_UPDATE: cancel_update,
     }
-    with_payload: dict[int, Callable[[bytes], tuple[int, bytes]]] = {
+    with_payload: dict[int, Callable[[bytes], tuple]] = {
         RequestType.START_FIRMWARE_UPDATE: start_update,
         RequestType.FIRMWARE_UPDATE_DATA: update_data,
         RequestType.FINISH_FIRMWARE_UPDATE: finish_update,
     }
 
-    def on_done(type_id: int, result: int) -> None:
-        """Device OS acts in the request's completion handler, after the host has read the reply."""
-        if type_id == RequestType.FINISH_FIRMWARE_UPDATE and result == Result.OK and "apply" in update:
-            device.apply_update(update.pop("apply"))
-
-    def handle(type_id: int, payload: bytes) -> tuple[int, bytes]:
+    def handle(type_id: int, payload: bytes) -> tuple:
         with device.clock.lock:
             if device.faults.protected and type_id not in PROTECTED_ALLOWED:
                 return Result.DEVICE_PROTECTED, b""
@@ -343,7 +363,23 @@ def control_handler(device: SimDevice) -> Handler:
                 return Result.NOT_SUPPORTED, b""
             return action()
 
-    handle.on_done = on_done  # type: ignore[attr-defined]
+    def raw(type_id: int, data: bytes) -> bytes | int | None:
+        """The raw 0x50 requests (``processVendorRequest``, system/src/usb_control_request_channel.cpp): served
+        in the USB interrupt, without the protection check; None stalls (an unknown type)."""
+        with device.clock.lock:
+            if type_id == RequestType.DEVICE_ID:
+                return device.device_id.upper().encode()  # bytes2hexbuf: upper-case hex
+            if type_id == RequestType.SYSTEM_VERSION:
+                return device.system_version_string.encode()
+            if type_id == RequestType.RESET:
+                device.request_reset(None, delay_s=0.0)  # HAL_Core_System_Reset_Ex at once, no reply first
+                return 0
+            if type_id == RequestType.CLOUD_DISCONNECT:
+                return 0  # the bench has no network to disconnect from
+            return None
+
+    handle.raw = raw  # type: ignore[attr-defined]
+    handle.on_done = None  # type: ignore[attr-defined]  # completions travel with each request now
     return handle
 
 
