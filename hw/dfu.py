@@ -56,7 +56,9 @@ STATUS_LENGTH = 6
 DEVICE_BLOCK_SIZE = 4096
 #: particle-usb's transfer size when a device has no DFU functional descriptor.
 DEFAULT_TRANSFER_SIZE = 1024
-#: String descriptor with the Device Protection state, ``sm=o|p|s`` (bootloaders of Device OS >= 6.1.2).
+#: String descriptor with the Device Protection state, ``sm=o|p|s``: bootloaders of Device OS >= 6.2.0
+#: (device-os bootloader/src/nRF52840/usbd_device.cpp STRING_IDX_DEVICE_STATE, tag v6.2.0; not in 6.1.2,
+#: which particle-usb's fallback comment names).
 PROTECTION_STRING_INDEX = 0xFA
 LANGID_EN_US = 0x0409
 MAX_BLOCK_NUMBER = 0xFFFF  # wValue is 16 bits
@@ -379,7 +381,7 @@ class DfuDevice:
     # --- protection -----------------------------------------------------------------------------------
     def protection_state(self) -> str | None:
         """The Device Protection state: "open", "protected" or "service" from string 0xFA; without
-        it (bootloaders before Device OS 6.1.2) "protected" if alt 0 is erase-only, else None."""
+        it (bootloaders before Device OS 6.2.0) "protected" if alt 0 is erase-only, else None."""
         with self._cpu():
             self._require_open()
             text = None
@@ -505,7 +507,8 @@ class DfuDevice:
             return False
 
     def get_commands(self, cancel: ClockEvent | None = None) -> bytes:
-        """The DfuSe commands the bootloader offers (UPLOAD with wValue 0), e.g. ``00 21 41 FA FB``."""
+        """The DfuSe commands the bootloader offers (UPLOAD with wValue 0): ``00 21 41`` (Gen2; Gen3/Gen4
+        up to 6.1.0), ``00 21 41 FA`` (6.1.1, 6.1.2), ``00 21 41 FA FB`` (6.2.0)."""
         with self._cpu():
             self._require_open()
             if self._commands is None:
@@ -520,7 +523,7 @@ class DfuDevice:
             return self._commands
 
     def enter_safe_mode(self, cancel: ClockEvent | None = None) -> bool:
-        """DfuSe 0xFA: the device resets into safe mode (Gen3 and rtl872x bootloaders).
+        """DfuSe 0xFA: the device resets into safe mode (Gen3 and rtl872x bootloaders from Device OS 6.1.1).
 
         Raises DfuUnsupported when GET_COMMANDS does not list 0xFA. True when the device confirmed
         with dfuMANIFEST, False when it dropped off the bus first (as a leave).
