@@ -644,3 +644,118 @@ def test_parse_device_os_refuses_non_versions_with_an_example(bad):
 
 def test_version_error_is_a_value_error():
     assert issubclass(VersionError, ValueError)
+
+
+# --- layouts by version, bootloaders by version, the releases each platform had ---------------------------
+
+
+def test_nrf52840_system_part1_moved_in_6_1_2():
+    """device-os hal/src/nRF52840/ota_module_bounds.c: 0x30000 at tag v6.1.1, 0x28000 on test/v6.1.2."""
+    from firmware.platforms import NRF_APP_CODE_MOVED
+
+    boron = platform_by_name("boron")
+    assert NRF_APP_CODE_MOVED == system_version_for("6.1.2") == 6102
+    where = {r: boron.slots_for(Function.SYSTEM_PART, 1, system_version_for(r))[0] for r in ("3.0.0", "6.1.1", "6.1.2")}
+    assert {r: (hex(s.start), hex(s.end)) for r, s in where.items()} == {
+        "3.0.0": ("0x30000", "0xd4000"),
+        "6.1.1": ("0x30000", "0xb4000"),
+        "6.1.2": ("0x28000", "0xb4000"),
+    }
+    assert boron.slots_for(Function.RADIO_STACK, 0, 6101)[0].end == 0x30000
+    assert boron.slots_for(Function.RADIO_STACK, 0, 6102)[0].end == 0x27000
+    assert boron.slots_for(Function.MONO_FIRMWARE, 0, 6101)[0].start == 0x30000
+    assert all(s.source for s in boron.layout if s.since or s.until)
+    for release in (r for _s, _b, r in RELEASES if system_version_for(r) >= 1000):
+        # every release has exactly one place for each module of the layout
+        at = boron.layout_at(system_version_for(release))
+        assert len({(s.function, s.index) for s in at}) == len(at), release
+
+
+def test_rtl_and_gen2_layouts_do_not_move():
+    for name in ("p2", "photon", "electron"):
+        p = platform_by_name(name)
+        assert all(s.since == 0 and s.until is None for s in p.layout), name
+
+
+@pytest.mark.parametrize(
+    ("fixture", "start"),
+    [("cli__binaries__argon-system-part1@4.1.0.bin", 0x30000), ("tracker-system-part1@3.1.0-alpha.2.bin", 0x30000),
+     ("boron-som-system-part1@1.1.0-rc.1.bin", 0x30000), ("080_system-part1-xenon.bin", 0x30000),
+     ("040_system-part1.bin", 0x08020000)],
+)  # fmt: skip
+def test_the_planner_writes_a_real_system_part_where_its_header_says(fixture, start):
+    from firmware.plan import DeviceFacts, Mechanism, plan_flash
+    from tests.fixture_paths import fixture_bytes
+
+    m = parse_module(fixture_bytes(fixture))
+    assert m.start_address == start
+    plan = plan_flash(DeviceFacts(platform_by_id(m.platform_id), mode="dfu"), [(fixture, m)])
+    (step,) = [s for s in plan.steps if s.module is m]
+    assert (step.mechanism, step.address) == (Mechanism.DFU, start)
+
+
+def test_the_planner_writes_synthetic_system_parts_where_their_release_keeps_them():
+    from firmware.plan import DeviceFacts, plan_flash
+    from firmware.releases import synthetic_release
+
+    for release, start in (("6.1.1", 0x30000), ("6.1.2", 0x28000), ("6.2.0", 0x28000)):
+        modules = [(n, parse_module(d)) for n, d in synthetic_release("boron", release).items()]
+        plan = plan_flash(DeviceFacts(platform_by_name("boron"), mode="dfu"), modules)
+        system = next(s for s in plan.steps if "system-part1" in s.name)
+        assert system.address == start == system.module.start_address, release
+
+
+def test_bootloaders_by_version():
+    from firmware.platforms import BOOTLOADERS, bootloader_facts
+
+    boron, p2, photon = (platform_by_name(n) for n in ("boron", "p2", "photon"))
+    rows = {v: bootloader_facts(boron, v) for v in (2700, 3000, 3001, 3002, 3100)}
+    assert {v: r.dfuse_commands.hex(" ") for v, r in rows.items()} == {
+        2700: "00 21 41", 3000: "00 21 41", 3001: "00 21 41 fa", 3002: "00 21 41 fa", 3100: "00 21 41 fa fb"}
+    assert {v: r.protection for v, r in rows.items()} == {2700: False, 3000: True, 3001: True, 3002: True, 3100: True}
+    assert [v for v, r in rows.items() if r.protection_string] == [3100]
+    assert {v: r.system_search for v, r in rows.items()} == {
+        2700: (0x30000,), 3000: (0x30000,), 3001: (0x30000,), 3002: (0x28000, 0x30000), 3100: (0x28000, 0x30000)}
+    assert bootloader_facts(p2, 3001).dfuse_commands.hex(" ") == "00 21 41 fa"
+    assert bootloader_facts(p2).system_search == (0x08060000,)
+    gen2 = bootloader_facts(photon, 1006)
+    assert (gen2.verifies_crc, gen2.system_search, gen2.dfuse_commands.hex(" ")) == (False, (0x08020000,), "00 21 41")
+    assert bootloader_facts(platform_by_name("core")) is None
+    for family, table in BOOTLOADERS.items():
+        assert [r.since for r in table] == sorted(r.since for r in table), family
+        assert all(r.source for r in table), family
+    # the versions named are the bootloader versions of the releases that brought each change
+    assert [bootloader_version_for(r) for r in ("6.0.0", "6.1.1", "6.1.2", "6.2.0")] == [3000, 3001, 3002, 3100]
+
+
+def test_what_device_os_checks_at_boot():
+    from firmware.platforms import boot_validated
+
+    assert boot_validated(platform_by_name("boron")) == ((Function.BOOTLOADER, 0), (Function.SYSTEM_PART, 1))
+    assert boot_validated(platform_by_name("p2")) == ((Function.BOOTLOADER, 0), (Function.SYSTEM_PART, 1))
+    assert boot_validated(platform_by_name("photon")) == ((Function.BOOTLOADER, 0), (Function.SYSTEM_PART, 2))
+    assert boot_validated(platform_by_name("p1")) == boot_validated(platform_by_name("photon"))
+    assert boot_validated(platform_by_name("electron")) == ()
+
+
+def test_the_releases_each_platform_had():
+    from firmware.versions import PLATFORM_RELEASES, had_release, last_release, platform_releases
+
+    assert last_release("xenon") == "1.5.4-rc.2" and last_release("xenon", stable=True) == "1.5.2"
+    assert not had_release("xenon", "6.1.1") and not had_release("xenon", "2.0.0")
+    assert last_release("photon") == last_release("electron") == "3.3.1"  # 4.0.0 dropped Gen2
+    assert not had_release("photon", "4.0.0") and had_release("photon", "2.3.0")
+    assert not had_release("boron", "1.0.0") and had_release("photon", "1.0.0")  # 1.0.x was Gen2 only
+    assert not had_release("photon", "0.9.0") and had_release("boron", "0.9.0")  # 0.9.0 was Gen3 only
+    # one-platform lines belong to their platform alone
+    assert had_release("tracker", "1.5.1-tracker.2") and not had_release("boron", "1.5.1-tracker.2")
+    assert had_release("p2", "3.0.1-p2.5") and not had_release("argon", "3.0.1-p2.5")
+    assert not had_release("p2", "4.0.0") and had_release("p2", "5.0.0")
+    assert not had_release("tracker", "1.5.2") and had_release("tracker", "1.5.4-rc.1")
+    assert platform_releases("msom")[0] == "5.5.0-rc.1" and platform_releases("trackerm")[0] == "5.0.0"
+    assert platform_releases("electron2") == platform_releases("sulu") == ()
+    for name, spans in PLATFORM_RELEASES.items():
+        assert platform_by_name(name).supported, name
+        for first, last in spans:  # every span names releases of the table, in order
+            assert DeviceOsVersion.parse(first) <= DeviceOsVersion.parse(last), name
+            assert system_version_for(first) is not None and system_version_for(last) is not None
