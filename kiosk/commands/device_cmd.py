@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "inspect", help="the device's modules with PASS/FAIL per check (like particle serial inspect)"
     )
     add_bench_options(insp)
+    insp.add_argument("--library", type=Path,
+                      help="the firmware library to compare hashes with (default: the kiosk's; the demo one with "
+                      "--simulate)")  # fmt: skip
     insp.set_defaults(handler=cmd_inspect)
 
     led = sub.add_parser("led", help="what the status LED shows (colour, pattern, SOS code and its meaning)")
@@ -205,8 +208,24 @@ def _modules_by_serial(bench: Bench, slot: Slot, device: object) -> list:
         raise CommandError(f"the device did not report its modules over serial: {exc}", EXIT_FAILED) from None
 
 
+def _inspect_library(args: argparse.Namespace, bench: Bench):
+    """The library ``inspect`` compares hashes with: ``--library``, the demo one on a simulated bench, else
+    the kiosk's own (an empty or missing one leaves every module "not in the library")."""
+    from firmware.library import FirmwareLibrary
+    from kiosk.commands.firmware_cmd import default_library
+
+    if args.library:
+        return FirmwareLibrary(args.library)
+    if args.simulate:
+        from kiosk.demo_library import demo_library  # synthetic releases for the simulated devices
+
+        return demo_library({s.device.platform.name for s in bench.slots})
+    return FirmwareLibrary(default_library())
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
-    """Control request 90 where the device answers it; the listening-mode ``s`` table where it listens."""
+    """Control request 90 where the device answers it; the listening-mode ``s`` table where it listens.
+    Each module's hash (where the device reports one) is compared with the library's."""
     from kiosk import inspect as inspection
 
     with open_bench(args) as bench:
@@ -239,11 +258,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
                 ) from None
             source = "serial s (listening mode)"
             infos = _modules_by_serial(bench, slot, device)
-        modules = inspection.from_control(infos)
+        library = _inspect_library(args, bench)
+        hashes = inspection.LibraryHashes(library, device.platform, {(i.function, i.index) for i in infos})
+        modules = inspection.from_control(infos, hashes)
+    ok = all(m.ok and m.matches_library for m in modules)
     if args.json:
         emit({"slot": args.slot, "device_id": device.device_id, "platform": device.platform.name,
-              "source": source, "ok": all(m.ok for m in modules),
+              "source": source, "ok": ok, "library": str(library.root), "library_problems": hashes.problems,
               "modules": [m.to_json() for m in modules]})  # fmt: skip
     else:
-        print(inspection.describe(device.platform, modules, source))
-    return EXIT_OK if all(m.ok for m in modules) else EXIT_FAILED
+        print(inspection.describe(device.platform, modules, source, str(library.root)))
+        for problem in hashes.problems:
+            print(f"library: {problem}")
+    return EXIT_OK if ok else EXIT_FAILED

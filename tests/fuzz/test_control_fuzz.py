@@ -137,6 +137,31 @@ def test_module_info_replies_mutated(reply, flips, cut):
         assert isinstance(m.failed, frozenset) and m.valid == (not m.failed)
 
 
+@fuzz_settings(150)
+@given(module_info, st.binary(min_size=32, max_size=32))
+def test_any_module_info_makes_an_inspect_table(reply, library_hash):
+    """Whatever the device reports (unknown types and stores, odd hashes, sizes up to 2**32 - 1), kiosk inspect's
+    table, text and JSON come out, and the library comparison gives one of its four verdicts."""
+    import json
+
+    from firmware.platforms import platform_by_name
+    from kiosk import inspect as inspection
+
+    hashes = inspection.LibraryHashes.__new__(inspection.LibraryHashes)  # a library holding one module, no files
+    hashes.by_hash, hashes.problems = {(4, 1, library_hash): _Entry("modules/boron/x/system-part1.bin")}, []
+    hashes.parts = {(4, 1, 6101): _Entry("modules/boron/x/system-part1.bin")}
+    modules = inspection.from_control(parse_module_info(bytes(reply)), hashes)
+    json.dumps([m.to_json() for m in modules])
+    inspection.describe(platform_by_name("boron"), modules, "control request 90", "/lib")
+    for m in modules:
+        assert m.size >= 0 and m.library.verdict in ("PASS", "FAIL", "not in the library", "not reported")
+
+
+class _Entry:
+    def __init__(self, path: str):
+        self.path = path
+
+
 status_replies = st.builds(
     ChannelStatus,
     status=st.integers(0, 0xFFFF),
