@@ -795,7 +795,8 @@ class ControlChannel:
         )
 
     def system_version(self, timeout_s: float = 10.0, fallback: bool = True, cancel: ClockEvent | None = None) -> str:
-        """The Device OS version, e.g. "6.1.1" (request 30; the raw request where that is not supported)."""
+        """The Device OS version, e.g. "6.1.1" (request 30; the raw request where that is not supported or, on a
+        protected device, not allowed)."""
         return self._with_fallback(
             lambda: (
                 decode(GetSystemVersionReply, self.call(RequestType.SYSTEM_VERSION, b"", timeout_s, cancel)).version
@@ -808,9 +809,11 @@ class ControlChannel:
         try:
             return primary()
         except ControlError as exc:
-            if raw is None or exc.result != Result.NOT_SUPPORTED:
+            # old firmware lacks the framed request; a protected device refuses it (security_mode_check_control_request
+            # lets only DEVICE_ID, 76/77 and APP_CUSTOM through) but serves the raw one, which that check never sees
+            if raw is None or exc.result not in (Result.NOT_SUPPORTED, Result.DEVICE_PROTECTED):
                 raise
-            log.debug("framed request not supported (%s): using the raw request", exc)
+            log.debug("framed request refused (%s): using the raw request", exc)
             return raw()
 
     def reset(self, timeout_s: float = 10.0, cancel: ClockEvent | None = None) -> None:

@@ -130,7 +130,11 @@ def test_the_raw_requests_answer_a_protected_device_too():
         slot.device.faults.protected = True
         assert channel.raw_system_version() == slot.device.system_version_string
         assert channel.raw_device_id() == slot.device.device_id
-        with pytest.raises(ControlError) as exc:  # the framed request is refused (not NOT_SUPPORTED: no fallback)
+        with pytest.raises(ControlError) as exc:  # the framed request is refused
             channel.system_version(fallback=False)
         assert exc.value.result == Result.DEVICE_PROTECTED
+        assert channel.system_version() == slot.device.system_version_string  # the client falls back to the raw one
         assert channel.device_id() == slot.device.device_id  # DEVICE_ID passes security_mode_check_control_request
+        with pytest.raises(ControlError) as exc:
+            channel.device_mode()
+        assert exc.value.protected
