@@ -10,24 +10,28 @@ in the device's flash: ``EncodeFirmwareModules`` (system/src/system_info_encodin
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+import zlib
 
 import pytest
 
 from firmware.builder import build_module
 from firmware.module import parse_module
-from firmware.platforms import Function
+from firmware.platforms import STM32F1, Function
 from hw.clock import VirtualClock
 from hw.control import (
     FirmwareModule,
     FirmwareModuleDependency,
     GetModuleInfoReply,
     LegacyModule,
+    RequestType,
+    Result,
     decode,
     module_info_hash,
     parse_module_info,
 )
-from hw.sim.device_control import MODULE_INFO_FORMATS, module_info_format, module_info_reply
+from hw.sim.device_control import MODULE_INFO_FORMATS, control_handler, module_info_format, module_info_reply
 from hw.sim.scenarios import build_device
 from tests.fixture_paths import fixture_bytes
 
@@ -337,8 +341,6 @@ def test_integrity_is_the_crc_only():
     system = device.modules[(F.SYSTEM_PART, 1)]
     data = bytearray(system.data)
     data[-38:-6] = bytes(range(32))
-    import zlib
-
     data[-4:] = zlib.crc32(bytes(data[:-4])).to_bytes(4, "big")
     assert parse_module(bytes(data)).crc_ok, "the CRC is stored big-endian (module-format.md 2.3)"
     device.flash.load(0, system.module.start_address, bytes(data))
@@ -381,3 +383,12 @@ def test_a_legacy_module_of_size_0_stays_0():
     assert info[0].image_size == 0
     info = parse_module_info(bytes(GetModuleInfoReply(modules=[FirmwareModule(type=8, version=202)])))
     assert info[0].image_size == 0
+
+
+def test_a_family_without_a_row_answers_not_supported():
+    """The Core (stm32f1xx) never had request 90: no row, so the handler says NOT_SUPPORTED rather than crash."""
+    with pytest.raises(LookupError):
+        module_info_format("stm32f1xx", 1400)
+    device = build_device("healthy", "boron", VirtualClock())
+    device.platform = dataclasses.replace(device.platform, mcu=STM32F1)
+    assert control_handler(device)(RequestType.GET_MODULE_INFO, b"")[0] == Result.NOT_SUPPORTED

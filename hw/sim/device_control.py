@@ -329,6 +329,12 @@ def control_handler(device: SimDevice) -> Handler:
 
         return Result.OK, b"", apply
 
+    def module_info() -> tuple[int, bytes]:
+        try:
+            return Result.OK, module_info_reply(device)
+        except LookupError:  # a family MODULE_INFO_FORMATS lacks (the Core): no request 90 there
+            return Result.NOT_SUPPORTED, b""
+
     def cancel_update() -> tuple[int, bytes]:
         update.clear()
         return Result.OK, b""
@@ -343,7 +349,7 @@ def control_handler(device: SimDevice) -> Handler:
         RequestType.START_LISTENING: lambda: listen(True),
         RequestType.STOP_LISTENING: lambda: listen(False),
         RequestType.GET_DEVICE_MODE: mode,
-        RequestType.GET_MODULE_INFO: lambda: (Result.OK, module_info_reply(device)),
+        RequestType.GET_MODULE_INFO: module_info,
         RequestType.CANCEL_FIRMWARE_UPDATE: cancel_update,
     }
     with_payload: dict[int, Callable[[bytes], tuple]] = {
