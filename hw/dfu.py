@@ -476,6 +476,7 @@ class DfuDevice:
             self._ensure(_DOWNLOAD_READY, cancel)
             stalls = 0
             for attempt in range(GLITCH_RETRIES + 1):
+                garbled = False
                 try:
                     self._dnload(2, b"")  # particle-usb: wValue 2, no address pointer first
                 except _Stall:
@@ -487,11 +488,17 @@ class DfuDevice:
                     self.clock.sleep(STALL_RETRY_DELAY_S, cancel)
                     continue
                 except (_Glitch, DfuDisconnected):
-                    pass  # it may have got there: its status tells
+                    garbled = True  # it may have got there: its status tells
                 try:
-                    reply = self._poll(cancel)
+                    reply = self._leave_status(cancel)
                 except (_Glitch, _Stall, DfuDisconnected):
                     return False  # dropping off the bus is how a leave ends
+                if garbled and reply.state == DfuState.DNLOAD_IDLE and not self._manifesting():
+                    # A Gen2 bootloader says dfuDNLOAD_IDLE while it manifests too (ST's DFU_Req_GETSTATUS,
+                    # "to please dfu-util"), so after a garbled leave that reply cannot tell whether the
+                    # request arrived; GETSTATE, which ST answers with the real state, can. It did not: again.
+                    self.stats.retries += 1
+                    continue
                 if reply.state in _LEFT and reply.status == DfuStatus.OK:
                     self._state = None  # it is waiting for its reset, whatever it reported
                     return True
@@ -505,6 +512,27 @@ class DfuDevice:
                 except DfuDisconnected:
                     return False
             return False
+
+    def _leave_status(self, cancel: ClockEvent | None) -> DfuGetStatus:
+        """The GETSTATUS after the leave request, which is what starts the manifestation (the device stays in
+        dfuMANIFEST_SYNC until it comes): one garbled by the cable is asked again while the device is there."""
+        for attempt in range(GLITCH_RETRIES + 1):
+            try:
+                return self._poll(cancel)
+            except _Glitch:
+                if attempt == GLITCH_RETRIES or not self._still_attached():
+                    raise
+                self.stats.retries += 1
+        raise AssertionError("unreachable")
+
+    def _manifesting(self) -> bool:
+        """After a leave whose request was garbled and a status of dfuDNLOAD_IDLE: is the device manifesting
+        (GETSTATE: dfuMANIFEST or later) rather than still idle? True when it cannot tell."""
+        try:
+            state = self._xfer("GETSTATE", DFU_IN, DfuRequest.GETSTATE, 0, 1)
+        except (_Glitch, _Stall, DfuDisconnected):
+            return True  # a Gen3 bootloader stalls GETSTATE while manifesting; gone is how a leave ends
+        return not state or state[0] != DfuState.DNLOAD_IDLE
 
     def get_commands(self, cancel: ClockEvent | None = None) -> bytes:
         """The DfuSe commands the bootloader offers (UPLOAD with wValue 0): ``00 21 41`` (Gen2; Gen3/Gen4

@@ -819,3 +819,44 @@ def test_gen2_work_holds_the_getstatus_that_announced_it():
         took = clock.now() - at
         dev.usb_control(0xA1, 3, 0, 0, 6)
         assert (took, clock.now() - at - took) == (pytest.approx(first), pytest.approx(second)), platform
+
+
+@pytest.mark.parametrize("platform", ["photon", "boron"])
+def test_a_leave_lost_on_the_wire_is_sent_again(platform):
+    """The zero-length DNLOAD garbled before the device saw it: the device is still in dfuDNLOAD_IDLE, which a
+    Gen2 bootloader also reports while it manifests. The client asks GETSTATE (ST answers the real state) and
+    sends the leave again; the device then resets."""
+    rig = make_rig(platform)
+    rig.dfu.write(SYSTEM_PART_1[platform], b"data")
+    lost = iter([True])
+
+    def fault(name: str) -> str | None:
+        return "io" if name == "DNLOAD" and next(lost, False) else None
+
+    rig.device.fault = fault
+    rig.dfu.leave()
+    rig.clock.sleep(1.0)
+    assert [why for _, why in rig.peer.resets] == ["manifest"]
+    assert rig.device.stats.commands["leave"] == 1
+
+
+@pytest.mark.parametrize("platform", ["photon", "boron"])
+def test_the_status_after_a_leave_lost_on_the_wire_is_asked_again(platform):
+    """The device manifests only once the GETSTATUS after the leave arrives (dfuMANIFEST_SYNC until then): a
+    garbled one is asked again, or the device would sit in DFU for good."""
+    rig = make_rig(platform)
+    rig.dfu.write(SYSTEM_PART_1[platform], b"data")
+    state = {"left": False, "lost": False}
+
+    def fault(name: str) -> str | None:
+        if name == "DNLOAD":
+            state["left"] = True
+        elif name == "GETSTATUS" and state["left"] and not state["lost"]:
+            state["lost"] = True
+            return "io"
+        return None
+
+    rig.device.fault = fault
+    assert rig.dfu.leave() is True
+    rig.clock.sleep(1.0)
+    assert [why for _, why in rig.peer.resets] == ["manifest"]
