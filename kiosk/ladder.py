@@ -26,7 +26,7 @@ from firmware.module import parse_module
 from firmware.plan import DeviceFacts, PlanRefused, Transport, plan_flash
 from firmware.platforms import Platform
 from hw.clock import Cancelled, ClockEvent
-from hw.control import ControlChannel, ControlError, ControlFailure
+from hw.control import ControlChannel, ControlError, ControlFailure, Result
 from hw.device_timing import BOOTLOADER_SAFE_S, CONTROL_RESET_DELAY_S, DFU_ENUMERATE_S, boot_s
 from hw.flash_timing import swd_restore_floor_s
 from hw.hazard import DEFAULT_DRAIN_S, HazardRefused
@@ -337,17 +337,22 @@ class Ladder:
             self.journal.identify_run(self.run_id, usb.device_id, usb.platform.name)
         if usb is not None and usb.mode == "normal":
             channel = ControlChannel(usb.usb_device, self.clock, usb.platform.quirks)
-            try:
-                infos = channel.module_info(timeout_s=MODULE_INFO_TIMEOUT_S, cancel=self.cancel)
-                seen.responsive = True
-                seen.modules_ok = all(i.valid for i in infos)
-                seen.deps_failed = any("dependencies" in i.failed for i in infos)
-                self._observe("modules", [m.to_json() for m in inspection.from_control(infos)])
-            except ControlError as exc:
-                seen.responsive = True
-                seen.protected = exc.protected
-            except ControlFailure:
-                seen.responsive = False
+            for attempt in range(2):
+                try:
+                    infos = channel.module_info(timeout_s=MODULE_INFO_TIMEOUT_S, cancel=self.cancel)
+                    seen.responsive = True
+                    seen.modules_ok = all(i.valid for i in infos)
+                    seen.deps_failed = any("dependencies" in i.failed for i in infos)
+                    self._observe("modules", [m.to_json() for m in inspection.from_control(infos)])
+                except ControlError as exc:
+                    if exc.result == Result.IO_ERROR and attempt == 0:  # the cable garbled the reply: it only
+                        self.usb_errors += 1  # reads, so ask once more rather than call the device unwell
+                        continue
+                    seen.responsive = True
+                    seen.protected = exc.protected
+                except ControlFailure:
+                    seen.responsive = False
+                break
         if led.available:  # also when protected: the ticket wants the LED
             self.clock.sleep(max(0.0, seen.led_from + window - self.clock.now()), self.cancel)
             seen.led = classify(led.samples_since(seen.led_from))
