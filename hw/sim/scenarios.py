@@ -213,20 +213,26 @@ def simulator_refusal(platform: str | Platform) -> str | None:
     return None
 
 
-def refusal(name: str, platform: str | Platform) -> str | None:
-    """Why scenario ``name`` cannot happen on ``platform`` (None: it can)."""
-    p = platform if isinstance(platform, Platform) else platform_by_name(platform)
+def _refusal(name: str, p: Platform) -> str | None:
+    """Why scenario ``name`` cannot happen on ``p``, with ``{platform}`` where its name goes."""
     whole = simulator_refusal(p)
     if whole is not None:
-        return whole
+        return whole.replace(p.name, "{platform}")
     scenario = SCENARIOS[name]
     release = release_for(scenario.release, p)
     for requirement in scenario.requires:
         if not requirement.holds(p, release or release_for("current", p)):
-            return requirement.reason.format(platform=p.name, release=release, last=last_release(p.name))
+            return requirement.reason.format(platform="{platform}", release=release, last=last_release(p.name))
     if release is None or (scenario.old_bootloader and release_for("previous", p) is None):
-        return f"the {p.name} had no earlier Device OS release with an older bootloader to start from"
+        return "the {platform} had no earlier Device OS release with an older bootloader to start from"
     return None
+
+
+def refusal(name: str, platform: str | Platform) -> str | None:
+    """Why scenario ``name`` cannot happen on ``platform`` (None: it can)."""
+    p = platform if isinstance(platform, Platform) else platform_by_name(platform)
+    reason = _refusal(name, p)
+    return reason.format(platform=p.name) if reason is not None else None
 
 
 def simulated_platforms() -> tuple[Platform, ...]:
@@ -239,9 +245,9 @@ def refusals(name: str) -> dict[str, tuple[str, ...]]:
     it applies to."""
     out: dict[str, list[str]] = {}
     for p in simulated_platforms():
-        reason = refusal(name, p)
+        reason = _refusal(name, p)
         if reason is not None:
-            out.setdefault(reason.replace(p.name, "{platform}"), []).append(p.name)
+            out.setdefault(reason, []).append(p.name)
     return {reason: tuple(names) for reason, names in out.items()}
 
 
