@@ -391,6 +391,7 @@ class EdgeLedSensor(LedSensor):
         self._history_s = history_s
         self._origin: float | None = None  # the time of the first sample; None until started
         self._edges: list[tuple[float, bool, bool, bool]] = []  # (time, r, g, b) at each change, oldest first
+        self._closed = False  # closing the inputs changes the pins' functions: those are no LED edges
         for device in self._inputs:
             pin_factory.listen(device.pin.info.name, self._changed)
 
@@ -399,7 +400,7 @@ class EdgeLedSensor(LedSensor):
         return r, g, b
 
     def _changed(self, _pin, t: float, _state: bool) -> None:
-        if self._origin is None:
+        if self._origin is None or self._closed:
             return
         lit = self._lit()
         with self._lock:
@@ -422,6 +423,10 @@ class EdgeLedSensor(LedSensor):
         with self._lock:
             self._origin = None
             self._edges = []
+
+    def close(self) -> None:
+        self._closed = True
+        super().close()
 
     def samples_since(self, t: float) -> list[LedSample]:
         with self._lock:
