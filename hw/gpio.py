@@ -14,6 +14,8 @@ releases the buttons whatever happens (cancel, error).
 
 from __future__ import annotations
 
+import bisect
+import math
 import threading
 from array import array
 from dataclasses import dataclass
@@ -373,6 +375,79 @@ class LedSensor:
         return self.clock.wait_for(seen, max(0.0, deadline - self.clock.now()), cancel, poll=self.period)
 
 
+class EdgeLedSensor(LedSensor):
+    """The LED sensor of a pin factory that reports each pin's changes with the clock's time (the simulated
+    bench's ``SimPinFactory.listen``): the very samples the sampler thread would take, every ``period`` s from
+    ``start()``, computed from the edges when someone reads them. No thread, no clock event per sample: a
+    steady LED costs nothing, and a blinking one only its edges.
+
+        >>> led = EdgeLedSensor(("GPIO5", "GPIO6", "GPIO13"), clock, pin_factory=sim_factory)  # doctest: +SKIP
+    """
+
+    def __init__(self, pins: tuple[int | str, int | str, int | str], clock: Clock, *, active_high: bool = True,
+                 rate_hz: float = 50.0, pin_factory: Factory | None = None, history_s: float = 60.0):  # fmt: skip
+        super().__init__(pins, clock, active_high=active_high, rate_hz=rate_hz, pin_factory=pin_factory,
+                         history_s=history_s)  # fmt: skip
+        self._history_s = history_s
+        self._origin: float | None = None  # the time of the first sample; None until started
+        self._edges: list[tuple[float, bool, bool, bool]] = []  # (time, r, g, b) at each change, oldest first
+        self._closed = False  # closing the inputs changes the pins' functions: those are no LED edges
+        for device in self._inputs:
+            pin_factory.listen(device.pin.info.name, self._changed)
+
+    def _lit(self) -> tuple[bool, bool, bool]:
+        r, g, b = (bool(d.value) for d in self._inputs)
+        return r, g, b
+
+    def _changed(self, _pin, t: float, _state: bool) -> None:
+        if self._origin is None or self._closed:
+            return
+        lit = self._lit()
+        with self._lock:
+            if self._edges and self._edges[-1][1:] == lit:
+                return
+            self._edges.append((t, *lit))
+            cut = t - self._history_s
+            if len(self._edges) > 2 and self._edges[1][0] < cut:
+                keep = bisect.bisect_left(self._edges, (cut,)) - 1  # the edge in force at the cut stays
+                del self._edges[:max(0, keep)]
+
+    def start(self) -> None:
+        with self._lock:
+            if self._origin is not None:
+                return
+            self._origin = self.clock.now()
+            self._edges = [(self._origin, *self._lit())]
+
+    def stop(self) -> None:
+        with self._lock:
+            self._origin = None
+            self._edges = []
+
+    def close(self) -> None:
+        self._closed = True
+        super().close()
+
+    def samples_since(self, t: float) -> list[LedSample]:
+        with self._lock:
+            if self._origin is None:
+                return []
+            origin, edges, period = self._origin, self._edges, self.period
+            now = self.clock.now()
+            first = max(t, origin, now - self._history_s)
+            k = max(0, math.ceil((first - origin) / period - 1e-9))
+            last = math.floor((now - origin) / period + 1e-9)
+            out = []
+            at = bisect.bisect_right(edges, (origin + k * period, True, True, True)) - 1
+            for n in range(k, last + 1):
+                when = origin + n * period
+                while at + 1 < len(edges) and edges[at + 1][0] <= when:
+                    at += 1
+                _, r, g, b = edges[max(at, 0)]
+                out.append(LedSample(when, r, g, b))
+            return out
+
+
 class NoLedSensor:
     """A slot without an LED sensor: every reading says so."""
 
@@ -393,6 +468,7 @@ class LedUnavailable(Exception):
 __all__ = [
     "ButtonLine",
     "Buttons",
+    "EdgeLedSensor",
     "HazardRefused",
     "LedSensor",
     "LedUnavailable",

@@ -827,12 +827,14 @@ class PyocdSwd:
         job = _Job()
 
         def run() -> None:
-            try:
-                job.result = fn(job)
-            except BaseException as exc:
-                job.error = exc
-            finally:
-                job.done.set()
+            # an actor of a simulated clock (the simulated probe's work takes device time); nothing on a real one
+            with self.clock.actor():
+                try:
+                    job.result = fn(job)
+                except BaseException as exc:
+                    job.error = exc
+                finally:
+                    job.done.set()
 
         worker = threading.Thread(target=run, name=f"swd-{what}", daemon=True)
         worker.start()

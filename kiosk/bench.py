@@ -19,14 +19,15 @@ from dataclasses import dataclass, field
 from gpiozero import DigitalOutputDevice
 
 from hw.clock import Clock, RealClock, VirtualClock
-from hw.gpio import ButtonLine, Buttons, LedSensor, NoLedSensor, PowerSwitch
+from hw.gpio import ButtonLine, Buttons, EdgeLedSensor, LedSensor, NoLedSensor, PowerSwitch
 from hw.hazard import GuardLimits, HazardGuard
 from hw.ports import ButtonsPort, LedPort, PowerPort
 from hw.swd import PyocdSwd
 from kiosk.config import BenchConfig, SlotConfig
 
-MAX_SIM_SLOTS = 4
-_SIM_PINS_PER_SLOT = 7  # reset, mode, vbus, en, red, green, blue: 4 slots fill GPIO 0-27
+MAX_SIM_SLOTS = 8  # a simulated bench for the CLI and the benchmarks; the touchscreen shows at most 4
+_SIM_PINS_PER_SLOT = 7  # reset, mode, vbus, en, red, green, blue: 4 slots fill GPIO 0-27 of one pin factory
+_SIM_SLOTS_PER_FACTORY = 4
 
 
 class HardwareNotFound(Exception):
@@ -83,14 +84,16 @@ class Bench:
         self.close()
 
 
-def _slot_drivers(cfg: SlotConfig, clock: Clock, limits: GuardLimits, led_rate_hz: float, factory) -> tuple:
+def _slot_drivers(cfg: SlotConfig, clock: Clock, limits: GuardLimits, led_rate_hz: float, factory,
+                  led_sensor: type[LedSensor] = LedSensor) -> tuple:  # fmt: skip
     guard = HazardGuard(clock, limits)
     reset = ButtonLine(cfg.reset_pin, wiring=cfg.button_wiring, active_high=cfg.button_active_high,
                        pin_factory=factory, name="RESET")  # fmt: skip
     mode = ButtonLine(cfg.mode_pin, wiring=cfg.button_wiring, active_high=cfg.button_active_high,
                       pin_factory=factory, name="MODE")  # fmt: skip
     if cfg.led_pins is not None:
-        led = LedSensor(cfg.led_pins, clock, active_high=cfg.led_active_high, rate_hz=led_rate_hz, pin_factory=factory)
+        led = led_sensor(cfg.led_pins, clock, active_high=cfg.led_active_high, rate_hz=led_rate_hz,
+                         pin_factory=factory)  # fmt: skip
     else:
         led = NoLedSensor()
     power = None
@@ -178,12 +181,13 @@ def simulated_bench(spec: str, speed: float | None = None) -> Bench:
     if len(wanted) > MAX_SIM_SLOTS:
         raise ValueError(f"a simulated bench has at most {MAX_SIM_SLOTS} slots, not {len(wanted)}")
     clock = VirtualClock(speed=speed)
-    factory = SimPinFactory(clock)
+    factories = [SimPinFactory(clock) for _ in range(0, len(wanted), _SIM_SLOTS_PER_FACTORY)]
     bus = SimUsbBus(clock)
     backend = SimUsbBackend(bus)
     slots = []
     for n, (scenario, platform) in enumerate(wanted):
-        base = n * _SIM_PINS_PER_SLOT
+        factory = factories[n // _SIM_SLOTS_PER_FACTORY]  # (a Pi's pin header has room for 4 slots' lines)
+        base = (n % _SIM_SLOTS_PER_FACTORY) * _SIM_PINS_PER_SLOT
         device = build_device(scenario, platform, clock, slot=n)
         cfg = SlotConfig(
             index=n, name=f"slot {n + 1}", usb_port=f"1-1.{n + 1}", reset_pin=base, mode_pin=base + 1,
@@ -193,7 +197,8 @@ def simulated_bench(spec: str, speed: float | None = None) -> Bench:
         with clock.lock:
             attach(device, factory, cfg, bus)
         attach_serial(device)  # its thread joins the clock as an actor: not under the clock's lock
-        buttons, power, led, closers = _slot_drivers(cfg, clock, GuardLimits(), 50.0, factory)
+        # the simulated pins report their edges: the LED is read from them, not sampled by a thread
+        buttons, power, led, closers = _slot_drivers(cfg, clock, GuardLimits(), 50.0, factory, EdgeLedSensor)
         power.on()  # the device is plugged in when the bench starts
         probe_id = f"sim-swd-{n + 1:04d}"
         probe = SimSwdProbe(

@@ -39,10 +39,11 @@ class SlotRun:
     cancel: object  # a ClockEvent
     result: LadderResult | None = None
     error: str | None = None
+    finished: bool = False  # set by the worker as it ends, still on the clock (a waiter sees it at once)
 
     @property
     def running(self) -> bool:
-        return self.thread.is_alive()
+        return not self.finished and self.thread.is_alive()
 
 
 class RecoveryRunner:
@@ -119,3 +120,5 @@ class RecoveryRunner:
                 if self.journal is not None and run_id is not None:
                     with contextlib.suppress(JournalError):  # the failure may have been finish_run itself
                         self.journal.finish_run(run_id, "error", None, run.error)
+            finally:
+                run.finished = True

@@ -89,8 +89,15 @@ def test_simulated_bench_has_one_device_per_slot_on_its_own_port():
         assert ports == ["1-1.1", "1-1.2", "1-1.3"]
         assert [s.device.platform.name for s in bench.slots] == ["boron", "p2", "photon"]
         assert len({s.device.device_id for s in bench.slots}) == 3
-    with pytest.raises(ValueError, match="at most 4 slots"):
-        simulated_bench(",".join(["healthy"] * 5))
+    with pytest.raises(ValueError, match="at most 8 slots"):
+        simulated_bench(",".join(["healthy"] * 9))
+
+
+def test_eight_simulated_slots_each_have_their_own_pins_and_device():
+    with simulated_bench(",".join(["healthy"] * 8)) as bench:
+        assert len({s.device.device_id for s in bench.slots}) == 8
+        lines = {(id(s.buttons.reset.pin.factory), s.buttons.reset.pin.info.name) for s in bench.slots}
+        assert len(lines) == 8  # no two slots share a RESET line
 
 
 def test_drivers_satisfy_their_ports():

@@ -119,3 +119,68 @@ def test_real_clock_sleeps_and_cancels():
     with pytest.raises(Cancelled):
         clock.sleep(5.0, stop)
     assert time.monotonic() - started < 1.0
+
+
+def test_time_moves_once_per_instant_that_something_happens():
+    clock = VirtualClock()
+    for t in (1.0, 2.0, 2.0, 3.5):
+        clock.call_later(t, lambda: None)
+    clock.sleep(10.0)
+    assert clock.now() == 10.0
+    assert clock.events == 4  # 1, 2 (both timers), 3.5 and the sleep's own deadline
+
+
+def test_a_poll_tests_the_predicate_without_waking_the_waiter_and_n_sleepers_cost_their_own_events():
+    clock = VirtualClock()
+    tested_on: list[int] = []
+    flag: list[int] = []
+    clock.call_later(3.0, lambda: flag.append(1))
+
+    def ticker() -> None:  # an actor that keeps time moving with its own sleeps
+        with clock.actor():
+            for _ in range(40):
+                clock.sleep(0.1)
+
+    worker = threading.Thread(target=ticker)
+    with clock.actor():
+        worker.start()
+        time.sleep(0.05)
+
+        def predicate() -> bool:
+            tested_on.append(threading.get_ident())
+            return bool(flag)
+
+        assert clock.wait_for(predicate, 10.0, poll=0.01)
+        assert clock.now() == pytest.approx(3.0, abs=0.011)
+    worker.join(5)
+    me = threading.get_ident()
+    assert len(tested_on) >= 250  # every 0.01 s of device time until 3.0 ...
+    # ... on the thread that moved time (the ticker's): the waiter did not wake for each test (it moves time itself
+    # only when it looks again on its own, after half a second of real time on a loaded machine)
+    assert tested_on.count(me) <= len(tested_on) // 4
+
+
+def test_paced_waits_sleep_the_host_rather_than_spin():
+    clock = VirtualClock(speed=10.0)
+    cpu, wall = time.process_time(), time.perf_counter()
+    clock.sleep(3.0)  # 0.3 s of real time
+    assert time.perf_counter() - wall >= 0.28
+    assert time.process_time() - cpu < 0.1  # the host slept
+
+
+def test_an_actor_that_leaves_lets_time_move_for_the_others():
+    clock = VirtualClock()
+    done = []
+
+    def short_actor() -> None:
+        with clock.actor():
+            time.sleep(0.1)  # real work: time stands still meanwhile
+            done.append(clock.now())
+
+    worker = threading.Thread(target=short_actor)
+    with clock.actor():
+        worker.start()
+        time.sleep(0.02)
+    clock.sleep(5.0)  # (not an actor any more: only the worker held time)
+    worker.join(5)
+    assert done == [0.0] and clock.now() == 5.0

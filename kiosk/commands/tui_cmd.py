@@ -21,7 +21,9 @@ from pathlib import Path
 from kiosk.commands.common import EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, CommandError
 
 SIMULATED_SPEED = 1.0  # device seconds per real second on a simulated bench: a person can follow it
-MAX_SIM_SLOTS = 4  # kiosk.bench.MAX_SIM_SLOTS (not imported from there: kiosk.bench imports every driver)
+#: The cards the touchscreen has room for on a simulated bench (80x24: two rows of two); kiosk.bench allows more
+#: for the CLI and the benchmarks (not imported from there: kiosk.bench imports every driver).
+MAX_SIM_SLOTS = 4
 
 
 def _add_options(parser: argparse.ArgumentParser) -> None:

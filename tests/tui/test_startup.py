@@ -96,11 +96,11 @@ async def test_the_cards_show_before_the_bench_is_open_and_recover_waits_for_it(
         backend.close()
 
 
-def test_the_simulated_bench_limit_is_the_benchs():
+def test_the_touchscreens_simulated_bench_fits_the_benchs_limit():
     from kiosk.bench import MAX_SIM_SLOTS
     from kiosk.commands.tui_cmd import MAX_SIM_SLOTS as CHECKED
 
-    assert CHECKED == MAX_SIM_SLOTS
+    assert CHECKED <= MAX_SIM_SLOTS
 
 
 async def test_a_bench_that_cannot_open_replaces_the_first_frames_cards_with_why(tmp_path):

@@ -1,0 +1,139 @@
+"""The simulated bench's host cost: N identical slots against one, paced runs against their speed, and the demo
+touchscreen's CPU idle and while its four slots recover.
+
+    python -m tests.benchmarks.sim_bench            # every figure (a few minutes on 2 cores)
+    python -m tests.benchmarks.sim_bench --quick    # N = 1, 2, 4 only, no demo
+
+Figures are host CPU seconds of the whole process (user + system, from the kernel) and wall seconds; the
+device seconds are the recoveries' own ``elapsed_s``. A figure that could not be taken says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import platform
+import pty
+import resource
+import struct
+import subprocess
+import sys
+import tempfile
+import termios
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+SCENARIO = "app-crash@boron"
+DEMO = "app-crash@boron,corrupt-system@photon,missing-bootloader@boron,frozen@p2"
+
+
+def recover(n: int, speed: float | None, folder: Path) -> tuple[float, float, float]:
+    """(wall s, host CPU s, the slowest slot's device s) of `kiosk recover --all` on n identical slots."""
+    spec = ",".join([SCENARIO] * n)
+    argv = [sys.executable, "-m", "kiosk.cli", "recover", "--all", "--simulate", spec, "--json",
+            "--journal", str(folder / f"j{n}-{speed}.sqlite")]  # fmt: skip
+    if speed is not None:
+        argv += ["--speed", str(speed)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    docs = json.loads(done.stdout) if done.stdout.strip() else []
+    docs = docs if isinstance(docs, list) else [docs]
+    if len(docs) != n or any(d.get("verdict") != "recovered" for d in docs):
+        raise RuntimeError(f"{n} slots: {[d.get('verdict') for d in docs]} ({done.stderr.strip()[-300:]})")
+    return wall, cpu, max(d["elapsed_s"] for d in docs)
+
+
+def cpu_of(pid: int) -> float:
+    """Host CPU seconds a process has used so far (/proc/PID/stat utime + stime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def demo_cpu(idle_s: float, recover_s: float) -> tuple[float, float]:
+    """The demo touchscreen (`make demo`: four slots at 3x) on a pseudo-terminal: the share of one core it
+    uses idle, and while all four slots recover (Recover pressed on each by its key)."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the kiosk on the pty, 80x24
+        os.environ["TERM"] = "xterm-256color"
+        os.execv(sys.executable, [sys.executable, "-m", "kiosk.cli", "tui", "--simulate", DEMO, "--speed", "3",
+                                  "--journal", os.path.join(tempfile.mkdtemp(), "demo.sqlite")])  # fmt: skip
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    os.set_blocking(fd, False)
+
+    def drain(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                while os.read(fd, 65536):
+                    pass
+            except (BlockingIOError, OSError):
+                pass
+            time.sleep(0.05)
+
+    try:
+        drain(8.0)  # start-up and the bench opening
+        start = cpu_of(pid)
+        drain(idle_s)
+        idle = (cpu_of(pid) - start) / idle_s
+        for slot in "1234":
+            os.write(fd, f"{slot}r".encode())
+            drain(0.3)
+        start = cpu_of(pid)
+        drain(recover_s)
+        busy = (cpu_of(pid) - start) / recover_s
+        return idle, busy
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="N = 1, 2, 4 only, and no demo")
+    args = parser.parse_args()
+    print(f"# simulator cost ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.node()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}; load average {os.getloadavg()[0]:.1f})")  # fmt: skip
+    sizes = (1, 2, 4) if args.quick else (1, 2, 4, 8)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        print(f"\n`kiosk recover --all --simulate {SCENARIO} x N`, unpaced (the same recovery in every slot)")
+        print("| slots | wall s | host CPU s | CPU / (N x CPU of 1) | device s |")
+        print("|---|---|---|---|---|")
+        one = None
+        for n in sizes:
+            try:
+                wall, cpu, device = recover(n, None, folder)
+            except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
+                print(f"| {n} | not taken: {exc} | | | |")
+                continue
+            one = one or cpu
+            print(f"| {n} | {wall:.2f} | {cpu:.2f} | {cpu / (n * one):.2f} | {device:.1f} |")
+        print("\nPaced at `--speed 3`: wall time against the device time / 3 of the slowest slot")
+        print("| slots | wall s | device s / 3 | wall / (device / 3) |")
+        print("|---|---|---|---|")
+        for n in (4,) if args.quick else (4, 8):
+            try:
+                wall, _, device = recover(n, 3.0, folder)
+            except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
+                print(f"| {n} | not taken: {exc} | | |")
+                continue
+            print(f"| {n} | {wall:.2f} | {device / 3:.2f} | {wall / (device / 3):.2f} |")
+    if not args.quick:
+        try:
+            idle, busy = demo_cpu(20.0, 15.0)
+            print(f"\n`make demo` (four slots at 3x, 80x24 pty): {idle * 100:.1f}% of a core idle, "
+                  f"{busy * 100:.1f}% while all four recover")  # fmt: skip
+        except OSError as exc:
+            print(f"\n`make demo` CPU: not taken ({exc})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
