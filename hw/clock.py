@@ -54,7 +54,7 @@ class Clock(Protocol):
     """What drivers and the simulator use to tell and wait for time."""
 
     def now(self) -> float: ...
-    def sleep(self, seconds: float, cancel: ClockEvent | None = None) -> None: ...
+    def sleep(self, seconds: float, cancel: ClockEvent | None = None, *, background: bool = False) -> None: ...
     def wait_for(
         self,
         predicate: Callable[[], bool],
@@ -84,7 +84,7 @@ class RealClock:
     def event(self) -> threading.Event:
         return threading.Event()
 
-    def sleep(self, seconds: float, cancel: ClockEvent | None = None) -> None:
+    def sleep(self, seconds: float, cancel: ClockEvent | None = None, *, background: bool = False) -> None:
         _check_timeout(seconds)
         if cancel is None:
             cancel = threading.Event()
@@ -163,8 +163,8 @@ class _Timer:
 class _Waiter:
     """One blocked thread: what ends its wait, when it is next tested, and the condition only it waits on."""
 
-    __slots__ = ("actor", "cancel", "cond", "deadline", "done", "ended", "next_check", "poll", "runnable",
-                 "satisfied")
+    __slots__ = ("actor", "background", "cancel", "cond", "deadline", "done", "ended", "next_check", "poll",
+                 "runnable", "satisfied")
 
     def __init__(self, lock: threading.RLock, done: Callable[[], bool] | None, deadline: float, poll: float | None,
                  cancel: ClockEvent | None, now: float, actor: bool):  # fmt: skip
@@ -178,6 +178,7 @@ class _Waiter:
         self.runnable = False  # woken: no longer holds time back as a waiter
         self.satisfied = False  # woken because its predicate held (its own thread tests it again)
         self.ended = False
+        self.background = False  # a simulated part's own periodic look: it does not pull time forward alone
 
     def over(self, now: float) -> bool:
         return now >= self.deadline or (self.cancel is not None and self.cancel.is_set())
@@ -214,6 +215,7 @@ class VirtualClock:
         self._advancing = False
         self._pacer: threading.Thread | None = None
         self._pacer_cond = threading.Condition(self._lock)
+        self._closed = False
         self.events = 0  # instants time moved to (a figure for benchmarks)
 
     @property
@@ -228,6 +230,12 @@ class VirtualClock:
 
     def now(self) -> float:
         return self._now
+
+    def close(self) -> None:
+        """The simulation is over: a paced clock's pacer stops (its timers would otherwise run for ever)."""
+        with self._lock:
+            self._closed = True
+            self._pacer_cond.notify()
 
     def event(self) -> _VirtualEvent:
         return _VirtualEvent(self)
@@ -265,10 +273,13 @@ class VirtualClock:
                 self._pacer_cond.notify()  # it may come before what the pacer sleeps for
             return timer
 
-    def sleep(self, seconds: float, cancel: ClockEvent | None = None) -> None:
+    def sleep(self, seconds: float, cancel: ClockEvent | None = None, *, background: bool = False) -> None:
+        """Wait ``seconds`` of device time. ``background``: a simulated part's periodic look (a serial line's
+        poll), which holds time back while it runs but never moves it on its own: unpaced, time moves only for
+        someone who waits for something; paced, it follows real time anyway."""
         _check_timeout(seconds)
         with self._lock:
-            self._block(None, self._now + seconds, None, cancel)
+            self._block(None, self._now + seconds, None, cancel, background)
 
     def wait_for(
         self,
@@ -290,10 +301,11 @@ class VirtualClock:
 
     # -- internals (all under self._lock) --
     def _block(self, done: Callable[[], bool] | None, deadline: float, poll: float | None,
-               cancel: ClockEvent | None) -> None:  # fmt: skip
+               cancel: ClockEvent | None, background: bool = False) -> None:  # fmt: skip
         ident = threading.get_ident()
         actor = ident in self._actors
         waiter = _Waiter(self._lock, done, deadline, poll, cancel, self._now, actor)
+        waiter.background = background
         self._waiters[ident] = waiter
         heapq.heappush(self._checks, (waiter.next_check, next(self._seq), waiter))
         self._running -= actor
@@ -356,11 +368,14 @@ class VirtualClock:
         checks = self._checks
         while checks and (checks[0][2].runnable or checks[0][2].ended or checks[0][0] != checks[0][2].next_check):
             heapq.heappop(checks)  # a wait that ended, was woken, or moved its next test
-        if not checks:
-            return None  # nobody waits for time: timers alone do not move it
         while self._timers and self._timers[0][2].cancelled:
             heapq.heappop(self._timers)
-        return min(checks[0][0], self._timers[0][0]) if self._timers else checks[0][0]
+        if self._speed is None and not any(not w.runnable and not w.background for w in self._waiters.values()):
+            return None  # unpaced, time moves only for someone who waits for it: timers alone do not move it
+        times = [checks[0][0]] if checks else []
+        if self._timers:
+            times.append(self._timers[0][0])
+        return min(times, default=None)  # (paced, timers follow real time even with nobody waiting)
 
     def _step_to(self, when: float) -> None:
         """Move to ``when``: run the timers due, then test the waits whose time came, waking those that are over."""
@@ -407,6 +422,9 @@ class VirtualClock:
         with self._lock:
             idle_since = time.monotonic()
             while True:
+                if self._closed:
+                    self._pacer = None
+                    return
                 when = None if self._holding_back() else self._next_event()
                 if when is None:
                     if not self._waiters and time.monotonic() - idle_since > 1.0:

@@ -76,6 +76,9 @@ class Bench:
     def close(self) -> None:
         for slot in self.slots:
             slot.close()
+        close_clock = getattr(self.clock, "close", None)  # a simulated bench's paced clock stops its pacer
+        if close_clock is not None:
+            close_clock()
 
     def __enter__(self) -> Bench:
         return self

@@ -452,7 +452,7 @@ class SimSerialPort:
                     active = self.clock.now() - self._last_activity < ACTIVE_FOR_S or self._busy or self._rx
                 tick = ACTIVE_TICK_S if active else min(tick * 2, IDLE_TICK_S)
                 try:
-                    self.clock.sleep(tick, self._stop)
+                    self.clock.sleep(tick, self._stop, background=True)  # a look at the line: no reason for time
                 except Cancelled:
                     break
 
