@@ -131,9 +131,10 @@ SIZES: dict[tuple[str, str, str], RealSize] = {
         829_248, "fixture argon-ncp-firmware-0.0.5-ota.bin (EXPECTED.md: 829248 bytes, NCP firmware 0 version 5, "
         "0x0-0xca73c): the Argon's ESP32 NCP firmware, which Device OS releases do not change"),
     ("p2", "6.2.0", "prebootloader-mbr"): RealSize(
-        16_384, "UNVERIFIED: the whole MBR region, 0x08000000-0x08004000 (16 KB; module-format.md 3.3, device-os "
-        "build/arm/linker/rtl872x/platform_flash.ld); the encrypted MBR module is in no Device Restore JSON and no "
-        "fixture, so it is sized at the region's upper bound", verified=False),
+        8_192, "UNVERIFIED: the module's own bound, 0x08000000-0x08002000 (maximum_size 0x2000 in device-os "
+        "hal/src/rtl872x/ota_module_bounds.c, which request 90 reports as max_size; the flash region of "
+        "module-format.md 3.3 is 16 KB, but Device OS accepts no MBR module larger than its bound); the encrypted "
+        "MBR module is in no Device Restore JSON and no fixture, so it is sized at that bound", verified=False),
 }  # fmt: skip
 
 #: The platform and release whose sizes stand for a family where a platform's own are not in SIZES.
