@@ -18,6 +18,7 @@ import zlib
 from firmware.builder import build_module
 from firmware.module import ModuleFlag
 from firmware.platforms import NRF_USER_PART_256K, Function, Platform, platform_by_name
+from firmware.release_sizes import real_size
 from firmware.versions import bootloader_version_for, system_version_for
 
 #: SoftDevice firmware id the Gen3 system parts of the last releases depend on (S140 7.x); the
@@ -29,7 +30,9 @@ SOFTDEVICE_VERSION_AT = 0x300C - 0x1000
 NCP_VERSION = 7  # the ESP32 NCP firmware a Tracker system part depends on (tracker-system-part1 fixture)
 NCP_ESP32 = 0x21  # reserved byte of NCP modules: the NCP id (module-format.md 1.1)
 PREBOOTLOADER_VERSION = 7  # the P2 bootloader fixture depends on prebootloader-part1 7
-BODY = 4096  # bytes of body per synthetic module: small, so tests stay fast
+#: Bytes of body a test may ask for (``body_size=BODY``) where it needs no real sizes; by default every module
+#: is as large as the real release's (firmware/release_sizes.py), so device-time figures are honest.
+BODY = 4096
 
 
 #: How Device OS makes Gen2 system parts depend on each other and on the bootloader (v2.3.1): the part at
@@ -67,15 +70,24 @@ def _versions(release: str) -> tuple[int, int]:
 
 
 def synthetic_release(
-    platform: str | Platform, release: str, *, tinker: bool = True, seed: int = 0, body_size: int = BODY
+    platform: str | Platform, release: str, *, tinker: bool = True, seed: int = 0, body_size: int | None = None
 ) -> dict[str, bytes]:
-    """``{file name: bytes}`` of a Device OS release for the platform, named as Particle names them."""
+    """``{file name: bytes}`` of a Device OS release for the platform, named as Particle names them: each module as
+    large as the real one (``firmware.release_sizes``), or with ``body_size`` bytes of body when given."""
     p = platform if isinstance(platform, Platform) else platform_by_name(platform)
     system, bootloader = _versions(release)
     F = Function
 
+    def sized(name: str, **kw) -> int:
+        """Bytes of body that make ``name`` as large as the real module (or ``body_size`` when given)."""
+        if body_size is not None:
+            return body_size
+        overhead = len(build_module(platform_id=p.id, **{**kw, "body": b""}))
+        return real_size(p, release, name).size - overhead
+
     def module(name: str, function: int, version: int, index: int, deps=(), **kw) -> tuple[str, bytes]:
-        kw.setdefault("body_size", body_size)
+        if "body" not in kw:
+            kw.setdefault("body_size", sized(name, function=function, version=version, index=index, **kw))
         data = build_module(
             platform_id=p.id,
             function=function,
@@ -100,7 +112,9 @@ def synthetic_release(
         app_index = 1
     elif family == "nrf52840":
         parts.append(module("bootloader", F.BOOTLOADER, bootloader, 0))
-        softdevice_body = bytearray(max(body_size, SOFTDEVICE_VERSION_AT + 0x100))
+        sd = sized("softdevice", function=F.RADIO_STACK, version=SOFTDEVICE_VERSION, index=0,
+                   flags=ModuleFlag.DROP_MODULE_INFO, suffix="base")  # fmt: skip
+        softdevice_body = bytearray(max(sd, SOFTDEVICE_VERSION_AT + 0x100))
         softdevice_body[SOFTDEVICE_VERSION_AT : SOFTDEVICE_VERSION_AT + 2] = SOFTDEVICE_VERSION.to_bytes(2, "little")
         parts.append(
             module(
@@ -149,7 +163,7 @@ def synthetic_release(
             version=6,
             index=app_index,
             dependencies=[app_dep],
-            body_size=body_size,
+            body_size=sized("tinker", function=F.USER_PART, version=6, index=app_index),
             seed=seed + 7,
         )
     return files
@@ -159,7 +173,9 @@ def synthetic_release(
 NRF_MBR = (0x0, 0x1000)
 
 
-def synthetic_restore_image(platform: str | Platform, release: str) -> list[tuple[int, bytes]]:
+def synthetic_restore_image(
+    platform: str | Platform, release: str, *, body_size: int | None = None
+) -> list[tuple[int, bytes]]:
     """The flash image a restore .hex carries: every module of the release at its address (the radio
     stack without its header), and on Gen3 a stand-in for the Nordic MBR. NCP firmware, which lives on
     another chip, is not in it."""
@@ -167,7 +183,7 @@ def synthetic_restore_image(platform: str | Platform, release: str) -> list[tupl
 
     p = platform if isinstance(platform, Platform) else platform_by_name(platform)
     segments = []
-    for data in synthetic_release(p, release).values():
+    for data in synthetic_release(p, release, body_size=body_size).values():
         module = parse_module(data)
         if module.function == Function.NCP_FIRMWARE:
             continue

@@ -2,7 +2,9 @@
 
 Real Particle binaries are not redistributable, so the simulator's devices are flashed from releases made
 by ``firmware.releases`` (the same the simulated devices are built from), imported through the normal,
-verifying import. It lives in the user's data folder and is made once per release.
+verifying import. Every module is as large as the real release's (``firmware.release_sizes``), so what the
+simulated bench shows in device seconds is what a real bench takes. It lives in the user's data folder and is
+made once per release; one an older kiosk made (other sizes, addresses or versions) is made again.
 
     >>> lib = demo_library(["boron"])   # doctest: +SKIP
     >>> lib.bundle("boron").release     # doctest: +SKIP
@@ -11,7 +13,9 @@ verifying import. It lives in the user's data folder and is made once per releas
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -30,21 +34,53 @@ def demo_library_root() -> Path:
     return data_home / "particle-kiosk" / "demo-library"
 
 
-def demo_library(platforms: Iterable[str], root: Path | None = None) -> FirmwareLibrary:
-    """The demo library with the releases of ``platforms`` imported (re-importing changes nothing)."""
-    lib = FirmwareLibrary(root or demo_library_root())
-    have = {(e.platform, e.release) for e in lib.entries()} if (lib.root / "manifest.json").exists() else set()
-    for name in sorted(set(platforms)):
-        platform = platform_by_name(name)
-        for release in DEMO_RELEASES.get(platform.mcu.name, ()):
-            if (platform.name, release) in have:
-                continue
-            with tempfile.TemporaryDirectory() as tmp:
-                folder = Path(tmp) / f"{platform.name}@{release}"
-                folder.mkdir()
-                for file_name, data in synthetic_release(platform, release).items():
-                    (folder / file_name).write_bytes(data)
-                image = format_hex(synthetic_restore_image(platform, release))
-                (folder / f"{platform.name}-restore@{release}.hex").write_text(image)
-                lib.import_path(folder)
+#: The file that says a folder is a demo library this module made (and may therefore make again).
+MARKER = "DEMO-LIBRARY"
+
+
+def demo_library(
+    platforms: Iterable[str], root: Path | None = None, *, body_size: int | None = None
+) -> FirmwareLibrary:
+    """The demo library with the releases of ``platforms`` imported (re-importing changes nothing).
+
+    A release already there whose files differ from what ``firmware.releases`` makes now (an older kiosk made it)
+    is not mixed with the new one: the library is made again from nothing. That happens only in a folder this
+    function made (it holds MARKER) or in the default one; any other folder is refused with ValueError.
+    ``body_size`` (tests that need no real sizes): every module with that many bytes of body instead."""
+    root = root or demo_library_root()
+    lib = FirmwareLibrary(root)
+    held: dict[tuple[str, str | None], set[str]] = {}
+    if (lib.root / "manifest.json").exists():
+        for entry in lib.entries():
+            held.setdefault((entry.platform, entry.release), set()).add(entry.sha256)
+    wanted = [(platform, release, synthetic_release(platform, release, body_size=body_size))
+              for platform in map(platform_by_name, sorted({platform_by_name(name).name for name in platforms}))
+              for release in DEMO_RELEASES.get(platform.mcu.name, ())]  # fmt: skip
+    stale = any(
+        (platform.name, release) in held
+        and not {hashlib.sha256(d).hexdigest() for d in files.values()} <= held[(platform.name, release)]
+        for platform, release, files in wanted
+    )
+    if stale:
+        lib, held = _made_again(lib), {}
+    for platform, release, files in wanted:
+        if (platform.name, release) in held:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / f"{platform.name}@{release}"
+            folder.mkdir()
+            for file_name, data in files.items():
+                (folder / file_name).write_bytes(data)
+            image = format_hex(synthetic_restore_image(platform, release, body_size=body_size))
+            (folder / f"{platform.name}-restore@{release}.hex").write_text(image)
+            lib.import_path(folder)
+        (lib.root / MARKER).write_text("synthetic Device OS releases made by kiosk.demo_library\n")
     return lib
+
+
+def _made_again(lib: FirmwareLibrary) -> FirmwareLibrary:
+    """An empty library in ``lib``'s folder, after checking the folder is a demo library."""
+    if not (lib.root / MARKER).exists() and lib.root.resolve() != demo_library_root().resolve():
+        raise ValueError(f"{lib.root} holds releases other than the demo library's: give the demo library a folder")
+    shutil.rmtree(lib.root)
+    return FirmwareLibrary(lib.root)

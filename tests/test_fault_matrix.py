@@ -23,6 +23,7 @@ import threading
 
 import pytest
 
+from firmware.releases import BODY
 from hw.sim.device import DFU_PHASES
 from hw.sim.scenarios import SCENARIOS, refusal
 from hw.sim.wiring import plug_in_beside
@@ -66,8 +67,10 @@ def _cases() -> list:
 
 @pytest.fixture(scope="module")
 def libraries(tmp_path_factory):
+    """Demo libraries with small modules (BODY bytes of body): the matrix judges verdicts, the device and the journal
+    after each fault, not flash time; the demo and the benchmarks use the real-size library."""
     root = tmp_path_factory.mktemp("fault-matrix-lib")
-    return {p: demo_library([p], root=root / p) for p in PLATFORMS}
+    return {p: demo_library([p], root=root / p, body_size=BODY) for p in PLATFORMS}
 
 
 @pytest.mark.parametrize(("scenario", "platform", "fault"), _cases())

@@ -16,6 +16,7 @@ import sys
 
 import pytest
 
+from firmware.releases import BODY
 from hw.sim.scenarios import SCENARIOS, refusal
 from kiosk.bench import simulated_bench
 from kiosk.demo_library import demo_library
@@ -48,15 +49,27 @@ CANNOT_HAPPEN = {("gen2-old", "boron"), ("gen2-old", "p2"), ("protected", "photo
 COMBINATIONS = [(n, p) for p in PLATFORMS for n in EXPECTED if (n, p) not in CANNOT_HAPPEN]
 
 
+@pytest.fixture
+def small_library(tmp_path):
+    """The demo library with small modules (BODY bytes of body each): these tests judge verdicts, rungs and hazards,
+    and the kiosk's cost over the device's minimum on small writes; recovery_bench measures the ladder on the
+    real-size library (firmware/release_sizes.py) that the demo and ``--simulate`` use."""
+
+    def make(*platforms: str):
+        return demo_library(platforms, root=tmp_path / "lib", body_size=BODY)
+
+    return make
+
+
 def test_every_scenario_has_an_expected_verdict():
     assert set(EXPECTED) == set(SCENARIOS)
     assert {(n, p) for p in PLATFORMS for n in SCENARIOS if refusal(n, p)} == CANNOT_HAPPEN
 
 
 @pytest.mark.parametrize(("name", "platform"), COMBINATIONS, ids=[f"{n}-{p}" for n, p in COMBINATIONS])
-def test_ladder_verdicts(name, platform, tmp_path):
+def test_ladder_verdicts(name, platform, small_library):
     expected = P2_SWD.get(name, EXPECTED[name]) if platform == "p2" else EXPECTED[name]
-    library = demo_library([platform], root=tmp_path / "lib")
+    library = small_library(platform)
     events = []
     bus = EventBus()
     bus.subscribe(events.append)
@@ -100,11 +113,13 @@ def assert_no_worse(before: dict, after: dict) -> None:
         assert (key in after) if key == "app" else (key in after and after[key] >= version), (key, version, after)
 
 
-def test_four_slots_at_once_take_about_as_long_as_the_slowest_one(tmp_path):
+def test_four_slots_at_once_take_about_as_long_as_the_slowest_one(tmp_path, small_library):
     scenarios = ["app-crash@boron", "corrupt-system@photon", "frozen@p2", "cold-boot-fixes@argon"]
+    small_library("boron", "photon", "p2", "argon")  # made once here, not by each of the five processes
 
     def run(spec: str) -> list[dict]:
-        argv = ["recover", "--all", "--simulate", spec, "--journal", str(tmp_path / "j.sqlite"), "--json"]
+        argv = ["recover", "--all", "--simulate", spec, "--journal", str(tmp_path / "j.sqlite"), "--json",
+                "--library", str(tmp_path / "lib")]  # fmt: skip
         out = subprocess.run([sys.executable, "-m", "kiosk.cli", *argv], capture_output=True, text=True, timeout=300)
         return json.loads(out.stdout)
 
@@ -114,11 +129,11 @@ def test_four_slots_at_once_take_about_as_long_as_the_slowest_one(tmp_path):
     assert max(d["elapsed_s"] for d in together) <= 1.2 * max(alone)
 
 
-def test_old_gen2_goes_to_dfu_by_the_14400_baud_trick_not_the_request(tmp_path):
+def test_old_gen2_goes_to_dfu_by_the_14400_baud_trick_not_the_request(small_library):
     """Gen2 on Device OS < 2.0 may ignore request 50 (usb-serial-protocols.md): the trick goes first."""
     from kiosk.events import ModeSwitch
 
-    library = demo_library(["photon"], root=tmp_path / "lib")
+    library = small_library("photon")
     bus, switches = EventBus(), []
     bus.subscribe(lambda e: switches.append(e) if isinstance(e, ModeSwitch) and e.wanted == "dfu" else None)
     with simulated_bench("gen2-old@photon") as bench, bench.clock.actor():
@@ -127,14 +142,14 @@ def test_old_gen2_goes_to_dfu_by_the_14400_baud_trick_not_the_request(tmp_path):
     assert switches and switches[0].via == "14400-baud"
 
 
-def test_a_dfu_request_ignored_once_is_not_asked_again(tmp_path):
+def test_a_dfu_request_ignored_once_is_not_asked_again(small_library):
     """A Boron whose firmware acknowledges request 50 and ignores it (injected: no Boron Device OS does, so no
     scenario models it; gen2-old cannot happen on a Boron): after one ignored request, the buttons go straight."""
     import dataclasses
 
     from kiosk.events import ModeSwitch
 
-    library = demo_library(["boron"], root=tmp_path / "lib")
+    library = small_library("boron")
     bus, switches = EventBus(), []
     bus.subscribe(lambda e: switches.append(e) if isinstance(e, ModeSwitch) and e.wanted == "dfu" else None)
     with simulated_bench("app-crash@boron") as bench, bench.clock.actor():
@@ -149,10 +164,10 @@ def test_a_dfu_request_ignored_once_is_not_asked_again(tmp_path):
 @pytest.mark.parametrize("offset", [0.0, 3.5, 8.0, 11.0, 13.5])
 @pytest.mark.parametrize("spec", ["app-crash@boron", "app-heap@photon", "protected@boron", "protected@p2",
                                   "gen2-old@photon"])  # fmt: skip
-def test_recover_pressed_at_any_moment_of_a_crash_loop(spec, offset, tmp_path):
+def test_recover_pressed_at_any_moment_of_a_crash_loop(spec, offset, small_library):
     """The technician presses Recover whenever: mid-SOS (USB and requests dead), rebooting, or running."""
     name, platform = spec.split("@")
-    library = demo_library([platform], root=tmp_path / "lib")
+    library = small_library(platform)
     with simulated_bench(spec) as bench, bench.clock.actor():
         bench.clock.sleep(offset) if offset else None
         slot = bench.slot(1)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from firmware.releases import BODY
 from kiosk.commands.tui_cmd import build_app
 from kiosk.demo_library import demo_library
 
@@ -18,7 +19,7 @@ def make_app(folder: Path, spec: str, *, speed: float | None = None, live: bool 
     from hw.sim.scenarios import parse_simulate
 
     platforms = {platform for _, platform in parse_simulate(spec)}
-    demo_library(platforms, root=folder / "library")
+    demo_library(platforms, root=folder / "library", body_size=BODY)  # small: the screens, not flash time, are tested
     args = argparse.Namespace(simulate=spec, speed=speed, config=folder / "none.toml",
                               journal=folder / "journal.sqlite", library=folder / "library")  # fmt: skip
     app, backend = build_app(args, live=live)
