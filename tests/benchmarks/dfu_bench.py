@@ -1,9 +1,11 @@
-"""Figures for the DFU client: a 512 KiB system part written to a simulated Boron, Photon and P2.
+"""Figures for the DFU client: a system part as large as the real one written to a simulated Boron, Photon and P2.
 
 Run with ``python -m tests.benchmarks.dfu_bench``. Each run goes through the real client, pyusb,
 the simulator's pyusb backend and the simulated bootloader (tests/test_dfu.py's rig) on a virtual
 clock, so device seconds are the device's own flash times (hw/sim/flash.py) and the host CPU is
-measured with ``time.process_time``. It prints figures; it asserts nothing.
+measured with ``time.process_time``. It prints figures; it asserts nothing. Each platform writes a module as
+large as its demo release's real system-part1 (firmware/release_sizes.py: Boron 6.1.1 538,948 bytes, Photon
+2.3.0 241,496, P2 6.2.0 1,219,048).
 
 - transfers/KiB: USB control transfers the client made per KiB written (write + verify + leave);
 - DNLOAD/block: data DNLOADs per 4096-byte block (1 means no block was split or repeated);
@@ -20,16 +22,25 @@ import time
 from firmware.builder import build_module
 from firmware.module import parse_module
 from firmware.platforms import Function, platform_by_name
+from firmware.release_sizes import real_size
 from hw.dfu import DEVICE_BLOCK_SIZE
+from kiosk.demo_library import DEMO_RELEASES
 from tests.test_dfu import make_rig
 
-SIZE = 512 * 1024
 PLATFORMS = ("boron", "photon", "p2")
 FLAKY_EVERY = 50  # one transfer in N fails with an I/O error, for the flaky-cable line
 
 
-def system_part(platform: str, size: int = SIZE) -> tuple[int, bytes]:
-    """A sound system-part 1 module of exactly ``size`` bytes and the address DFU writes it to."""
+def real_system_part_size(platform: str) -> int:
+    """Bytes of the real system-part1 of the platform's demo release (firmware/release_sizes.py)."""
+    p = platform_by_name(platform)
+    return real_size(p, DEMO_RELEASES[p.mcu.name][0], "system-part1").size
+
+
+def system_part(platform: str, size: int | None = None) -> tuple[int, bytes]:
+    """A sound system-part 1 module of exactly ``size`` bytes (default: the real one's) and the address DFU writes it
+    to."""
+    size = real_system_part_size(platform) if size is None else size
     platform_id = platform_by_name(platform).id
     overhead = len(build_module(platform_id=platform_id, function=Function.SYSTEM_PART, index=1, version=6101,
                                 body_size=0))  # fmt: skip
@@ -82,9 +93,9 @@ def run(platform: str, *, flaky: bool = False) -> dict[str, float]:
 
 
 def main() -> None:
-    print(f"DFU: a {SIZE // 1024} KiB system part, write + read-back verify + leave, on the simulated bus")
+    print("DFU: each platform's real-size system-part1, write + read-back verify + leave, on the simulated bus")
     header = (
-        f"{'platform':<16}{'xfers':>7}{'xfers/KiB':>10}{'DNLOAD/blk':>11}{'SET_ADDR':>9}{'ERASE':>7}"
+        f"{'platform':<16}{'bytes':>9}{'xfers':>7}{'xfers/KiB':>10}{'DNLOAD/blk':>11}{'SET_ADDR':>9}{'ERASE':>7}"
         f"{'busy s':>9}{'elapsed s':>10}{'el/busy':>8}{'CPU s/MiB':>10}{'+sim':>8}{'flash s/MiB':>12}{'wall s':>8}"
     )
     print(header)
@@ -93,7 +104,7 @@ def main() -> None:
             r = run(platform, flaky=flaky)
             label = platform + (f" 1/{FLAKY_EVERY} io" if flaky else "")
             print(
-                f"{label:<16}{r['transfers']:>7}{r['transfers_per_kib']:>10.2f}{r['dnload_per_block']:>11.2f}"
+                f"{label:<16}{r['bytes']:>9}{r['transfers']:>7}{r['transfers_per_kib']:>10.2f}{r['dnload_per_block']:>11.2f}"
                 f"{r['set_address']:>9}{r['erases']:>7}{r['busy_s']:>9.3f}{r['elapsed_s']:>10.3f}{r['ratio']:>8.3f}"
                 f"{r['cpu_per_mib']:>10.4f}{r['cpu_with_sim_per_mib']:>8.4f}{r['flash_s_per_mib']:>12.2f}"
                 f"{r['wall_s']:>8.3f}"

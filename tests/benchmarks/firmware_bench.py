@@ -1,4 +1,5 @@
-"""Figures for the firmware toolkit: parse throughput over the real corpus, and library import time.
+"""Figures for the firmware toolkit: parse throughput over the real corpus, library import time, and the time to make
+the demo library of real-size synthetic releases (what a first ``kiosk --simulate`` or ``make demo`` waits for).
 
 Run with ``make bench`` (or ``python -m tests.benchmarks.firmware_bench``). It prints measured
 numbers; it asserts nothing about speed.
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from firmware.library import FirmwareLibrary
 from firmware.module import NotAModuleError, parse_module
+from kiosk.demo_library import demo_library
 from tests.fixture_paths import CORPUS, FIXTURES
 
 ROUNDS = 7
@@ -52,6 +54,18 @@ def import_time() -> tuple[float, float, int, int]:
     return statistics.median(times), again, added, quarantined
 
 
+def demo_library_time(platforms: tuple[str, ...] = ("boron", "photon", "p2")) -> tuple[float, float, int]:
+    """Seconds to make the demo library of ``platforms`` in a new folder, seconds to open it again, and its bytes."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        lib = demo_library(platforms, root=Path(tmp) / "demo")
+        made = time.perf_counter() - start
+        start = time.perf_counter()
+        demo_library(platforms, root=Path(tmp) / "demo")
+        again = time.perf_counter() - start
+        return made, again, sum(e.size for e in lib.entries())
+
+
 def main() -> None:
     files = real_files()
     best, median, total = parse_throughput(files)
@@ -61,6 +75,11 @@ def main() -> None:
     print(
         f"library import of fixtures + corpus: {seconds * 1000:.0f} ms median of {ROUNDS} "
         f"({added} added, {quarantined} quarantined); importing it again: {again * 1000:.0f} ms"
+    )
+    made, reopened, size = demo_library_time()
+    print(
+        f"demo library (boron, photon, p2 at real sizes, {size / 1e6:.1f} MB with the restore images): made and "
+        f"imported in {made:.2f} s, opened again in {reopened:.2f} s"
     )
 
 

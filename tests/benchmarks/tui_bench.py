@@ -17,6 +17,8 @@ pollers running); also while its four slots recover (the peak until all four ver
 bench config (deploy/kiosk.example.toml on gpiozero's mock pins: the kiosk as on a Pi, without the
 simulator). The stall is the largest lateness of a 5 ms timer on the UI's event loop while the four slots run
 their ladders (paced at ``--speed``), of which the part while any slot was writing bytes is given too.
+The demo library behind every simulated run is the real-size one (kiosk.demo_library, firmware/release_sizes.py),
+made once in the benchmark's own data folder, so a slot writes as many bytes as a real update.
 Not a timed test: it prints what it measured. Goals (DESIGN.md): ratios at most 1.3, stall under 50 ms.
 """
 

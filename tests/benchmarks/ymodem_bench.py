@@ -1,5 +1,7 @@
-"""YModem throughput: the kiosk's sender against lrzsz's ``sb``, each sending 512 KiB into lrzsz's ``rb`` over a
-pseudo-terminal (the receiver on the slave, the sender on the master).
+"""YModem throughput: the kiosk's sender against lrzsz's ``sb``, each sending a real-size system part into lrzsz's
+``rb`` over a pseudo-terminal (the receiver on the slave, the sender on the master). The size is the Boron 5.9.0
+system-part1's, 539,468 bytes (firmware/release_sizes.py): a Gen3 system part as a device below Device OS 6.0 takes
+it in listening mode.
 
 Run with ``python -m tests.benchmarks.ymodem_bench`` (needs Debian's ``lrzsz``: ``rb`` and ``sb``). It prints
 bytes/s per round and the median; it asserts nothing. A round is timed from the sender's start until ``rb`` has
@@ -19,11 +21,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from firmware.release_sizes import real_size
 from hw.clock import RealClock
 from hw.sim.serial_device import MasterPort
 from hw.ymodem import send_ymodem
 
-SIZE = 512 * 1024
+SIZE = real_size("boron", "5.9.0", "system-part1").size
 ROUNDS = 3
 RECEIVERS = (("rb", []), ("lrb", []), ("rz", ["--ymodem"]), ("lrz", ["--ymodem"]))
 SENDERS = (("sb", ["-k"]), ("lsb", ["-k"]), ("sz", ["--ymodem", "-k"]), ("lsz", ["--ymodem", "-k"]))
@@ -106,7 +109,8 @@ def main() -> None:
         print("lrzsz is not installed (Debian: apt-get install lrzsz, which provides rb and sb): nothing measured")
         return
     data = os.urandom(SIZE)
-    print(f"YModem, {SIZE // 1024} KiB into {Path(receiver[0]).name} over a pty, {ROUNDS} rounds, 1024-byte blocks")
+    print(f"YModem, {SIZE:,} bytes (a real Boron 5.9.0 system-part1) into {Path(receiver[0]).name} over a pty, "
+          f"{ROUNDS} rounds, 1024-byte blocks")  # fmt: skip
     for label, run in (
         ("kiosk send_ymodem", lambda: _round(receiver, _ours, data)),
         (f"lrzsz {Path(sender[0]).name}", lambda: _round(receiver, _lrzsz(sender), data)),
