@@ -14,6 +14,7 @@ numbers compare like the releases they stand for.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import total_ordering
 
@@ -383,6 +384,23 @@ def platform_releases(platform: str) -> tuple[str, ...]:
 def had_release(platform: str, release: str) -> bool:
     """Whether Particle released Device OS ``release`` for the platform."""
     return release in platform_releases(platform)
+
+
+def stable_release_before(platform: str, release: str, ok: Callable[[str], bool] = lambda r: True) -> str | None:
+    """The platform's newest release that is no pre-release, not newer than ``release``, with a bootloader
+    version in the table (a synthetic release needs one) and passing ``ok``; None when there is none."""
+    limit = DeviceOsVersion.parse(release)
+    for name in reversed(platform_releases(platform)):
+        version = DeviceOsVersion.parse(name)
+        if not version.prerelease and version <= limit and bootloader_version_for(name) is not None and ok(name):
+            return name
+    return None
+
+
+def release_had(platform: str, release: str) -> str | None:
+    """``release`` if the platform had it, else its newest stable release before it (the demo library and the
+    simulator give each platform a release it really had)."""
+    return release if had_release(platform, release) else stable_release_before(platform, release)
 
 
 def last_release(platform: str, *, stable: bool = False) -> str | None:

@@ -24,8 +24,10 @@ from firmware.intelhex import format_hex
 from firmware.library import FirmwareLibrary
 from firmware.platforms import platform_by_name
 from firmware.releases import synthetic_release, synthetic_restore_image
+from firmware.versions import release_had
 
-#: The releases the demo library carries for each MCU family (the simulator's current releases).
+#: The releases the demo library carries for each MCU family (the simulator's current releases); a platform that
+#: never had one gets its newest stable release before it (a Xenon 1.5.2), as the simulated device runs.
 DEMO_RELEASES = {"stm32f2xx": ("2.3.0",), "nrf52840": ("6.1.1",), "rtl872x": ("6.2.0",)}
 
 
@@ -55,7 +57,8 @@ def demo_library(
             held.setdefault((entry.platform, entry.release), set()).add(entry.sha256)
     wanted = [(platform, release, synthetic_release(platform, release, body_size=body_size))
               for platform in map(platform_by_name, sorted({platform_by_name(name).name for name in platforms}))
-              for release in DEMO_RELEASES.get(platform.mcu.name, ())]  # fmt: skip
+              for release in filter(None, (release_had(platform.name, r)
+                                           for r in DEMO_RELEASES.get(platform.mcu.name, ())))]  # fmt: skip
     stale = any(
         (platform.name, release) in held
         and not {hashlib.sha256(d).hexdigest() for d in files.values()} <= held[(platform.name, release)]

@@ -759,3 +759,15 @@ def test_the_releases_each_platform_had():
         for first, last in spans:  # every span names releases of the table, in order
             assert DeviceOsVersion.parse(first) <= DeviceOsVersion.parse(last), name
             assert system_version_for(first) is not None and system_version_for(last) is not None
+
+
+def test_the_demo_library_gives_each_platform_a_release_it_had(tmp_path):
+    from firmware.versions import had_release, release_had
+    from kiosk.demo_library import demo_library
+
+    assert release_had("boron", "6.1.1") == "6.1.1"
+    assert release_had("xenon", "6.1.1") == "1.5.2"  # Xenon support ended after 1.5.x
+    lib = demo_library(["xenon", "boron", "photon"], root=tmp_path / "lib", body_size=1024)
+    releases = {(e.platform, e.release) for e in lib.entries() if e.release}
+    assert releases == {("xenon", "1.5.2"), ("boron", "6.1.1"), ("photon", "2.3.0")}
+    assert all(had_release(platform, release) for platform, release in releases)

@@ -33,11 +33,11 @@ from firmware.platforms import (
 )
 from firmware.versions import (
     GEN2_RELIABLE_CONTROL_SINCE,
-    DeviceOsVersion,
     bootloader_version_for,
     had_release,
     last_release,
-    platform_releases,
+    release_had,
+    stable_release_before,
     system_version_for,
 )
 
@@ -57,17 +57,6 @@ PREVIOUS_RELEASE = {"stm32f2xx": "1.5.2", "nrf52840": "5.9.0", "rtl872x": "5.9.0
 _TABLES = {"current": CURRENT_RELEASE, "old": OLD_RELEASE, "previous": PREVIOUS_RELEASE}
 
 
-def _stable_before(platform: str, release: str, ok: Callable[[str], bool] = lambda r: True) -> str | None:
-    """The platform's newest release that is no pre-release, not newer than ``release``, with a bootloader
-    version in the table (the synthetic release needs one) and passing ``ok``."""
-    limit = DeviceOsVersion.parse(release)
-    for name in reversed(platform_releases(platform)):
-        version = DeviceOsVersion.parse(name)
-        if not version.prerelease and version <= limit and bootloader_version_for(name) is not None and ok(name):
-            return name
-    return None
-
-
 def release_for(kind: str, platform: str | Platform) -> str | None:
     """The Device OS release a simulated ``platform`` runs for a scenario's ``kind`` of release ("current",
     "previous", "old"): the family's, where the platform had it, else the platform's newest release before
@@ -78,7 +67,7 @@ def release_for(kind: str, platform: str | Platform) -> str | None:
         return None
     wanted = _TABLES[kind][family]
     if kind == "current":
-        return wanted if had_release(p.name, wanted) else _stable_before(p.name, wanted)
+        return release_had(p.name, wanted)
     current = release_for("current", p)
     if current is None:
         return None
@@ -90,8 +79,8 @@ def release_for(kind: str, platform: str | Platform) -> str | None:
 
         if had_release(p.name, wanted) and older(wanted):
             return wanted
-        return _stable_before(p.name, current, older)
-    return wanted if had_release(p.name, wanted) else _stable_before(p.name, wanted)
+        return stable_release_before(p.name, current, older)
+    return release_had(p.name, wanted)
 
 
 @dataclass(frozen=True)
