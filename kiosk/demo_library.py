@@ -51,23 +51,24 @@ def demo_library(
     ``body_size`` (tests that need no real sizes): every module with that many bytes of body instead."""
     root = root or demo_library_root()
     lib = FirmwareLibrary(root)
-    held: dict[tuple[str, str | None], set[str]] = {}
+    held: set[str] = set()  # the SHA-256 of every file the library holds
+    present: set[tuple[str, str | None]] = set()  # the (platform, release) of each
     if (lib.root / "manifest.json").exists():
         for entry in lib.entries():
-            held.setdefault((entry.platform, entry.release), set()).add(entry.sha256)
+            held.add(entry.sha256)
+            present.add((entry.platform, entry.release))
     wanted = [(platform, release, synthetic_release(platform, release, body_size=body_size))
               for platform in map(platform_by_name, sorted({platform_by_name(name).name for name in platforms}))
               for release in filter(None, (release_had(platform.name, r)
                                            for r in DEMO_RELEASES.get(platform.mcu.name, ())))]  # fmt: skip
     stale = any(
-        (platform.name, release) in held
-        and not {hashlib.sha256(d).hexdigest() for d in files.values()} <= held[(platform.name, release)]
+        (platform.name, release) in present and not {hashlib.sha256(d).hexdigest() for d in files.values()} <= held
         for platform, release, files in wanted
     )
     if stale:
-        lib, held = _made_again(lib), {}
+        lib, present = _made_again(lib), set()
     for platform, release, files in wanted:
-        if (platform.name, release) in held:
+        if (platform.name, release) in present:
             continue
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / f"{platform.name}@{release}"

@@ -96,7 +96,7 @@ def test_body_size_still_makes_small_modules_for_tests_that_need_no_real_sizes()
     assert len(files["boron-softdevice@6.1.1.bin"]) < 16 * 1024  # the SoftDevice id at 0x300C needs its 8 KB
 
 
-def test_the_demo_library_holds_real_sizes_and_makes_again_one_an_older_kiosk_made(tmp_path):
+def test_the_demo_library_holds_real_sizes_and_makes_again_one_an_older_kiosk_made(tmp_path, monkeypatch):
     root = tmp_path / "demo"
     old = FirmwareLibrary(root)  # what a kiosk with 4 KB synthetic modules left behind
     folder = tmp_path / "photon@2.3.0"
@@ -111,7 +111,22 @@ def test_the_demo_library_holds_real_sizes_and_makes_again_one_an_older_kiosk_ma
     assert sizes["tinker"] == real_size("photon", "2.3.0", "tinker").size
     assert lib.quarantined() == []
     before = sorted((e.path, e.sha256) for e in lib.entries())
+    imports = []
+    real_import = FirmwareLibrary.import_path
+    monkeypatch.setattr(
+        FirmwareLibrary, "import_path", lambda self, path: imports.append(path) or real_import(self, path)
+    )
     assert sorted((e.path, e.sha256) for e in demo_library(["photon"], root=root).entries()) == before
+    assert imports == []  # a library that holds this release is left as it is (Tinker's entry has no release)
+
+
+def test_a_demo_library_with_every_platform_is_opened_again_without_importing(tmp_path, monkeypatch):
+    root = tmp_path / "demo"
+    demo_library(["boron", "p2"], root=root, body_size=BODY)
+    imports = []
+    monkeypatch.setattr(FirmwareLibrary, "import_path", lambda self, path: imports.append(path))
+    demo_library(["boron", "p2"], root=root, body_size=BODY)
+    assert imports == []
 
 
 def test_a_folder_that_is_not_a_demo_library_is_not_emptied(tmp_path):
