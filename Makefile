@@ -57,6 +57,7 @@ bench: $(STAMP) tools
 	$(BIN)/python -m tests.benchmarks.dfu_bench
 	$(BIN)/python -m tests.benchmarks.ymodem_bench
 	$(BIN)/python -m tests.benchmarks.recovery_bench
+	$(BIN)/python -m tests.benchmarks.sim_bench
 	$(BIN)/python -m tests.benchmarks.tui_bench --ledger
 
 clean:
