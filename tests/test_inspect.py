@@ -8,7 +8,6 @@ and version has another hash) or "not in the library".
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from firmware.library import FirmwareLibrary
@@ -16,18 +15,7 @@ from firmware.platforms import Function, platform_by_name
 from firmware.releases import synthetic_release
 from hw.control import ModuleInfo
 from kiosk import inspect as inspection
-from kiosk.cli import main
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    status = main(list(argv))
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
-def run_json(capsys, *argv: str) -> tuple[int, dict]:
-    status, out, _ = run(capsys, *argv, "--json")
-    return status, json.loads(out)
+from tests.test_cli_device import run, run_json  # the CLI's test helpers, shared
 
 
 def by_function(doc: dict) -> dict[str, dict]:
