@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from typing import Protocol
 
 _REAL_GUARD = 0.05  # real seconds the pacer waits when there is nothing to move time for
-_RECHECK_S = 0.5  # real seconds after which a blocked wait looks again on its own (state changed off the clock)
+_RECHECK_S = 0.5  # real seconds after which a blocked wait looks again on its own (an actor that died unseen)
 
 
 class Cancelled(Exception):

@@ -421,8 +421,9 @@ VERIFIED_BY = {
 def flash_words(report: ExecutionReport) -> str:
     """What a manual flash did, module by module: how each was written and verified, or where it failed."""
     from kiosk.advice import cable_words
+    from kiosk.tui.state import kib
 
-    done = [f"{Path(s.name).name} ({kib_words(s.bytes)}) {VERIFIED_BY.get(s.mechanism, s.mechanism)}"
+    done = [f"{Path(s.name).name} ({kib(s.bytes)} KiB) {VERIFIED_BY.get(s.mechanism, s.mechanism)}"
             for s in report.steps if s.outcome == "written"]  # fmt: skip
     written = "; ".join(done)
     cable = f"; {cable_words(report.usb_errors)}" if report.usb_errors else ""
@@ -430,10 +431,6 @@ def flash_words(report: ExecutionReport) -> str:
         return f"{written}. The device runs{cable}."
     before = f" Written before that: {written}." if done else " Nothing was written."
     return f"{report.detail}.{before}{cable}"
-
-
-def kib_words(size: int) -> str:
-    return f"{size / 1024:.0f} KiB" if size >= 10 * 1024 else f"{size / 1024:.1f} KiB"
 
 
 def modes_word(mode: str | None) -> str:

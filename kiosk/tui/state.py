@@ -98,6 +98,11 @@ USB_MODES: dict[str | None, str] = {
 PHASES: dict[str, str] = {"erase": "erasing", "write": "writing", "verify": "verifying", "send": "sending"}
 
 
+def kib(n: int) -> str:
+    """Bytes as KiB in a card's few cells: whole numbers from 10 KiB, one decimal below."""
+    return f"{n / 1024:.0f}" if n >= 10 * 1024 else f"{n / 1024:.1f}"
+
+
 @dataclass(frozen=True)
 class FlashProgress:
     """The write in progress: which step of how many, bytes done, and the rate seen so far."""

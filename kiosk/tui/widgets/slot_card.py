@@ -16,7 +16,7 @@ from textual.widgets import Static
 
 from kiosk.advice import AGAIN_TOUCHSCREEN, instruction
 from kiosk.tui.guard import guard_handlers
-from kiosk.tui.state import RUNG_STATES, RUNGS, USB_MODES, VERDICTS, SlotState
+from kiosk.tui.state import RUNG_STATES, RUNGS, USB_MODES, VERDICTS, SlotState, kib
 from kiosk.tui.widgets.touch_button import TouchButton
 
 #: LED colour names -> the swatch's colour on screen (bright enough to read on black).
@@ -53,10 +53,6 @@ WAITING_WORDS: dict[str, str] = {
 #: How each rung state is drawn (besides its symbol and word).
 RUNG_STYLES: dict[str, str] = {"running": "bold reverse", "done": "bold", "failed": "bold underline",
                                "waiting": "dim", "skipped": "dim strike"}  # fmt: skip
-
-
-def kib(n: int) -> str:
-    return f"{n / 1024:.0f}" if n >= 10 * 1024 else f"{n / 1024:.1f}"
 
 
 def led_words(state: SlotState) -> tuple[str, str | None]:
