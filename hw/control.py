@@ -51,7 +51,12 @@ MAX_CHUNK = 4096  # bytes per SEND/RECV transfer
 MAX_PAYLOAD = 0xFFFF  # wValue of INIT is 16 bits
 MAX_REPLY = 1 << 20  # bytes: more than any reply Device OS builds (a garbled CHECK may claim up to 4 GiB)
 MAX_ACTIVE_REQUESTS = 4  # what Device OS allows before answering BUSY
-CHECK_BACKOFF_S = (0.05, 0.05, 0.1, 0.1, 0.25, 0.25, 0.5, 0.5, 1.0)  # the last one repeats
+# Waits before each CHECK; the last one repeats. particle-usb waits 50 ms before the first (its
+# DEFAULT_CHECK_INTERVALS); the kiosk asks sooner, because a CHECK costs the device nothing (Device OS
+# answers it in the USB interrupt, usb_control_request_channel.cpp processCheckRequest) and most requests,
+# and the buffer allocation of one with a payload, are done in a few ms: a 50 ms first wait made every
+# 4 KB chunk of a control-request update cost 100 ms of waiting (two CHECKs per chunk).
+CHECK_BACKOFF_S = (0.005, 0.01, 0.02, 0.05, 0.05, 0.1, 0.1, 0.25, 0.25, 0.5, 0.5, 1.0)
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 DEFAULT_TRANSFER_TIMEOUT_S = 5.0
 RESET_TRANSFER_TIMEOUT_S = 1.0  # clean-up RESETs must not double a timeout that already happened

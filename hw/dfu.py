@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import NamedTuple
 
 import usb.core
 import usb.util
@@ -252,6 +253,16 @@ _PROTECTION_RE = re.compile(r"sm=([ops])")
 Progress = Callable[[int, int, str], None]
 
 
+class FlashOp(NamedTuple):
+    """One piece of flash work the device took: an "erase" of the sector at ``address`` (``size`` bytes)
+    or a "write" of ``size`` bytes at ``address``, in alt setting ``alt``'s map."""
+
+    kind: str
+    alt: int
+    address: int
+    size: int
+
+
 @dataclass
 class DfuStats:
     """What the client did: control transfers by request, DfuSe commands, retries, host CPU seconds."""
@@ -265,10 +276,9 @@ class DfuStats:
     cpu_s: float = 0.0
     bytes_written: int = 0
     bytes_read: int = 0
-    #: what the device was given to do, as it took it (retries included): sector sizes erased and block
-    #: sizes written, per alt setting; the device time they cost is priced by hw.flash_timing
-    erased: list[tuple[int, int]] = field(default_factory=list)  # (alt, sector size)
-    written: list[tuple[int, int]] = field(default_factory=list)  # (alt, bytes)
+    #: what the device was given to do, in order, as it took it (retries included): each sector erased and
+    #: each block written; the device time they cost is priced by hw.flash_timing.dfu_work_s
+    flash_ops: list[FlashOp] = field(default_factory=list)
 
     @property
     def total_transfers(self) -> int:
@@ -595,7 +605,7 @@ class DfuDevice:
             chunk = data[done : done + size]
             self._ensure(_DOWNLOAD_READY, cancel)
             self._dnload(block, chunk)
-            self.stats.written.append((self._alt or 0, len(chunk)))
+            self.stats.flash_ops.append(FlashOp("write", self._alt or 0, at, len(chunk)))
             self._check(self._poll(cancel), f"write at {at:#x}", DfuState.DNLOAD_IDLE)
             done += len(chunk)
 
@@ -667,8 +677,8 @@ class DfuDevice:
         if command in (DfuseCommand.SET_ADDRESS_POINTER, DfuseCommand.ERASE):
             self._pointer = None  # unknown until confirmed; an ERASE may move it (see _block_for)
         self._dnload(0, payload)
-        if command is DfuseCommand.ERASE and sector_size:
-            self.stats.erased.append((self._alt or 0, sector_size))  # the device has it: it erases
+        if command is DfuseCommand.ERASE and sector_size and argument is not None:
+            self.stats.flash_ops.append(FlashOp("erase", self._alt or 0, argument, sector_size))  # it erases
         reply = self._poll(cancel)
         where = f" {argument:#x}" if argument is not None else ""
         return self._check(reply, f"{command.name}{where}", DfuState.DNLOAD_IDLE)

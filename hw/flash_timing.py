@@ -12,10 +12,15 @@ the floor any host can reach) and by the simulator to charge device time. Source
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from firmware.memory_map import MemoryMap
 from firmware.platforms import Platform
+
+if TYPE_CHECKING:
+    from hw.dfu import FlashOp
 
 
 @dataclass(frozen=True)
@@ -159,14 +164,27 @@ def swd_restore_floor_s(platform: Platform, segments: tuple[tuple[int, bytes], .
     return total
 
 
-def dfu_work_s(platform: Platform, erased: list[tuple[int, int]], written: list[tuple[int, int]]) -> float:
-    """Device seconds of the DFU work a client gave the device (``hw.dfu.DfuStats.erased``/``written``:
-    (alt, sector size) erased and (alt, bytes) written, retries included)."""
+def dfu_work_s(platform: Platform, ops: Iterable[FlashOp], blank: dict[tuple[int, int], int] | None = None) -> float:
+    """Device seconds of the DFU work a client gave the device (``hw.dfu.DfuStats.flash_ops``, in order,
+    retries included).
 
-    def timing(alt: int) -> FlashTiming:
-        memory = platform.memory_map(alt)
-        return timing_for(platform, memory_kind(memory) if memory else "internal")
-
-    return sum(timing(alt).erase_time_s(size) for alt, size in erased) + sum(
-        timing(alt).write_time_s(n) for alt, n in written
-    )
+    ``blank`` maps (alt, sector start) to the sector's end for every sector this host erased and has not
+    written since; it is updated as the ops are priced, so a caller that keeps it across attempts prices
+    a retry's erase of a sector it left blank as the device does (on RTL872x: a read-check, not an erase).
+    """
+    timings: dict[int, FlashTiming] = {}  # per alt: memory_map() parses the layout string
+    blank = {} if blank is None else blank
+    total = 0.0
+    for op in ops:
+        if op.alt not in timings:
+            memory = platform.memory_map(op.alt)
+            timings[op.alt] = timing_for(platform, memory_kind(memory) if memory else "internal")
+        if op.kind == "erase":
+            total += timings[op.alt].erase_time_s(op.size, blank=(op.alt, op.address) in blank)
+            blank[(op.alt, op.address)] = op.address + op.size
+        else:
+            total += timings[op.alt].write_time_s(op.size)
+            for key in [k for k, end in blank.items() if k[0] == op.alt and k[1] < op.address + op.size
+                        and op.address < end]:  # fmt: skip
+                del blank[key]
+    return total

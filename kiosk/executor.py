@@ -21,7 +21,7 @@ from firmware.plan import FlashPlan, FlashStep, Mechanism
 from hw.clock import Cancelled, ClockEvent
 from hw.control import ControlChannel, ControlError, ControlFailure, Result
 from hw.device_timing import DFU_ENUMERATE_S, DFU_LEAVE_S, SWITCH_S, YMODEM_APPLY_DELAY_S, boot_s
-from hw.dfu import DfuDevice, DfuDisconnected, DfuError, DfuProtected
+from hw.dfu import DfuDevice, DfuDisconnected, DfuError, DfuProtected, FlashOp
 from hw.flash_timing import device_busy_s, dfu_work_s
 from hw.hazard import HazardRefused
 from hw.serial_console import SerialError, find_port, trigger_dfu
@@ -117,7 +117,8 @@ class FlashExecutor:
         self._demanded = 0.0  # device seconds demanded so far (ExecutionReport.device_demanded_s)
         self._dfu_request_ignored = False
         self._protected = False
-        self._dfu_work: tuple[list, list] = ([], [])  # this attempt's DFU erases and writes (hw.dfu.DfuStats)
+        self._dfu_work: list[FlashOp] = []  # this attempt's DFU erases and writes (hw.dfu.DfuStats.flash_ops)
+        self._blank: dict[tuple[int, int], int] = {}  # sectors this run erased and has not written since
         self._usb_errors = 0  # I/O errors on the wire, over every DFU session and control channel
         self._boot_s = boot_s(plan.device.platform)
 
@@ -178,7 +179,7 @@ class FlashExecutor:
         )
         for attempt in range(1, MAX_ATTEMPTS + 1):
             report.attempts = attempt
-            self._dfu_work = ([], [])
+            self._dfu_work = []
             try:
                 device = self._ensure_mode(index, step.device_mode)
                 report.usb_transfers += self._perform(index, step, device)
@@ -218,8 +219,7 @@ class FlashExecutor:
         """Device seconds one attempt made the device spend on flash: for DFU, every erase and block it
         was given (retries included); otherwise the step's flash time once the device took the module."""
         if step.mechanism is Mechanism.DFU:
-            erased, written = self._dfu_work
-            return dfu_work_s(self.plan.device.platform, erased, written)
+            return dfu_work_s(self.plan.device.platform, self._dfu_work, self._blank)
         return report.device_busy_s if report.outcome == "written" else 0.0
 
     # -- DFU -------------------------------------------------------------------------------------
@@ -229,13 +229,13 @@ class FlashExecutor:
                 self._dfu = DfuDevice(device.usb_device, self.clock)
                 self._dfu.open()
             dfu = self._dfu
-            before, erased, written = dfu.transfers, len(dfu.stats.erased), len(dfu.stats.written)
+            before, ops = dfu.transfers, len(dfu.stats.flash_ops)
             errors = dfu.stats.io_errors
             try:
                 dfu.write(step.address, step.payload, alt=step.alt_setting or 0, verify=True, progress=progress,
                           cancel=self.cancel)  # fmt: skip
             finally:
-                self._dfu_work = (dfu.stats.erased[erased:], dfu.stats.written[written:])
+                self._dfu_work = dfu.stats.flash_ops[ops:]
                 self._usb_errors += dfu.stats.io_errors - errors
             return dfu.transfers - before
         except DfuProtected as exc:
@@ -249,6 +249,7 @@ class FlashExecutor:
     def _leave_dfu(self, device: ParticleUsbDevice | None = None) -> None:
         """Leave DFU (the zero-length DNLOAD) with the open session, or a new one on ``device``."""
         dfu, self._dfu = self._dfu, None
+        self._blank.clear()  # Device OS runs next and may write flash: what this run left blank is unknown again
         if dfu is None and device is not None and device.mode == "dfu":
             dfu = DfuDevice(device.usb_device, self.clock)
             with contextlib.suppress(DfuError, DfuDisconnected):

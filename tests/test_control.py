@@ -200,7 +200,7 @@ def test_pending_polls_with_the_backoff_schedule():
         at += CHECK_BACKOFF_S[min(attempt, len(CHECK_BACKOFF_S) - 1)]
         expected.append(round(at, 6))
     assert checks == expected
-    assert expected[:9] == [0.05, 0.1, 0.2, 0.3, 0.55, 0.8, 1.3, 1.8, 2.8]
+    assert expected[:9] == [0.005, 0.015, 0.035, 0.085, 0.135, 0.235, 0.335, 0.585, 0.835]
     assert checks[-1] >= 4.0 and checks[-2] < 4.0  # the first CHECK after the handler finished got it
 
 
