@@ -33,6 +33,7 @@ from firmware.versions import (
     bootloader_releases,
     bootloader_version_for,
     describe_system_version,
+    last_release,
     parse_device_os,
     release_name,
     release_names,
@@ -500,7 +501,40 @@ def test_unknown_versions():
     assert system_version_for("9.9.9") is None
     assert bootloader_version_for("9.9.9") is None
     assert bootloader_releases(12345) == ()
-    assert describe_system_version(6305) == "module version 6305"
+    assert describe_system_version(6501) == "module version 6501"  # newer than the table
+
+
+def test_release_table_is_data_with_a_source_for_every_row():
+    """The table lives in firmware/device_os_releases.toml; every row names its source, and the source keys exist."""
+    import tomllib
+
+    from firmware.versions import RELEASE_TABLE, TABLE
+
+    raw = tomllib.loads(RELEASE_TABLE.read_text())
+    assert len(raw["releases"]) == len(TABLE) == len(RELEASES)
+    keys = set(raw["sources"])
+    for row in raw["releases"]:
+        assert row["source"], row["name"]
+        cited = {part.split()[0] for part in row["source"].split("; ")}
+        assert cited <= keys, row
+        # a fact no source gives is said to be UNVERIFIED, never guessed
+        assert all(isinstance(v, int) or v == "UNVERIFIED" for k, v in row.items() if k not in ("name", "source"))
+
+
+def test_release_table_is_current_to_6_4_x():
+    """Particle's Device Restore module versions (docs device-restore/<release>/*.json): 6.3.0 is 6302, not 6300."""
+    from firmware.versions import release_modules
+
+    assert [(system_version_for(r), bootloader_version_for(r)) for r in ("6.2.1", "6.3.0", "6.3.4", "6.4.0", "6.4.1")] \
+        == [(6201, 3101), (6302, 3101), (6305, 3200), (6400, 3300), (6401, 3301)]  # fmt: skip
+    assert describe_system_version(6305) == "6.3.4" and parse_device_os("6.3.4") == 6305
+    row = release_modules("v6.3.4")
+    assert (row.prebootloader_part1, row.softdevice, row.ncp_esp32) == (11, 202, 7)
+    assert row.source.startswith("DR 6.3.4")
+    # from device-os tags: the P2 prebootloader-part1 the 5.6.0 bootloader fixture depends on (7), and 6.2.0's (9)
+    assert release_modules("5.6.0").prebootloader_part1 == 7 and release_modules("6.2.0").prebootloader_part1 == 9
+    assert release_modules("0.4.0").bootloader is None and release_modules("9.9.9") is None
+    assert last_release("boron") == last_release("p2") == "6.4.1"
 
 
 def test_release_table_numbers_never_decrease():
