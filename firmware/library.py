@@ -47,7 +47,7 @@ from firmware.platforms import (
     platform_by_id,
     platform_by_name,
 )
-from firmware.versions import DeviceOsVersion, VersionError, release_name
+from firmware.versions import DeviceOsVersion, VersionError, release_modules, release_name
 
 MANIFEST = "manifest.json"
 SCHEMA = 1
@@ -57,6 +57,18 @@ FIRMWARE_SUFFIXES = (".bin", ".hex")
 #: MCU families whose whole flash image is the modules laid out by address (see swd_image).
 MODULE_SET_RESTORE = frozenset({"stm32f2xx"})
 DEVICE_OS_FUNCTIONS = (Function.BOOTLOADER, Function.RADIO_STACK, Function.SYSTEM_PART, Function.NCP_FIRMWARE)
+#: The parts a release has besides its system parts, per MCU family (module-format.md 5; Particle's Device Restore
+#: files): (function, index, the name a bundle reports it by, the release-table column with its version). NCP
+#: firmware is added where the platform has an NCP. The RTL872x prebootloader MBR (index 1) is encrypted: the
+#: device installs it itself, so a bundle does not need it.
+RELEASE_PARTS: dict[str, tuple[tuple[int, int, str, str], ...]] = {
+    "stm32f2xx": ((Function.BOOTLOADER, 0, "bootloader", "bootloader"),),
+    "nrf52840": ((Function.BOOTLOADER, 0, "bootloader", "bootloader"),
+                 (Function.RADIO_STACK, 0, "softdevice", "softdevice")),
+    "rtl872x": ((Function.BOOTLOADER, 0, "bootloader", "bootloader"),
+                (Function.BOOTLOADER, 2, "prebootloader-part1", "prebootloader_part1")),
+}  # fmt: skip
+NCP_PART = (Function.NCP_FIRMWARE, 0, "ncp", "ncp_esp32")
 
 _VERSION_IN_NAME = re.compile(r"@v?(\d+\.\d+\.\d+(?:-[0-9A-Za-z.]+?)?)(?:\+[0-9A-Za-z.]+)?(?=$|\.[a-z]+$)")
 _OLD_STYLE_NAME = re.compile(
@@ -140,13 +152,20 @@ class Bundle:
     release: str
     entries: tuple[LibraryEntry, ...]
     missing: tuple[str, ...]  # parts a release normally has that the library lacks
+    lacks: tuple[str, ...] = ()  # a sentence per missing part: what needs it and what to import
+
+    def to_json(self) -> dict[str, Any]:
+        return {"platform": self.platform.name, "release": self.release, "entries": [e.to_json() for e in self.entries],
+                "missing": list(self.missing), "lacks": list(self.lacks)}  # fmt: skip
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Incoming:
     source: str
     data: bytes
     context_release: str | None
+    group: str = ""  # the zip or folder it came in: files that arrive together are one release
+    group_release: str | None = None  # the release of the system parts of its group, if they agree
 
 
 def _sha(data: bytes) -> str:
@@ -172,6 +191,36 @@ def release_from_name(name: str) -> str | None:
         return match.group(1)
     old = _old_style(Path(base).stem)
     return old.group("version") if old else None
+
+
+_BARE_VERSION = re.compile(r"^v?(\d+\.\d+\.\d+(?:-[0-9A-Za-z.]+)?)$")
+#: Modules whose file names carry their own version, not a Device OS release (``tracker-esp32-ncp@0.0.7.bin``,
+#: ``boron-softdevice@6.0.0.bin``): they take a release only from the system parts they arrive with, and bundles
+#: bind them to the releases whose modules depend on them.
+OWN_VERSIONED = (Function.RADIO_STACK, Function.NCP_FIRMWARE)
+
+
+def release_of_folder(name: str) -> str | None:
+    """The release a folder named as Particle publishes restore files names (``6.3.4/boron.hex``), else the
+    release its name carries (``boron@6.3.4``)."""
+    match = _BARE_VERSION.match(Path(name).name)
+    return match.group(1) if match else release_from_name(name)
+
+
+def _context_of(path: Path) -> str | None:
+    """The release a file's or archive's own name carries, else its folder's (``6.3.4/boron.zip``)."""
+    return release_from_name(path.name) or release_of_folder(path.parent.name)
+
+
+def _system_release(data: bytes, source: str, context: str | None) -> str | None:
+    """The release a file's system part says it belongs to (name, context, else the table), None for other files."""
+    if source.lower().endswith(".hex"):
+        return None
+    with contextlib.suppress(NotAModuleError):
+        for module in split_modules(data):
+            if module.function in (Function.SYSTEM_PART, Function.MONO_FIRMWARE) and not _is_app(module, source):
+                return release_from_name(source) or context or release_name(module.version)
+    return None
 
 
 def _name_from_file(source: str, platform: Platform) -> str | None:
@@ -262,6 +311,7 @@ class FirmwareLibrary:
             raise LibraryError(f"{path} does not exist")
         report = ImportReport()
         incoming = list(self._read_source(path, report))
+        _bind_groups(incoming)
         with self._locked():
             manifest = self._load()
             before = json.dumps([e.to_json() for e in manifest["entries"]]) + str(manifest["quarantine"])
@@ -274,7 +324,7 @@ class FirmwareLibrary:
 
     def _read_source(self, path: Path, report: ImportReport) -> Iterator[_Incoming]:
         if path.is_dir():
-            context = release_from_name(path.name)
+            context = release_of_folder(path.name)
             for child in sorted(path.rglob("*")):
                 # Links are not followed: one could point anywhere on the machine (or at a device that never ends).
                 if child.is_symlink():
@@ -284,7 +334,7 @@ class FirmwareLibrary:
                 elif child.suffix.lower() == ".zip":
                     yield from self._read_zip(child, report)
                 elif child.suffix.lower() in FIRMWARE_SUFFIXES:
-                    yield from self._read_file(child, report, context or release_from_name(child.parent.name))
+                    yield from self._read_file(child, report, _context_of(child) or context)
                 else:
                     report.skipped.append((str(child), "not a .bin, .hex or .zip file"))
         elif not _regular(path):
@@ -292,7 +342,7 @@ class FirmwareLibrary:
         elif path.suffix.lower() == ".zip":
             yield from self._read_zip(path, report)
         else:
-            yield from self._read_file(path, report, None)
+            yield from self._read_file(path, report, release_of_folder(path.parent.name))
 
     def _read_file(self, path: Path, report: ImportReport, context: str | None) -> Iterator[_Incoming]:
         try:
@@ -311,10 +361,10 @@ class FirmwareLibrary:
         if len(data) > MAX_FILE_BYTES:
             report.skipped.append((str(path), "grew larger than any firmware file while it was read"))
             return
-        yield _Incoming(str(path), data, context)
+        yield _Incoming(str(path), data, context, group=str(path.parent))
 
     def _read_zip(self, path: Path, report: ImportReport) -> Iterator[_Incoming]:
-        context = release_from_name(path.name)
+        context = _context_of(path)
         if not _regular(path):
             report.skipped.append((str(path), "not a regular file (a device, pipe or socket)"))
             return
@@ -347,7 +397,7 @@ class FirmwareLibrary:
                 except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as exc:
                     report.quarantined.append(Quarantined("", "", source, f"damaged inside the zip: {exc}"))
                     continue
-                yield _Incoming(source, data, context or release_from_name(info.filename))
+                yield _Incoming(source, data, context or release_from_name(info.filename), group=str(path))
 
     def _import_one(self, item: _Incoming, manifest: dict[str, Any], report: ImportReport) -> None:
         sha = _sha(item.data)
@@ -414,9 +464,13 @@ class FirmwareLibrary:
                 f"{module.function_name} {module.index} at 0x{module.start_address:x}-0x{module.end_address:x} "
                 f"is not where a {platform.name} keeps it"
             )
-        release = release_from_name(item.source) or item.context_release
-        if release is None and module.function in (Function.SYSTEM_PART, Function.MONO_FIRMWARE):
-            release = release_name(module.version)
+        if module.function in OWN_VERSIONED:
+            release = item.group_release  # its name's version is its own; the release is the one it came with
+        else:
+            release = release_from_name(item.source) or item.context_release
+            if release is None and module.function in (Function.SYSTEM_PART, Function.MONO_FIRMWARE):
+                release = release_name(module.version)
+            release = release or item.group_release
         app = _is_app(module, item.source)
         if app:
             release = None  # apps are not part of a release; they carry their own dependencies
@@ -467,9 +521,17 @@ class FirmwareLibrary:
             raise _Rejected(f"cannot tell which platform this restore image is for (found: {found})")
         platform = platforms.pop()
         release = release_from_name(item.source) or item.context_release
+        if release is None:  # Particle's <version>/<platform>.hex: the image's own system part says which
+            inside = {release_name(m.version) for p, m in modules_in_image(image)
+                      if p.id == platform.id and m.function == Function.SYSTEM_PART}  # fmt: skip
+            release = inside.pop() if len(inside) == 1 else None
+        # one image per release: Particle names every one <platform>.hex, so the release goes in the path
+        name = _safe(item.source)
+        if release is not None and release not in name:
+            name = f"{platform.name}-restore@{release}.hex"
         return (
             LibraryEntry(
-                path=f"restore/{platform.name}/{_safe(item.source)}",
+                path=f"restore/{platform.name}/{name}",
                 sha256=_sha(item.data),
                 size=len(item.data),
                 kind="restore-image",
@@ -534,8 +596,8 @@ class FirmwareLibrary:
                     f"{', '.join(available)}); import the missing system parts"
                 )
             release = complete[-1]
-        chosen = tuple(sorted((e for e in entries if e.release == release), key=lambda e: (e.function, e.index)))
-        if not chosen:
+        own = [e for e in entries if e.release == release]
+        if not own:
             raise LibraryError(
                 f"Device OS {release} for {p.name} is not in the library (it has {', '.join(available)}); "
                 "import it with `kiosk firmware import`"
@@ -543,12 +605,8 @@ class FirmwareLibrary:
         missing = self._missing_system_parts(p, entries, release)
         if missing:
             raise LibraryError(f"Device OS {release} for {p.name} is incomplete: missing {', '.join(missing)}")
-        missing_other = []
-        if not any(e.function == "bootloader" for e in chosen):
-            missing_other.append("bootloader")
-        if p.has_ncp and not any(e.function == "ncp" for e in chosen):
-            missing_other.append("ncp")
-        return Bundle(p, release, chosen, tuple(missing_other))
+        chosen, names, lacks = _bind_parts(p, release, own, entries)
+        return Bundle(p, release, tuple(sorted(chosen, key=lambda e: (e.function, e.index))), names, lacks)
 
     @staticmethod
     def _missing_system_parts(p: Platform, entries: list[LibraryEntry], release: str) -> list[str]:
@@ -609,6 +667,85 @@ class FirmwareLibrary:
 
 class _Rejected(Exception):
     """Internal: why a file goes to quarantine."""
+
+
+def _bind_groups(items: list[_Incoming]) -> None:
+    """Give each file the release of the system parts it arrived with (a Device Restore zip's bootloader.bin and
+    softdevice.bin name no release; its system-part1.bin does, by its version), where those agree on one."""
+    found: dict[str, set[str]] = {}
+    for item in items:
+        release = _system_release(item.data, item.source, item.context_release)
+        if release is not None:
+            found.setdefault(item.group, set()).add(release)
+    for item in items:
+        releases = found.get(item.group, set())
+        item.group_release = next(iter(releases)) if len(releases) == 1 else None
+
+
+def _bind_parts(
+    p: Platform, release: str, own: list[LibraryEntry], entries: list[LibraryEntry]
+) -> tuple[list[LibraryEntry], tuple[str, ...], tuple[str, ...]]:
+    """The release's own modules plus, for each part it needs (by its modules' dependencies, or because every release
+    of the family has one), the module that serves it: the release's own, else the one of the version the release
+    table gives it, else the newest that meets the dependency (a SoftDevice or NCP is shared by many releases and is
+    filed with the first that brought it). Returns (entries, names of the parts missing, a sentence for each)."""
+    parts = list(RELEASE_PARTS.get(p.mcu.name, ())) + ([NCP_PART] if p.has_ncp else [])
+    names = {(f, i): (name, column) for f, i, name, column in parts}
+    row = release_modules(release)
+    chosen = list(own)
+    needs: dict[tuple[int, int], tuple[int, str]] = {(f, i): (0, f"Device OS {release}") for f, i, _n, _c in parts}
+    missing: list[str] = []
+    lacks: list[str] = []
+    queue = list(own)
+    while queue:  # dependencies of what is chosen, and of what that brings (a P2 bootloader needs prebootloader-part1)
+        entry = queue.pop()
+        for fname, index, version in entry.dependencies:
+            key = _FUNCTION_BY_NAME.get(fname)
+            if key is None or key == Function.SYSTEM_PART:
+                continue
+            have = needs.get((key, index), (0, ""))
+            if version > have[0]:
+                needs[(key, index)] = (version, f"{entry.name} v{entry.version}")
+        for (function, index), (version, _why) in list(needs.items()):
+            if any(e.function == function_name(function) and e.index == index for e in chosen):
+                continue
+            pick = _serving(entries, function, index, version, release, row, names.get((function, index)))
+            if pick is not None:
+                chosen.append(pick)
+                queue.append(pick)
+    for (function, index), (version, why) in needs.items():
+        have = [e for e in chosen if e.function == function_name(function) and e.index == index]
+        name = names.get((function, index), (f"{function_name(function)} {index}", ""))[0]
+        if have and all((e.version or 0) >= version for e in have):
+            continue
+        older = sorted({e.version for e in entries if e.function == function_name(function) and e.index == index})
+        missing.append(name)
+        at = f" at version {version} or newer" if version else ""
+        found = f" (the library has only v{', v'.join(map(str, older))})" if older else ""
+        lacks.append(f"{name}: {why} needs {function_name(function)} {index}{at}{found}; import the release's "
+                     f"{name} file, or Particle's Device Restore zip for {release}")  # fmt: skip
+    return chosen, tuple(missing), tuple(lacks)
+
+
+_FUNCTION_BY_NAME = {function_name(f): f for f in Function}
+
+
+def _serving(
+    entries: list[LibraryEntry], function: int, index: int, version: int, release: str, row: Any,
+    part: tuple[str, str] | None,
+) -> LibraryEntry | None:
+    """The library module that serves (function, index) for ``release``: see _bind_parts for the order."""
+    fname = function_name(function)
+    fits = [e for e in entries if e.function == fname and e.index == index and (e.version or 0) >= version]
+    if not fits:
+        return None
+    own = [e for e in fits if e.release == release]
+    listed = getattr(row, part[1], None) if row is not None and part is not None else None
+    same = [e for e in fits if listed is not None and e.version == listed]
+    for group in (own, same, fits):
+        if group:
+            return max(group, key=lambda e: (e.version or 0, e.release is not None, e.path))
+    return None
 
 
 def _same_identity(a: LibraryEntry, b: LibraryEntry) -> bool:
