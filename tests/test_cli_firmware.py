@@ -233,3 +233,16 @@ def test_help_lists_the_commands(capsys):
 def test_unknown_option_is_exit_2(capsys):
     status, _, err = run(capsys, "firmware", "show", "--bogus", "x.bin")
     assert status == 2 and "unrecognized arguments" in err
+
+
+def test_plan_on_device_os_6_3_4_and_a_release_the_table_does_not_know(capsys, tmp_path):
+    """6.3.4 is in the release table (Particle's Device Restore: system 6305); 6.5.0 is not, and the refusal says
+    what to give instead."""
+    tinker = tmp_path / "boron-tinker@6.3.4.bin"
+    tinker.write_bytes(synthetic_release("boron", "6.3.4", body_size=4096)["boron-tinker@6.3.4.bin"])
+    status, out, _ = run(capsys, "firmware", "plan", "--platform", "boron", "--device-os", "6.3.4", "--json",
+                         str(tinker))  # fmt: skip
+    doc = json.loads(out)
+    assert status == 0 and doc["refused"] is False and [s["function"] for s in doc["steps"]][-1] == "user-part"
+    status, _, err = run(capsys, "firmware", "plan", "--platform", "boron", "--device-os", "6.5.0", str(tinker))
+    assert status == 2 and "not in the kiosk's release table" in err and "--device-os 5301" in err
