@@ -23,13 +23,19 @@ from pathlib import Path
 
 from firmware.release_sizes import real_size
 from hw.clock import RealClock
+from hw.serial_console import SerialError
 from hw.sim.serial_device import MasterPort
-from hw.ymodem import send_ymodem
+from hw.ymodem import YModemError, send_ymodem
 
 SIZE = real_size("boron", "5.9.0", "system-part1").size
 ROUNDS = 3
 RECEIVERS = (("rb", []), ("lrb", []), ("rz", ["--ymodem"]), ("lrz", ["--ymodem"]))
 SENDERS = (("sb", ["-k"]), ("lsb", ["-k"]), ("sz", ["--ymodem", "-k"]), ("lsz", ["--ymodem", "-k"]))
+RECEIVER_LIMIT_S = 60.0  # a round slower than this is not a figure: the machine is too loaded to take one
+
+
+class RoundFailed(Exception):
+    """A round that gave no figure, and why (said in the output instead of a traceback)."""
 
 
 def _program(table: tuple[tuple[str, list[str]], ...]) -> list[str] | None:
@@ -56,8 +62,13 @@ def _round(receiver: list[str], send: Callable[[int, Path], dict], data: bytes) 
         os.close(slave)
         figures: dict = {}
         try:
-            figures = send(master, folder)
-            rb.wait(60)
+            try:
+                figures = send(master, folder)
+                rb.wait(RECEIVER_LIMIT_S)
+            except subprocess.TimeoutExpired:
+                raise RoundFailed(f"{Path(receiver[0]).name} had not finished after {RECEIVER_LIMIT_S:g} s") from None
+            except (YModemError, SerialError) as exc:
+                raise RoundFailed(f"the kiosk's sender failed: {exc}") from None
             figures["seconds"] = time.perf_counter() - start
         finally:
             for process in (rb, figures.get("process")):
@@ -69,8 +80,11 @@ def _round(receiver: list[str], send: Callable[[int, Path], dict], data: bytes) 
                     process.kill()
                     process.wait()
             os.close(master)
-        if (folder / "out" / "file.bin").read_bytes() != data:
-            raise RuntimeError("the file did not arrive intact")
+        if rb.returncode != 0:
+            raise RoundFailed(f"{Path(receiver[0]).name} exited with status {rb.returncode}")
+        received = folder / "out" / "file.bin"
+        if not received.exists() or received.read_bytes() != data:
+            raise RoundFailed("the file did not arrive intact")
         return figures
 
 
@@ -115,11 +129,21 @@ def main() -> None:
         ("kiosk send_ymodem", lambda: _round(receiver, _ours, data)),
         (f"lrzsz {Path(sender[0]).name}", lambda: _round(receiver, _lrzsz(sender), data)),
     ):
-        rounds = [run() for _ in range(ROUNDS)]
+        rounds, failures = [], []
+        for _ in range(ROUNDS):
+            try:
+                rounds.append(run())
+            except RoundFailed as exc:
+                failures.append(str(exc))
+        if not rounds:
+            print(f"{label:>18}: not measured: every round failed ({'; '.join(failures)})")
+            continue
         rates = [SIZE / r["seconds"] for r in rounds]
         line = f"{label:>18}: {statistics.median(rates):>9.0f} B/s median ({', '.join(f'{r:.0f}' for r in rates)})"
         if "data_rate" in rounds[0]:
             line += f"; data phase alone {statistics.median(r['data_rate'] for r in rounds):.0f} B/s"
+        if failures:
+            line += f"; {len(failures)} of {ROUNDS} rounds gave no figure ({'; '.join(failures)})"
         print(line)
 
 
