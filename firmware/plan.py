@@ -1,11 +1,19 @@
 """Flash plans: which modules go to a device, in what order, by which mechanism, or why not.
 
 Given what is known about the device (platform, Device OS, modules present, current mode) and
-the modules wanted, with transport ``usb`` (DFU), ``serial`` (YModem in listening mode) or
-``auto`` (what Particle's own tools do: DFU where DFU can carry the module, a control-request
-update for the bootloader, NCP firmware and assets), :func:`plan_flash` returns the ordered
-steps or raises :class:`PlanRefused` listing every reason. There is deliberately no parameter,
-flag or environment variable that skips a check.
+the modules wanted, with transport ``auto`` (no flag: what Particle's own tools do, per module), ``usb``
+(over USB only) or ``serial`` (YModem in listening mode), :func:`plan_flash` returns the ordered steps or
+raises :class:`PlanRefused` listing every reason, and the transport that would plan when one would
+(``PlanRefused.suggestion``: advice is only ever a choice that was tried and plans). There is
+deliberately no parameter, flag or environment variable that skips a check.
+
+Over USB, DFU carries system parts, user parts, monolithic images and the radio stack (written without its
+header). The bootloader, the rtl872x prebootloader-part1 and NCP firmware reach their place only through
+Device OS: by control-request update when Device OS runs and answers them (``particle flash --usb`` in
+particle-cli), or, when the device is in DFU mode (or its Device OS does not take control requests), over
+DFU into the OTA region with the pending-update flag in the DCT, which Device OS applies at its next boot,
+safe mode included, as Particle's Device Restore USB does (``firmware.platforms.OTA_REGIONS``). One module
+per OTA step: Device OS applies one module from the region per boot.
 
     >>> from firmware.builder import build_module
     >>> from firmware.module import parse_module
@@ -27,7 +35,18 @@ from enum import StrEnum
 from typing import Any
 
 from firmware.module import Dependency, Module, ModuleFlag
-from firmware.platforms import Function, Platform, Storage, function_name, platform_by_id
+from firmware.platforms import (
+    PENDING_UPDATE,
+    Function,
+    Platform,
+    Storage,
+    function_name,
+    ota_address,
+    ota_carries,
+    ota_region,
+    ota_regions,
+    platform_by_id,
+)
 from firmware.versions import (
     CONTROL_REQUESTS_SINCE,
     GEN2_RELIABLE_CONTROL_SINCE,
@@ -39,19 +58,26 @@ from firmware.versions import (
 class Transport(StrEnum):
     """How the technician asked for the modules to travel."""
 
-    USB = "usb"  # DFU only
-    SERIAL = "serial"  # YModem in listening mode only
-    AUTO = "auto"  # DFU where it can, control-request update (or YModem) for the rest
+    USB = "usb"  # over USB: DFU, control-request update, or DFU into the OTA region, as the device allows
+    SERIAL = "serial"  # YModem in listening mode only (Device OS below 6.0.0)
+    AUTO = "auto"  # Particle's choice per module: what USB would do, YModem where USB cannot
+
+
+#: The command-line flag that asks for each transport (None: no flag, the automatic choice).
+TRANSPORT_FLAGS: dict[Transport, str | None] = {Transport.AUTO: None, Transport.USB: "--usb",
+                                                Transport.SERIAL: "--serial"}  # fmt: skip
 
 
 class Mechanism(StrEnum):
     DFU = "dfu"
     YMODEM = "ymodem"
     CONTROL = "control-request"
+    DFU_OTA = "dfu-ota"  # over DFU into the OTA region + the pending-update flag; Device OS applies it at boot
 
 
 #: The device mode each mechanism needs.
-DEVICE_MODE = {Mechanism.DFU: "dfu", Mechanism.YMODEM: "listening", Mechanism.CONTROL: "normal"}
+DEVICE_MODE = {Mechanism.DFU: "dfu", Mechanism.YMODEM: "listening", Mechanism.CONTROL: "normal",
+               Mechanism.DFU_OTA: "dfu"}  # fmt: skip
 
 #: What DFU can carry: images that run from internal flash at their own start address.
 DFU_FUNCTIONS = frozenset({Function.SYSTEM_PART, Function.USER_PART, Function.MONO_FIRMWARE, Function.RADIO_STACK})
@@ -111,9 +137,12 @@ class FlashStep:
     dropped_prefix: int  # bytes of prefix left out of the payload (DROP_MODULE_INFO over DFU)
     device_mode: str
     note: str = ""
+    #: DFU_OTA: (alt, address, bytes) of the pending-update flag written after the payload, before the leave
+    pending_flag: tuple[int, int, bytes] | None = None
 
     def to_json(self) -> dict[str, Any]:
         m = self.module
+        flag = self.pending_flag
         return {
             "name": self.name,
             "function": m.function_name if m else None,
@@ -126,6 +155,7 @@ class FlashStep:
             "payload_size": len(self.payload),
             "dropped_prefix": self.dropped_prefix,
             "note": self.note,
+            "pending_flag": None if flag is None else {"alt": flag[0], "address": flag[1], "value": flag[2].hex()},
         }
 
 
@@ -152,11 +182,21 @@ class Refusal:
 
 
 class PlanRefused(Exception):
-    """The plan cannot be made; every reason is listed."""
+    """The plan cannot be made; every reason is listed. ``suggestion``: a transport with which the same
+    modules do plan for the same device (tried, not guessed), or None when no transport would help."""
 
-    def __init__(self, refusals: Sequence[Refusal]):
+    def __init__(self, refusals: Sequence[Refusal], suggestion: Transport | None = None):
         self.refusals = tuple(refusals)
-        super().__init__("; ".join(f"{r.name}: {r.reason}" for r in self.refusals))
+        self.suggestion = suggestion
+        text = "; ".join(f"{r.name}: {r.reason}" for r in self.refusals)
+        super().__init__(text + (f" ({self.advice})" if suggestion is not None else ""))
+
+    @property
+    def advice(self) -> str | None:
+        if self.suggestion is None:
+            return None
+        flag = TRANSPORT_FLAGS[self.suggestion]
+        return f"it plans with {flag}" if flag else "it plans with no transport flag (Particle's own choice)"
 
 
 @dataclass
@@ -178,6 +218,21 @@ def plan_flash(
     then the update, for devices where an update does not take over the old app). Every check still holds:
     dependencies are judged on the state after the whole plan, whatever the order.
     """
+    try:
+        return _plan(device, wanted, transport, order)
+    except PlanRefused as refused:
+        for other in (Transport.AUTO, Transport.USB, Transport.SERIAL):
+            if other is transport:
+                continue
+            try:
+                _plan(device, wanted, other, order)
+            except PlanRefused:
+                continue
+            raise PlanRefused(refused.refusals, other) from None
+        raise
+
+
+def _plan(device: DeviceFacts, wanted: Sequence[tuple[str, Module]], transport: Transport, order: str) -> FlashPlan:
     if order not in ORDERS:
         raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
     items = [_Item(name, module, n) for n, (name, module) in enumerate(wanted)]
@@ -197,7 +252,11 @@ def plan_flash(
         rest = [i for i in ordered if i.module.function != Function.USER_PART]
         ordered = apps + [i for i in rest if _wants_dfu(i.module, transport)]
         ordered += [i for i in rest if not _wants_dfu(i.module, transport)]
-    steps, more_refusals = _steps(device, transport, ordered, warnings)
+    ota, ota_refusals = _ota_items(device, transport, ordered, warnings)
+    if ota_refusals:
+        raise PlanRefused(ota_refusals)
+    ordered = _arrange(ordered, ota, device, transport)
+    steps, more_refusals = _steps(device, transport, ordered, warnings, ota)
     if more_refusals:
         raise PlanRefused(more_refusals)
     return FlashPlan(device, transport, tuple(steps), tuple(warnings))
@@ -222,7 +281,7 @@ def _device_refusals(device: DeviceFacts, transport: Transport, anything: bool) 
             )
         )
     if transport is Transport.SERIAL and p.generation == 1:
-        out.append(Refusal("device", "serial (YModem) flashing is not supported on the Core; use --usb"))
+        out.append(Refusal("device", "the Core has no serial (YModem) flashing"))
     return out
 
 
@@ -257,15 +316,8 @@ def _module_refusals(device: DeviceFacts, transport: Transport, m: Module) -> li
 
 def _transport_refusals(p: Platform, transport: Transport, m: Module) -> list[str]:
     over_dfu = m.function in DFU_FUNCTIONS and transport is not Transport.SERIAL
-    if transport is Transport.USB and not over_dfu:
-        hint = (
-            "assets go with their application by control-request update: leave the transport automatic"
-            if m.function == Function.ASSET
-            else "use --serial, or leave the transport automatic (control-request update)"
-        )
-        return [f"a {m.function_name} cannot be written over DFU (--usb): {hint}"]
     if transport is Transport.SERIAL and m.function == Function.ASSET:
-        return ["assets cannot be sent over YModem: leave the transport automatic"]
+        return ["assets cannot be sent over YModem (they go with their application by control-request update)"]
     if p.generation == 1 and not over_dfu:
         return [f"the Core takes a {m.function_name} neither over serial nor by control request; use SWD/JTAG"]
     if over_dfu:
@@ -370,6 +422,92 @@ def _order(items: list[_Item], device: DeviceFacts, transport: Transport) -> lis
     return done
 
 
+def _applier(device: DeviceFacts, items: Sequence[_Item]) -> tuple[int | None, int | None]:
+    """(system version, system-part1 end address) of the Device OS that runs once the DFU steps are done: the
+    plan's own system firmware where it brings one, else the device's (the end is then unknown)."""
+    systems = [i.module for i in items if i.module.function in (Function.SYSTEM_PART, Function.MONO_FIRMWARE)]
+    if not systems:
+        return device.system_version, None
+    part1 = [m for m in systems if (m.function, m.index) in ((Function.SYSTEM_PART, 1), (Function.MONO_FIRMWARE, 0))]
+    return max(m.version for m in systems), (part1[0].end_address if part1 else None)
+
+
+def _ota_target(device: DeviceFacts, items: Sequence[_Item], m: Module) -> tuple[tuple[int, int] | None, str]:
+    """(alt, address) of the OTA region the module goes to, or (None, why not)."""
+    p = device.platform
+    if not ota_carries(p, m.function, m.index):
+        return None, f"Device OS on a {p.name} does not take a {m.function_name} {m.index} from its OTA region"
+    version, part1_end = _applier(device, items)
+    if version is None:
+        places = {(r.alt, r.address) for r in ota_regions(p)}
+        if len(places) != 1 or None in {a for _, a in places}:
+            return None, (
+                "the Device OS that would apply it from the OTA region is unknown (the device's version cannot be "
+                "read in DFU mode), and where that region is depends on it: add the system part it should run"
+            )
+        version = max(r.since for r in ota_regions(p))
+    region = ota_region(p, version)
+    if region is None:
+        return None, (f"Device OS {describe_system_version(version)} does not apply a pending update from its OTA "
+                      f"region (it came with 1.2.1)")  # fmt: skip
+    address = ota_address(region, part1_end)
+    if address is None:
+        return None, (f"Device OS {describe_system_version(version)} keeps its OTA region after system-part1, whose "
+                      "end the kiosk knows only when the plan writes it: add that system part")  # fmt: skip
+    memory = p.memory_map(region.alt)
+    if m.size > region.size or memory is None or not memory.can_write(address, m.size):
+        return None, f"{m.size} bytes do not fit the OTA region at 0x{address:x} (DFU alt {region.alt})"
+    return (region.alt, address), ""
+
+
+def _ota_items(
+    device: DeviceFacts, transport: Transport, items: Sequence[_Item], warnings: list[str]
+) -> tuple[dict[int, tuple[int, int]], list[Refusal]]:
+    """The items that go over DFU into the OTA region (id -> (alt, address)) and why others that must cannot.
+
+    The OTA path is chosen where a control-request update cannot be had first: the device is in DFU mode (its
+    Device OS may not run until the DFU steps are done: Device Restore USB's way), or its Device OS does not
+    take control requests. It needs Device OS to run after the DFU leave: it applies the module at boot."""
+    out: dict[int, tuple[int, int]] = {}
+    refusals: list[Refusal] = []
+    if transport is Transport.SERIAL:
+        return out, refusals
+    p = device.platform
+    prefer = device.mode == "dfu" or not _control_works(p, device.system_version)
+    for item in items:
+        m = item.module
+        if m.function in DFU_FUNCTIONS or m.function == Function.ASSET or not prefer:
+            continue
+        target, why = _ota_target(device, items, m)
+        if target is not None:
+            out[id(item)] = target
+        elif device.mode == "dfu" and _control_works(p, device.system_version):
+            warnings.append(f"{item.name}: not over DFU ({why}); it goes by control-request update once Device OS runs")
+        elif transport is Transport.USB:
+            refusals.append(Refusal(item.name, f"its Device OS takes no control requests, and {why}"))
+    if device.mode == "dfu" and out and not any(
+        i.module.function in (Function.SYSTEM_PART, Function.MONO_FIRMWARE) for i in items
+    ):
+        warnings.append(
+            "the device is in DFU mode: Device OS must run after the leave to apply what goes into its OTA region; "
+            "if it sits in DFU because its Device OS does not run, add the system part"
+        )
+    return out, refusals
+
+
+def _arrange(
+    ordered: list[_Item], ota: dict[int, tuple[int, int]], device: DeviceFacts, transport: Transport
+) -> list[_Item]:
+    """OTA items last in the DFU session, each its own pass (its write, the flag, the leave, the boot that
+    applies it), in dependency order: Device OS checks an OTA module's dependencies before it applies it."""
+    passes = [i for i in ordered if id(i) in ota]
+    rest = [i for i in ordered if id(i) not in ota]
+    dfu = [n for n, i in enumerate(rest) if _wants_dfu(i.module, transport)]
+    if dfu:
+        return rest[: dfu[-1] + 1] + passes + rest[dfu[-1] + 1 :]
+    return passes + rest if device.mode == "dfu" else rest + passes
+
+
 # --- steps -----------------------------------------------------------------------------------
 
 
@@ -382,7 +520,11 @@ def _control_works(platform: Platform, system_version: int | None) -> bool:
 
 
 def _steps(
-    device: DeviceFacts, transport: Transport, ordered: list[_Item], warnings: list[str]
+    device: DeviceFacts,
+    transport: Transport,
+    ordered: list[_Item],
+    warnings: list[str],
+    ota: dict[int, tuple[int, int]],
 ) -> tuple[list[FlashStep], list[Refusal]]:
     steps: list[FlashStep] = []
     refusals: list[Refusal] = []
@@ -407,9 +549,20 @@ def _steps(
                     )
                 )
             steps.append(_dfu_step(item))
+        elif id(item) in ota:
+            alt, address = ota[id(item)]
+            flag = (PENDING_UPDATE.alt, PENDING_UPDATE.offset, bytes([PENDING_UPDATE.value]))
+            note = (f"into the OTA region (alt {alt}, 0x{address:x}) with the pending-update flag; Device OS applies "
+                    "it at its next boot")  # fmt: skip
+            steps.append(FlashStep(item.name, m, Mechanism.DFU_OTA, address, alt, m.data, 0, "dfu", note, flag))
         else:
-            if transport is Transport.AUTO and _control_works(device.platform, system_version):
+            if transport is not Transport.SERIAL and _control_works(device.platform, system_version):
                 mechanism = Mechanism.CONTROL
+            elif transport is Transport.USB:
+                running = "this Device OS" if system_version is None else describe_system_version(system_version)
+                refusals.append(Refusal(item.name, f"over USB a {m.function_name} needs a control-request update "
+                                                   f"or the OTA region, and Device OS {running} takes neither"))
+                continue
             else:
                 mechanism = Mechanism.YMODEM
             if mechanism is Mechanism.YMODEM:
@@ -420,13 +573,7 @@ def _steps(
                         if system_version == device.system_version
                         else f"by this step the device runs Device OS {running}, written earlier in this plan"
                     )
-                    refusals.append(
-                        Refusal(
-                            item.name,
-                            f"{when}, and Device OS 6.0.0 and later have no YModem: use --usb or leave the "
-                            "transport automatic",
-                        )
-                    )
+                    refusals.append(Refusal(item.name, f"{when}, and Device OS 6.0.0 and later have no YModem"))
                     continue
                 if system_version is None and not warned_unknown:
                     warned_unknown = True

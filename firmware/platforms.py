@@ -523,3 +523,121 @@ def platform_by_usb(vid: int, pid: int) -> tuple[Platform, str] | None:
 def platform_label(platform_id: int) -> str:
     p = _BY_ID.get(platform_id)
     return p.name if p else f"unknown platform {platform_id}"
+
+
+# --- The OTA region and the pending-update flag (bootloader, prebootloader and NCP over DFU) ---------------------
+
+
+@dataclass(frozen=True)
+class OtaRegion:
+    """Where Device OS of system version ``since`` on (to the next row's) looks for a pending update: the
+    module at ``address`` of DFU alt ``alt``, at most ``size`` bytes. ``address`` None: the region starts
+    after system-part1 (its end plus CRC rounded down to 4 KB, plus 4 KB), so it depends on the system part."""
+
+    since: int
+    alt: int
+    address: int | None
+    size: int
+    source: str
+
+
+@dataclass(frozen=True)
+class PendingUpdateFlag:
+    """The DCT byte that makes Device OS apply the module in its OTA region at boot (HAL_FLASH_ApplyPendingUpdate
+    from ``system/src/main.cpp`` app_setup_and_loop, safe mode included): ``value`` at ``offset`` of DFU alt
+    ``alt``; Device OS writes ``clear`` there before it applies, then waits ``reset_delay_s`` and resets."""
+
+    alt: int
+    offset: int
+    value: int
+    clear: int
+    since: int  # the first system version that looks at it
+    reset_delay_s: float
+    source: str
+
+
+#: device-os PR #1788 "allow the bootloader to be flashed over DFU" (merge 55fdc1148, first in tag v1.2.1-rc.3;
+#: 1213 = 1.2.1, the first final release that has it). dct.h STATIC_ASSERT_DCT_OFFSET(ota_update_flag, 1753) and
+#: DCT_OTA_UPDATE_FLAG_SET 0xA5 / CLEAR 0xFF (platform/MCU/{nRF52840,rtl872x}/inc/dct.h v6.2.0,
+#: STM32F2xx/SPARK_Firmware_Driver/inc/dct.h v2.3.1); the DFU alt 1 maps DCT app data by offset (the Gen2
+#: DCT_If_Write calls dct_write_app_data(offset), usbd_dct_if.c v2.3.1); HAL_Delay_Milliseconds(100) then
+#: HAL_Core_System_Reset_Ex (main.cpp v6.2.0). Device Restore USB writes the same byte (device-restore-dfu.js).
+PENDING_UPDATE = PendingUpdateFlag(
+    alt=1, offset=1753, value=0xA5, clear=0xFF, since=1213, reset_delay_s=0.1,
+    source="device-os PR #1788; dct.h ota_update_flag; system/src/main.cpp app_setup_and_loop",
+)  # fmt: skip
+
+_NRF_FLASH = "device-os platform/MCU/nRF52840/inc/flash_mal.h EXTERNAL_FLASH_OTA_ADDRESS"
+#: By MCU family (Mcu.name), oldest first; OTA_REGIONS_BY_PLATFORM overrides per platform.
+OTA_REGIONS: dict[str, tuple[OtaRegion, ...]] = {
+    # INTERNAL_FLASH_OTA_ADDRESS = the user part's location + 128 KB: 0x080C0000 on the Photon/P1 (user at
+    # 0x080A0000) and on the Electron (user at 0x08080000, + 2 x 128 KB) (SPARK_Firmware_Driver/inc/flash_mal.h,
+    # v2.3.1); Device Restore USB writes a Gen2 bootloader there (device-restore-dfu.js "Gen 2").
+    "stm32f2xx": (
+        OtaRegion(1213, 0, 0x080C0000, 0x20000, "device-os STM32F2xx flash_mal.h INTERNAL_FLASH_OTA_ADDRESS, v2.3.1"),
+    ),
+    # 4 MB external flash: FAC at 0x200000 + 128 KB + 420 KB reserved (v1.2.1 to v2.3.1) or + 256 KB + 292 KB
+    # (v3.3.1 to v5.4.1): 0x289000 either way (alt 2 adds 0x80000000: Device Restore's 0x80289000). From
+    # v5.5.0-rc.1 (5500) the reserved part is 48 KB: 0x24C000. fetchModules reads the module at
+    # module_ota.start_address (hal/src/nRF52840/ota_flash_hal.cpp, ota_module_bounds.c), so the address is
+    # that of the Device OS that applies it (Device Restore writes 0x80289000 whatever the version).
+    "nrf52840": (
+        OtaRegion(1213, 2, 0x80289000, 1500 * 1024, f"{_NRF_FLASH}, v1.2.1 to v5.4.1"),
+        OtaRegion(5500, 2, 0x8024C000, 1500 * 1024, f"{_NRF_FLASH}, v5.5.0-rc.1 to v6.2.0 (RESERVED 48 KB)"),
+    ),
+    # RTL872x (internal QSPI, alt 0): up to v5.4.1 module_ota starts after system-part1 ((crc end & ~0xFFF) +
+    # 0x1000); from v5.5.0-rc.1, at system-part1's start + 1.5 MB (its maximum) + 1.125 MB (asset fs):
+    # 0x08060000 + 0x180000 + 0x120000 = 0x08300000, 1.5 MB (hal/src/rtl872x/core_hal.c, v5.0.0 to v6.2.0).
+    # Device Restore USB appends the bootloader to system-part1 (the older layout) and writes
+    # prebootloader-part1 after the device's system-part1. Device OS does not apply before 1213 either.
+    "rtl872x": (
+        OtaRegion(1213, 0, None, 0x180000, "device-os hal/src/rtl872x/core_hal.c module_ota, v5.0.0 to v5.4.1"),
+        OtaRegion(5500, 0, 0x08300000, 0x180000, "device-os hal/src/rtl872x/core_hal.c module_ota, v5.5.0-rc.1 on"),
+    ),
+}
+#: 8 MB Gen3 (Tracker, B5-SoM, E-SoM-X): 4 MB filesystem + 2 MB reserved + FAC 128 KB + 420 KB (v2.3.1) or
+#: 256 KB + 292 KB (v4.2.0 to v6.2.0): 0x689000 (Device Restore's Tracker 0x80689000). flash_mal.h names
+#: Tracker and B5-SoM from v1.5.4-rc.1, E-SoM-X from v4.0.0 (none of them had an earlier release).
+_NRF_8MB = (OtaRegion(1213, 2, 0x80689000, 1500 * 1024, f"{_NRF_FLASH}, 8 MB platforms, v1.5.4-rc.1 to v6.2.0"),)
+OTA_REGIONS_BY_PLATFORM: dict[str, tuple[OtaRegion, ...]] = {"tracker": _NRF_8MB, "b5som": _NRF_8MB,
+                                                            "esomx": _NRF_8MB}  # fmt: skip
+
+#: Platforms whose Device OS updates the NCP from a module it received (HAL_PLATFORM_NCP_UPDATABLE 1 in
+#: hal/src/{argon,tracker}/hal_platform_config.h, v5.9.0 and v6.2.0; hal_platform.h defaults it to 0).
+NCP_UPDATABLE = frozenset({"argon", "tracker"})
+
+#: (function, index) of the modules that reach their place only through Device OS (the OTA region or a
+#: control-request update): the bootloader and the RTL872x prebootloader-part1 (its DFU sectors hold the running
+#: bootloader, or are read-only in the alt 0 layout), and the NCP, which lives on another chip.
+OTA_MODULES = frozenset({(Function.BOOTLOADER, 0), (Function.BOOTLOADER, 2), (Function.NCP_FIRMWARE, 0)})
+
+
+def ota_regions(platform: Platform) -> tuple[OtaRegion, ...]:
+    return OTA_REGIONS_BY_PLATFORM.get(platform.name) or OTA_REGIONS.get(platform.mcu.name, ())
+
+
+def ota_region(platform: Platform, system_version: int) -> OtaRegion | None:
+    """Where Device OS with this system module version looks for a pending update (None: it does not)."""
+    if system_version < PENDING_UPDATE.since:
+        return None
+    rows = [r for r in ota_regions(platform) if r.since <= system_version]
+    return rows[-1] if rows else None
+
+
+def ota_address(region: OtaRegion, system_part_end: int | None) -> int | None:
+    """The region's first byte; for a region after system-part1, from that part's ``module_end_address`` (None
+    when it is not known)."""
+    if region.address is not None:
+        return region.address
+    if system_part_end is None:
+        return None
+    return ((system_part_end + 4) & ~0xFFF) + 0x1000  # link_module_info_crc_end aligned down, + 4 KB
+
+
+def ota_carries(platform: Platform, function: int, index: int) -> bool:
+    """Whether the platform's Device OS takes this kind of module from its OTA region."""
+    if (function, index) not in OTA_MODULES:
+        return False
+    if function == Function.NCP_FIRMWARE:
+        return platform.name in NCP_UPDATABLE
+    return any(s.function == function and s.index == index for s in platform.layout)

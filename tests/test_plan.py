@@ -171,12 +171,16 @@ def test_msom_release_plan():
     assert names(plan) == ["msom-prebootloader-part1", "msom-bootloader", "msom-system-part1", "msom-tinker"]
 
 
-def test_device_in_dfu_gets_its_dfu_steps_first():
+def test_device_in_dfu_gets_its_dfu_steps_first_and_the_bootloader_into_the_ota_region_last():
+    """Device Restore USB's order: system part, SoftDevice, Tinker, then the bootloader into the OTA region."""
     plan = plan_flash(device("boron", mode="dfu"), release("boron", "6.1.1"))
     mechanisms = [s.mechanism for s in plan.steps]
-    first_normal = mechanisms.index(Mechanism.CONTROL)
-    assert all(m is Mechanism.DFU for m in mechanisms[:first_normal])
-    assert all(m is Mechanism.CONTROL for m in mechanisms[first_normal:])
+    assert mechanisms[:-1] == [Mechanism.DFU] * (len(mechanisms) - 1)
+    last = plan.steps[-1]
+    assert (last.mechanism, last.module.function, last.device_mode) == (Mechanism.DFU_OTA, F.BOOTLOADER, "dfu")
+    assert (last.alt_setting, last.address) == (2, 0x8024C000)  # 6.1.1 applies it: the 5.5.0+ region
+    assert last.payload == last.module.data  # the whole module: Device OS reads its header in the region
+    assert last.pending_flag == (1, 1753, b"\xa5")
 
 
 def test_device_in_normal_mode_keeps_dependency_order():
@@ -198,19 +202,33 @@ def test_serial_transport_is_ymodem_in_listening_mode_for_everything():
     assert all(s.payload == s.module.data for s in plan.steps)
 
 
-def test_gen2_before_2_0_gets_the_bootloader_over_ymodem_not_control_requests():
-    parts = release("photon", "2.3.0")
-    plan = plan_flash(device("photon", system_version=1502), parts)
-    assert plan.steps[0].module.function == F.BOOTLOADER
-    assert plan.steps[0].mechanism is Mechanism.YMODEM
+def test_gen2_before_2_0_gets_the_bootloader_into_the_ota_region_not_by_control_request():
+    """Control requests are unreliable below 2.0.0 on Gen2; the 2.3.0 the plan writes applies the bootloader
+    from 0x080C0000 (device-os STM32F2xx flash_mal.h INTERNAL_FLASH_OTA_ADDRESS)."""
+    plan = plan_flash(device("photon", system_version=1502), release("photon", "2.3.0"))
+    boot = plan.steps[position(plan, "bootloader")]
+    assert (boot.mechanism, boot.alt_setting, boot.address) == (Mechanism.DFU_OTA, 0, 0x080C0000)
+    assert boot is plan.steps[-1] or plan.steps[-1].mechanism is not Mechanism.DFU
 
 
-def test_auto_bootloader_after_a_dfu_system_update_uses_the_new_version():
-    # The Gen2 device runs 1.5.2 (control requests unreliable) but is in DFU: the system parts go first,
-    # so by the bootloader step it runs 2.3.0 and the control request is the right mechanism.
+def test_gen2_too_old_for_the_ota_region_gets_the_bootloader_over_ymodem():
+    """Device OS below 1.2.1 has no pending update (device-os PR #1788) and unreliable control requests."""
+    boot = [(n, m) for n, m in release("photon", "2.3.0") if m.function == F.BOOTLOADER]
+    plan = plan_flash(device("photon", system_version=1102), boot)
+    assert [s.mechanism for s in plan.steps] == [Mechanism.YMODEM]
+    with pytest.raises(PlanRefused) as exc:
+        plan_flash(device("photon", system_version=1102), boot, Transport.USB)
+    assert "takes neither" in refusal_reasons(exc) or "does not apply a pending update" in refusal_reasons(exc)
+    assert exc.value.suggestion is Transport.AUTO  # tried: the automatic choice plans (YModem)
+    plan_flash(device("photon", system_version=1102), boot, exc.value.suggestion)
+
+
+def test_auto_bootloader_of_a_device_in_dfu_goes_into_the_ota_region_of_the_new_version():
+    # The Gen2 device runs 1.5.2 but is in DFU: the system parts go first, then the bootloader into the OTA
+    # region the 2.3.0 it will run looks at, as Device Restore USB does.
     plan = plan_flash(device("photon", system_version=1502, mode="dfu"), release("photon", "2.3.0"))
     assert plan.steps[-1].module.function == F.BOOTLOADER
-    assert plan.steps[-1].mechanism is Mechanism.CONTROL
+    assert plan.steps[-1].mechanism is Mechanism.DFU_OTA
 
 
 def test_unknown_device_os_over_serial_warns_that_it_will_be_checked():
@@ -260,16 +278,69 @@ def test_refuses_the_wrong_platform():
     assert "made for boron, but the device is a argon" in refusal_reasons(exc)
 
 
-@pytest.mark.parametrize(
-    ("function", "index", "platform"),
-    [(F.BOOTLOADER, 0, "boron"), (F.NCP_FIRMWARE, 0, "argon"), (F.ASSET, 0, "boron")],
-)
-def test_refuses_what_dfu_cannot_carry(function, index, platform):
+USB_ONLY_BY_DEVICE_OS = [(F.BOOTLOADER, 0, "boron"), (F.NCP_FIRMWARE, 0, "argon"), (F.NCP_FIRMWARE, 0, "tracker"),
+                         (F.ASSET, 0, "boron")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("function", "index", "platform"), USB_ONLY_BY_DEVICE_OS)
+def test_usb_sends_what_dfu_cannot_carry_by_control_request_to_a_running_device(function, index, platform):
+    """particle-cli `particle flash --usb`: bootloader, NCP and assets by control request."""
     pid = platform_by_name(platform).id if function != F.ASSET else 0
     m = parse_module(build_module(platform_id=pid, function=function, index=index, version=3001))
+    for transport in (Transport.USB, Transport.AUTO):
+        plan = plan_flash(device(platform, system_version=6101, mode="normal"), [("x.bin", m)], transport)
+        assert [s.mechanism for s in plan.steps] == [Mechanism.CONTROL]
+
+
+@pytest.mark.parametrize(("function", "index", "platform", "alt", "address"), [
+    (F.BOOTLOADER, 0, "boron", 2, 0x8024C000), (F.NCP_FIRMWARE, 0, "argon", 2, 0x8024C000),
+    (F.NCP_FIRMWARE, 0, "tracker", 2, 0x80689000), (F.BOOTLOADER, 0, "photon", 0, 0x080C0000),
+    (F.BOOTLOADER, 2, "p2", 0, 0x08300000),
+])  # fmt: skip
+def test_usb_writes_it_into_the_ota_region_of_a_device_in_dfu(function, index, platform, alt, address):
+    """Device Restore USB: over DFU into the OTA region, then 0xA5 at DCT offset 1753 (alt 1)."""
+    p = platform_by_name(platform)
+    slot = p.slots_for(function, index)[0] if function != F.NCP_FIRMWARE else None
+    where = {"start_address": slot.start} if slot else {}
+    m = parse_module(build_module(platform_id=p.id, function=function, index=index, version=3001, **where))
+    version = {"photon": 2301, "tracker": 6101}.get(platform, 6101)
+    plan = plan_flash(device(platform, system_version=version, mode="dfu"), [("x.bin", m)], Transport.USB)
+    (step,) = plan.steps
+    assert (step.mechanism, step.alt_setting, step.address, step.pending_flag) == (
+        Mechanism.DFU_OTA, alt, address, (1, 1753, b"\xa5"))  # fmt: skip
+
+
+def test_ota_region_follows_the_device_os_that_applies_it():
+    """4 MB Gen3: 0x289000 up to 5.4.x, 0x24C000 from 5.5.0 (device-os nRF52840 flash_mal.h)."""
+    m = parse_module(build_module(platform_id=13, function=F.BOOTLOADER, version=2700, start_address=0xF4000))
+    old = plan_flash(device("boron", system_version=5301, mode="dfu"), [("b.bin", m)], Transport.USB)
+    assert old.steps[0].address == 0x80289000
+    with_system = [("b.bin", m), *[(n, x) for n, x in release("boron", "5.9.0") if x.function == F.SYSTEM_PART]]
+    new = plan_flash(device("boron", system_version=5301, mode="dfu"), with_system, Transport.USB)
+    assert new.steps[-1].address == 0x8024C000 and new.steps[0].mechanism is Mechanism.DFU
+
+
+def test_unknown_device_os_in_dfu_cannot_place_the_ota_region():
+    m = parse_module(build_module(platform_id=13, function=F.BOOTLOADER, version=3001, start_address=0xF4000))
+    plan = plan_flash(device("boron", mode="dfu"), [("b.bin", m)], Transport.USB)  # falls back, says why
+    assert plan.steps[0].mechanism is Mechanism.CONTROL
+    assert any("add the system part it should run" in w for w in plan.warnings)
+
+
+def test_p2_prebootloader_and_bootloader_get_a_pass_each_in_dependency_order():
+    plan = plan_flash(device("p2", mode="dfu"), release("p2", "6.2.0"))
+    ota = [s for s in plan.steps if s.mechanism is Mechanism.DFU_OTA]
+    assert [(s.module.function, s.module.index) for s in ota] == [(F.BOOTLOADER, 2), (F.BOOTLOADER, 0)]
+    assert list(plan.steps[-2:]) == ota  # after every plain DFU step of the session
+
+
+def test_assets_are_refused_over_serial_with_a_suggestion_that_plans():
+    asset = parse_module(build_module(platform_id=0, function=F.ASSET, version=1))
     with pytest.raises(PlanRefused) as exc:
-        plan_flash(device(platform), [("x.bin", m)], Transport.USB)
-    assert "cannot be written over DFU (--usb)" in refusal_reasons(exc)
+        plan_flash(device("boron", system_version=5901), [("a.bin", asset)], Transport.SERIAL)
+    assert "assets cannot be sent over YModem" in refusal_reasons(exc)
+    assert exc.value.suggestion is not None and "it plans with" in str(exc.value)
+    plan_flash(device("boron", system_version=5901), [("a.bin", asset)], exc.value.suggestion)
 
 
 def test_refuses_ymodem_on_device_os_6():
