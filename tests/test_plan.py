@@ -432,7 +432,8 @@ def test_refuses_serial_on_the_core_and_unsupported_platforms():
     core = parse_module((FIXTURES / "044_Core_Tinker_P5_V10.bin").read_bytes())
     with pytest.raises(PlanRefused) as exc:
         plan_flash(device("core"), [("core.bin", core)], Transport.SERIAL)
-    assert "not supported on the Core" in refusal_reasons(exc)
+    assert "the Core has no serial (YModem) flashing" in refusal_reasons(exc)
+    assert exc.value.suggestion is Transport.AUTO and "no transport flag" in str(exc.value)
     assert plan_flash(device("core"), [("core.bin", core)], Transport.USB).steps[0].address == 0x08005000
     with pytest.raises(PlanRefused) as exc:
         plan_flash(device("tachyon"), [("t.bin", user_part())])
