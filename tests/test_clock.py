@@ -184,3 +184,34 @@ def test_an_actor_that_leaves_lets_time_move_for_the_others():
     clock.sleep(5.0)  # (not an actor any more: only the worker held time)
     worker.join(5)
     assert done == [0.0] and clock.now() == 5.0
+
+
+def test_a_pacer_behind_its_pace_still_lets_others_take_the_lock():
+    # Timers every device millisecond that each take 0.2 ms of real time, at 1000x: the pacer can never catch up.
+    # A thread that wants the clock's lock (closing the bench does) must still get it, and at once.
+    clock = VirtualClock(speed=1000.0)
+    stop = threading.Event()
+
+    def storm() -> None:
+        end = time.perf_counter() + 0.0002
+        while time.perf_counter() < end:
+            pass
+        if not stop.is_set():
+            clock.call_later(0.001, storm)
+
+    clock.call_later(0.001, storm)
+    sleeper = threading.Thread(target=lambda: clock.sleep(1e6, cancel=None), daemon=True)
+    sleeper.start()  # someone waits: the pacer runs
+    try:
+        time.sleep(0.3)  # far behind by now
+        waits = []
+        for _ in range(5):
+            asked = time.perf_counter()
+            assert clock.lock.acquire(timeout=2.0), "the pacer kept the clock's lock for 2 s"
+            waits.append(time.perf_counter() - asked)
+            clock.lock.release()
+            time.sleep(0.01)
+        assert max(waits) < 0.5, waits
+    finally:
+        stop.set()
+        clock.close()
