@@ -3,10 +3,17 @@
 For each step of a ``firmware.plan.FlashPlan`` the executor brings the device into the mode the step
 needs (control request first, then the buttons, then the 14400-baud trick for DFU), writes the module
 by the step's mechanism, and verifies it: DFU reads back what it wrote; a control-request or YModem
-update is confirmed by the module table once the device has applied it and restarted. A device that
-drops out mid-step is found again, put back in the mode, and the step is repeated (bounded). The run
-ends with the device running (DFU leave, or the reset the update does). Everything it does goes out as
-events on a bus. Times are device seconds on the slot's clock.
+update is confirmed by the module table once the device has applied it and restarted. A module for the
+OTA region (``Mechanism.DFU_OTA``: bootloader, prebootloader, NCP) is written over DFU with the pending-update
+flag, the device leaves DFU, Device OS applies it at boot and restarts, and the module table (control request
+90) must then report it: one such module per pass. A device that drops out mid-step is found again, put
+back in the mode, and the step is repeated (bounded). The run ends with the device running (DFU leave,
+or the reset the update does). Everything it does goes out as events on a bus. Times are device seconds
+on the slot's clock.
+
+Two seams: ``on_applying`` is called (and ``applying`` set) at the one moment the kiosk knows the device is
+applying a module and for how long (a guard must keep power cuts, RESET and DFU leave away until then);
+``on_user_part_overwrite`` is called just before a DFU write over a user part (a backup of the app goes there).
 """
 
 from __future__ import annotations
@@ -14,15 +21,17 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from firmware.module import Module
 from firmware.plan import FlashPlan, FlashStep, Mechanism
+from firmware.platforms import PENDING_UPDATE, Function, Storage
 from hw.clock import Cancelled, ClockEvent
 from hw.control import ControlChannel, ControlError, ControlFailure, Result
 from hw.device_timing import DFU_ENUMERATE_S, DFU_LEAVE_S, SWITCH_S, YMODEM_APPLY_DELAY_S, boot_s
 from hw.dfu import DfuDevice, DfuDisconnected, DfuError, DfuProtected, FlashOp
-from hw.flash_timing import device_busy_s, dfu_work_s
+from hw.flash_timing import device_busy_s, dfu_work_s, write_busy_s
 from hw.hazard import HazardRefused
 from hw.serial_console import SerialError, find_port, trigger_dfu
 from hw.usb_identity import ParticleUsbDevice
@@ -41,6 +50,23 @@ BAUD_TRICK_WINDOW_S = 40.0  # long enough for a crash loop's SOS (up to 27 s) an
 #: "Put the device in DFU mode and try again"): the 14400-baud trick and the buttons go first.
 UNRELIABLE_DFU_REQUEST_BELOW = 2000  # system module version of 2.0.0 is 2008: anything below 2000 is 1.x
 OLD_GEN2_TRICK_WINDOW_S = 2.0  # a running Device OS hears the trick at once; a crashing one gets the buttons
+
+
+#: Beyond the device's own times (leave, two boots, the apply), how long to wait for an OTA module to show in
+#: the module table before saying it was not applied: a host's USB enumeration and a slow NCP (UNVERIFIED).
+OTA_APPLY_MARGIN_S = 15.0
+
+
+@dataclass(frozen=True)
+class Applying:
+    """The device is applying ``module`` (no power cut, RESET or DFU leave now): it began at ``since`` (device
+    seconds) and takes ``expected_s`` by the device's own timings; ``deadline`` is when the kiosk gives up."""
+
+    module: Module
+    mechanism: str
+    since: float
+    expected_s: float
+    deadline: float
 
 
 class StepFailed(Exception):
@@ -107,8 +133,20 @@ class ExecutionReport:
 class FlashExecutor:
     """Runs one plan on one slot. ``cancel`` (a clock event) stops it between and inside waits."""
 
-    def __init__(self, slot: Slot, plan: FlashPlan, bus: EventBus | None = None, cancel: ClockEvent | None = None):
+    def __init__(
+        self,
+        slot: Slot,
+        plan: FlashPlan,
+        bus: EventBus | None = None,
+        cancel: ClockEvent | None = None,
+        *,
+        on_applying: Callable[[Applying | None], None] | None = None,
+        on_user_part_overwrite: Callable[[FlashStep, DfuDevice], None] | None = None,
+    ):
         self.slot = slot
+        self.on_applying = on_applying
+        self.on_user_part_overwrite = on_user_part_overwrite
+        self.applying: Applying | None = None  # set while the device applies an update (see on_applying)
         self.plan = plan
         self.bus = bus or EventBus()
         self.cancel = cancel
@@ -170,13 +208,18 @@ class FlashExecutor:
             )
         )
         started, cpu = self.clock.now(), time.process_time()
-        report.device_busy_s = device_busy_s(
-            self.plan.device.platform,
-            step.mechanism.value,
-            len(step.payload),
-            step.address if step.address is not None else (m.start_address if m else None),
-            m.function_name if m else None,
-        )
+        platform = self.plan.device.platform
+        if step.mechanism is Mechanism.DFU_OTA:  # the write into the OTA region, then Device OS applies it
+            report.device_busy_s = write_busy_s(platform, step.address, len(step.payload), step.alt_setting or 0)
+            report.device_busy_s += self._apply_s(step)
+        else:
+            report.device_busy_s = device_busy_s(
+                platform,
+                step.mechanism.value,
+                len(step.payload),
+                step.address if step.address is not None else (m.start_address if m else None),
+                m.function_name if m else None,
+            )
         for attempt in range(1, MAX_ATTEMPTS + 1):
             report.attempts = attempt
             self._dfu_work = []
@@ -204,6 +247,8 @@ class FlashExecutor:
         progress = self._progress(index)
         if step.mechanism is Mechanism.DFU:
             return self._write_dfu(step, device, progress)
+        if step.mechanism is Mechanism.DFU_OTA:
+            return self._write_ota(step, device, progress)
         self._dfu = None
         if step.mechanism is Mechanism.CONTROL:
             return self._update_by_control(step, device, progress)
@@ -218,7 +263,7 @@ class FlashExecutor:
     def _attempt_s(self, step: FlashStep, report: StepReport) -> float:
         """Device seconds one attempt made the device spend on flash: for DFU, every erase and block it
         was given (retries included); otherwise the step's flash time once the device took the module."""
-        if step.mechanism is Mechanism.DFU:
+        if step.mechanism in (Mechanism.DFU, Mechanism.DFU_OTA):  # the apply is counted where it is waited for
             return dfu_work_s(self.plan.device.platform, self._dfu_work, self._blank)
         return report.device_busy_s if report.outcome == "written" else 0.0
 
@@ -231,11 +276,13 @@ class FlashExecutor:
             dfu = self._dfu
             before, ops = dfu.transfers, len(dfu.stats.flash_ops)
             errors = dfu.stats.io_errors
+            if self.on_user_part_overwrite is not None and self._overwrites_user_part(step):
+                self.on_user_part_overwrite(step, dfu)  # the seam for a backup of the app about to go
             try:
                 dfu.write(step.address, step.payload, alt=step.alt_setting or 0, verify=True, progress=progress,
                           cancel=self.cancel)  # fmt: skip
             finally:
-                self._dfu_work = dfu.stats.flash_ops[ops:]
+                self._dfu_work += dfu.stats.flash_ops[ops:]
                 self._usb_errors += dfu.stats.io_errors - errors
             return dfu.transfers - before
         except DfuProtected as exc:
@@ -245,6 +292,82 @@ class FlashExecutor:
             raise StepFailed(f"the device left DFU mode during the write ({exc})", retry=True) from None
         except DfuError as exc:
             raise StepFailed(f"DFU error: {exc}", retry=True) from None
+
+    def _overwrites_user_part(self, step: FlashStep) -> bool:
+        """Whether a DFU step writes over a user part's place (Tinker, or the former slot's invalidation)."""
+        if step.address is None or (step.alt_setting or 0) != 0:
+            return False
+        end = step.address + len(step.payload)
+        return any(s.function == Function.USER_PART and s.storage is Storage.INTERNAL and s.start < end
+                   and step.address < s.end for s in self.plan.device.platform.layout)  # fmt: skip
+
+    # -- the OTA region (bootloader, prebootloader, NCP over DFU) ---------------------------------------
+    def _write_ota(self, step: FlashStep, device: ParticleUsbDevice, progress: Callable[..., None]) -> int:
+        """The module into the OTA region, the pending-update flag into the DCT (both read back), the leave;
+        then Device OS applies it at boot and restarts, and its module table must report it."""
+        assert step.pending_flag is not None
+        flag_alt, flag_address, flag = step.pending_flag
+        transfers = self._write_dfu(step, device, progress)
+        transfers += self._write_dfu(replace(step, address=flag_address, alt_setting=flag_alt, payload=flag),
+                                     device, lambda *_: None)  # fmt: skip
+        self._leave_dfu()
+        self._await_applied(step, device)
+        return transfers
+
+    def _apply_s(self, step: FlashStep) -> float:
+        """Device seconds Device OS needs to apply the module (the kiosk's own timing table), then its 100 ms."""
+        m = step.module
+        assert m is not None
+        busy = device_busy_s(self.plan.device.platform, "control-request", m.size, m.start_address, m.function_name)
+        return busy + PENDING_UPDATE.reset_delay_s
+
+    def _device_applying(self, applying: Applying | None) -> None:
+        """The seam: the device is applying ``applying.module`` now (None: it is done, or it is over)."""
+        self.applying = applying
+        if self.on_applying is not None:
+            self.on_applying(applying)
+
+    def _await_applied(self, step: FlashStep, before: ParticleUsbDevice) -> None:
+        """After the leave: the bootloader resets, Device OS boots and applies the module, resets, boots again.
+        Done when the module table reports the module intact at its version."""
+        m = step.module
+        assert m is not None
+        expected = DFU_LEAVE_S + self._boot_s + self._apply_s(step) + self._boot_s
+        now = self.clock.now()
+        deadline = now + expected + OTA_APPLY_MARGIN_S
+        self._device_applying(Applying(m, step.mechanism.value, now, expected, deadline))
+        try:
+            last: tuple | None = before.address
+            while True:
+                left = deadline - self.clock.now()
+                back = modes.wait_for_device(self.slot, max(0.0, left), None, self.cancel, not_address=last)
+                if back is None:
+                    raise StepFailed(f"the device did not come back in {expected + OTA_APPLY_MARGIN_S:.0f} s after "
+                                     f"the DFU leave, so {m.function_name} {m.index} v{m.version} was not seen applied")
+                if back.mode == "dfu":
+                    raise StepFailed(
+                        f"the device went back into DFU mode after the leave: its Device OS does not run, so nothing "
+                        f"applied the {m.function_name} from the OTA region; write a system part it can run first "
+                        "(kiosk update)"
+                    )
+                if self._reports(back, m):
+                    self._demanded += expected
+                    return
+                if self.clock.now() >= deadline:
+                    raise StepFailed(f"Device OS runs but did not apply {m.function_name} {m.index} v{m.version} "
+                                     "from the OTA region (its module table does not report it)")  # fmt: skip
+                last = back.address  # it may still be about to restart with it: wait for the next enumeration
+        finally:
+            self._device_applying(None)
+
+    def _reports(self, device: ParticleUsbDevice, m: Module) -> bool:
+        """Whether the device's module table (control request 90) reports ``m`` intact at its version."""
+        try:
+            infos = ControlChannel(device.usb_device, self.clock, device.platform.quirks).module_info(timeout_s=5.0)
+        except ControlFailure:
+            return False
+        return any((i.function, i.index, i.version) == (m.function, m.index, m.version) and "integrity" not in i.failed
+                   for i in infos)  # fmt: skip
 
     def _leave_dfu(self, device: ParticleUsbDevice | None = None) -> None:
         """Leave DFU (the zero-length DNLOAD) with the open session, or a new one on ``device``."""

@@ -16,6 +16,12 @@ bootloader do (../shared/reference/led-buttons-restore.md, timing-model.md, usb-
   mode); a monolithic image whose header the bootloader accepts simply runs;
 - the LED with real timings (``hw.sim.led_timeline``), including SOS followed by a reboot;
 - runtime MODE: listening mode after 3 s, credential wipe at 10 s, double click = soft power off;
+- the pending update: when Device OS starts (safe mode too) and the DCT flag says 0xA5, it clears the flag,
+  takes the module from its OTA region (``firmware.platforms.OTA_REGIONS``, by the running version), checks
+  it, applies it, waits 100 ms and resets (device-os system/src/main.cpp app_setup_and_loop and
+  HAL_FLASH_ApplyPendingUpdate, v6.2.0); this is how a bootloader, prebootloader or NCP written over DFU
+  reaches its place. A system part whose bootloader dependency is unmet still runs (the bootloader checks no
+  dependencies: ``BootloaderFacts``; Device OS drops to safe mode), so it applies a newer bootloader itself;
 - USB presence and identity (normal or DFU PID) and the control-request handler.
 
 All of its state is guarded by the clock's lock (``clock.lock``); timer callbacks run under it.
@@ -40,13 +46,17 @@ from firmware.module import (
     parse_module,
 )
 from firmware.platforms import (
+    PENDING_UPDATE,
     BootloaderFacts,
     Function,
     ModuleSlot,
+    OtaRegion,
     Platform,
     Storage,
     boot_validated,
     bootloader_facts,
+    ota_address,
+    ota_region,
 )
 from firmware.versions import release_name
 from hw.clock import VirtualClock
@@ -215,6 +225,8 @@ class SimDevice:
         self._dfu_transfers = 0
         self._dfu_wrote = False
         self._dfu_modules = 0
+        #: (module, device time it is done) while Device OS applies an update; None otherwise
+        self.applying: tuple[Module, float] | None = None
 
     # --- the lines -------------------------------------------------------------------------
     @property
@@ -236,6 +248,7 @@ class SimDevice:
         now = self.clock.now()
         was, self._on = self._on, self.powered
         if was and not self.powered:
+            self._interrupted("power cut")
             self._boot += 1
             self._power_off_at = now
             self._enter(Mode.OFF, led.off())
@@ -256,6 +269,7 @@ class SimDevice:
             if not self.powered:
                 return
             if low:
+                self._interrupted("RESET")
                 self._boot += 1
                 self._enter(Mode.IN_RESET, led.off())
                 self._usb_set(None)
@@ -355,6 +369,8 @@ class SimDevice:
         if self.faults.hung_until_power_cycle and not self._power_cycled:
             self._enter(Mode.HUNG, led.steady("green", "solid", self.clock.now()))
             self._usb_set("normal", responsive=False)
+            return
+        if self._apply_pending():  # before the system and application threads start, in safe mode too
             return
         image = self._boot_image()
         monolithic = image is not None and image.function == Function.MONO_FIRMWARE  # system and app in one
@@ -610,15 +626,86 @@ class SimDevice:
             module = parse_module(data)
             seconds = self.apply_time_s(module)
             self._log(f"applying {module.function_name} {module.index} v{module.version} ({seconds:.1f} s)")
-            self._set_led(led.steady("magenta", "blink-fast", self.clock.now()))
-            boot = self._boot
+            self._begin_applying(data, module, seconds, "update applied")
 
-            def done() -> None:
-                if self._boot == boot and self.powered:
-                    self.write_module(data)
-                    self._start("update applied")
+    def _apply_pending(self) -> bool:
+        """HAL_FLASH_ApplyPendingUpdate at boot: True when Device OS is now applying the OTA region's module.
 
-            self.clock.call_later(seconds, done)
+        The flag is cleared before anything else (dct_write_app_data), so a module that fails its checks is
+        simply left there and Device OS boots on (HAL_FLASH_End's error is not acted on: main.cpp resets only
+        on HAL_UPDATE_APPLIED[_PENDING_RESTART]). USB stays quiet meanwhile (UNVERIFIED: HAL_USB_Init comes just
+        before the check, so a real host may see the CDC port for that long)."""
+        flag = PENDING_UPDATE
+        version = self.system_version
+        region = ota_region(self.platform, version) if version is not None else None
+        if region is None or self.flash.read(flag.alt, flag.offset, 1)[0] != flag.value:
+            return False
+        self.flash.write(flag.alt, flag.offset, bytes([flag.clear]))
+        data = self._ota_module(region)
+        if data is None or not self._pending_valid(data):
+            self._log("pending update flag set, but the OTA region holds no module Device OS accepts")
+            return False
+        module = parse_module(data)
+        seconds = self.apply_time_s(module) + flag.reset_delay_s
+        self._log(f"applying the pending {module.function_name} {module.index} v{module.version} ({seconds:.1f} s)")
+        self._begin_applying(data, module, seconds, "pending update applied")
+        return True
+
+    def _ota_module(self, region: OtaRegion) -> bytes | None:
+        """The module in the OTA region, found as fetch_module finds it: its header at the region's start (after
+        a vector table or image header where its kind has one), CRC included."""
+        part1 = self._installed(Function.SYSTEM_PART, 1) or self._installed(Function.MONO_FIRMWARE, 0)
+        address = ota_address(region, part1.module.end_address if part1 is not None and part1.module else None)
+        if address is None:
+            return None
+        for offset in sorted({0, *self.platform.mcu.prefix_offsets.values()}):
+            first, end = struct.unpack("<II", self.flash.read(region.alt, address + offset, 8))
+            if not 0 < end - first <= region.size - CRC_SIZE:
+                continue
+            data = self.flash.read(region.alt, address, end - first + CRC_SIZE)
+            try:
+                if parse_module(data).prefix_offset == offset:
+                    return data
+            except NotAModuleError:
+                continue
+        return None
+
+    def _pending_valid(self, data: bytes) -> bool:
+        """HAL_FLASH_End's checks (ota_flash_hal.cpp fetchModules/validateModules): integrity, platform, a place
+        for it, and its own dependencies there (validate_module_dependencies; the RTL bootloader's on
+        prebootloader-part1); an NCP module only where the platform updates its NCP."""
+        from firmware.platforms import NCP_UPDATABLE
+
+        module = parse_module(data)
+        if module.problems or module.platform_id != self.platform.id:
+            return False
+        if module.function == Function.NCP_FIRMWARE:
+            return self.platform.name in NCP_UPDATABLE
+        place = self.platform.slot_for_module(module.function, module.index, module.start_address, module.end_address)
+        return place is not None and self.dependencies_met(module)
+
+    def _begin_applying(self, data: bytes, module: Module, seconds: float, reason: str) -> None:
+        """Device OS writes ``module`` for ``seconds`` (magenta fast blinking), then the device restarts."""
+        now = self.clock.now()
+        self.applying = (module, now + seconds)
+        self._set_led(led.steady("magenta", "blink-fast", now))
+        boot = self._boot
+
+        def done() -> None:
+            if self._boot == boot and self.powered:
+                self.applying = None
+                self.write_module(data)
+                self._start(reason)
+
+        self.clock.call_later(seconds, done)
+
+    def _interrupted(self, what: str) -> None:
+        """A reset or power cut while Device OS applies an update: on a Gen3 device a bootloader half written
+        can brick it (device-os PR #2151). Recorded as a hazard; the simulated flash keeps the old module."""
+        if self.applying is not None:
+            module, _ = self.applying
+            self._hazard(f"{what} while Device OS applied {module.function_name} {module.index} v{module.version}")
+            self.applying = None
 
     def apply_time_s(self, module: Module) -> float:
         """Device seconds to apply a module received in normal mode (the kiosk's own timing table)."""
@@ -758,6 +845,7 @@ class SimDevice:
 
     def _unplug(self) -> None:
         """The cable is pulled: no power, no USB; plugged back UNPLUGGED_S later, the device boots."""
+        self._interrupted("cable pulled")
         self._boot += 1
         self._enter(Mode.OFF, led.off())
         self._usb_set(None)

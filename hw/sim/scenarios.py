@@ -176,6 +176,17 @@ SCENARIOS: dict[str, Scenario] = {
                  "DEVICE_PROTECTED; app crashes", "nothing can be written offline: verdict names service mode "
                  "from the product's owner; nothing written", app="app", faults={"app_panic": 1, "protected": True},
                  requires=(DEVICE_PROTECTION,)),
+        # An update stopped after the system part's erase: nothing the bootloader accepts, so DFU on every family,
+        # under a bootloader of an earlier release. From the sources, a system part whose bootloader dependency is
+        # unmet still runs: the bootloaders check header, platform and CRC only (BootloaderFacts: dfu_usb.c
+        # is_application_valid), Device OS drops to safe mode, and app_setup_and_loop applies a pending update in
+        # safe mode too, "to ensure we don't remain in Safe Mode due to bootloader dependency checks" (device-os
+        # system/src/main.cpp, v6.2.0). So DFU alone recovers it, without Device OS running first: the system part
+        # over DFU, the bootloader into the OTA region with the flag; the new system part applies it at boot.
+        Scenario("dfu-only-old-bootloader", "reaches only DFU: its system part was erased (an update stopped) and its "
+                 "bootloader is older than the release's system part needs", "bootloader over DFU into the OTA "
+                 "region + the pending-update flag, as Device Restore USB does", missing=(SYSTEM,),
+                 old_bootloader=True, requires=(BOOTLOADER_STAYS,)),
         Scenario("missing-bootloader", "no LED, no USB", "SWD restore", missing=(BOOTLOADER,)),
         Scenario("dead", "nothing answers, SWD neither",
                  "verdict: damaged hardware, with the checklist", faults={"dead": True}),
