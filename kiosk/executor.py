@@ -31,7 +31,7 @@ from hw.clock import Cancelled, ClockEvent
 from hw.control import ControlChannel, ControlError, ControlFailure, Result
 from hw.device_timing import DFU_ENUMERATE_S, DFU_LEAVE_S, SWITCH_S, YMODEM_APPLY_DELAY_S, boot_s
 from hw.dfu import DfuDevice, DfuDisconnected, DfuError, DfuProtected, FlashOp
-from hw.flash_timing import device_busy_s, dfu_work_s, write_busy_s
+from hw.flash_timing import device_busy_s, dfu_work_s, memory_kind, timing_for, write_busy_s
 from hw.hazard import HazardRefused
 from hw.serial_console import SerialError, find_port, trigger_dfu
 from hw.usb_identity import ParticleUsbDevice
@@ -268,12 +268,15 @@ class FlashExecutor:
         return report.device_busy_s if report.outcome == "written" else 0.0
 
     # -- DFU -------------------------------------------------------------------------------------
+    def _session(self, device: ParticleUsbDevice) -> DfuDevice:
+        if self._dfu is None:
+            self._dfu = DfuDevice(device.usb_device, self.clock)
+            self._dfu.open()
+        return self._dfu
+
     def _write_dfu(self, step: FlashStep, device: ParticleUsbDevice, progress: Callable[..., None]) -> int:
         try:
-            if self._dfu is None:
-                self._dfu = DfuDevice(device.usb_device, self.clock)
-                self._dfu.open()
-            dfu = self._dfu
+            dfu = self._session(device)
             before, ops = dfu.transfers, len(dfu.stats.flash_ops)
             errors = dfu.stats.io_errors
             if self.on_user_part_overwrite is not None and self._overwrites_user_part(step):
@@ -305,14 +308,37 @@ class FlashExecutor:
     def _write_ota(self, step: FlashStep, device: ParticleUsbDevice, progress: Callable[..., None]) -> int:
         """The module into the OTA region, the pending-update flag into the DCT (both read back), the leave;
         then Device OS applies it at boot and restarts, and its module table must report it."""
-        assert step.pending_flag is not None
+        assert step.pending_flag is not None and step.address is not None
         flag_alt, flag_address, flag = step.pending_flag
+        self._learn_blank(device, step.alt_setting or 0, step.address, len(step.payload))
         transfers = self._write_dfu(step, device, progress)
         transfers += self._write_dfu(replace(step, address=flag_address, alt_setting=flag_alt, payload=flag),
                                      device, lambda *_: None)  # fmt: skip
+        # priced now: the leave forgets which sectors were blank
+        self._demanded += dfu_work_s(self.plan.device.platform, self._dfu_work, self._blank)
+        self._dfu_work = []
         self._leave_dfu()
         self._await_applied(step, device)
         return transfers
+
+    def _learn_blank(self, device: ParticleUsbDevice, alt: int, address: int, size: int) -> None:
+        """Where erasing a blank sector is only a read-check (rtl872x exflash_hal), read the OTA region's sectors
+        first, so the figures price the erases the device really does (the region is often blank)."""
+        platform = self.plan.device.platform
+        memory = platform.memory_map(alt)
+        timing = timing_for(platform, memory_kind(memory)) if memory is not None else None
+        if memory is None or timing is None or not timing.skip_blank_erase:
+            return
+        sectors = memory.sectors_touching(address, size)
+        if not sectors:
+            return
+        with contextlib.suppress(DfuError):  # only the figures depend on it; the write says what is wrong
+            start = sectors[0].start
+            data = self._session(device).read(start, sectors[-1].end - start, alt, cancel=self.cancel)
+            for sector in sectors:
+                chunk = data[sector.start - start : sector.end - start]
+                if chunk.count(0xFF) == len(chunk):
+                    self._blank[(alt, sector.start)] = sector.end
 
     def _apply_s(self, step: FlashStep) -> float:
         """Device seconds Device OS needs to apply the module (the kiosk's own timing table), then its 100 ms."""

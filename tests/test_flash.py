@@ -67,9 +67,11 @@ def test_update_repairs_a_corrupt_system_part(capsys, captured_bench, platform):
     assert status == 0, doc["detail"]
     assert doc["ok"] and doc["final_usb_mode"] == "normal"
     mechanisms = {s["function"]: s["mechanism"] for s in doc["steps"]}
-    assert mechanisms["bootloader"] == "control-request"  # never DFU
-    assert mechanisms["system-part"] == "dfu"
     device = captured_bench[0].slot(1).device
+    started_in_dfu = any(what == "mode: dfu" for _, what in device.log[:3])  # Gen2 runs a damaged part 1
+    # never plainly over DFU: into the OTA region of a device in DFU (Device Restore), else by control request
+    assert mechanisms["bootloader"] == ("dfu-ota" if started_in_dfu else "control-request")
+    assert mechanisms["system-part"] == "dfu"
     with device.clock.actor():
         assert boots_with_all_modules_valid(device)
     for step in doc["steps"]:
@@ -94,11 +96,29 @@ def test_the_radio_stack_goes_without_its_module_header(capsys, captured_bench, 
     assert device.flash.read(0, 0x1000, len(softdevice) - 24) == softdevice[24:]
 
 
-def test_argon_ncp_goes_by_control_request(capsys, captured_bench):
-    status, doc = run_json(capsys, "update", "--simulate", "corrupt-system@argon")
-    assert status == 0
-    assert {s["function"]: s["mechanism"] for s in doc["steps"]}["ncp"] == "control-request"
-    assert captured_bench[0].slot(1).device.ncp is not None
+@pytest.mark.parametrize("platform", ["argon", "tracker"])
+def test_ncp_of_a_device_in_dfu_goes_into_the_ota_region_in_a_pass_of_its_own(capsys, captured_bench, platform):
+    status, doc = run_json(capsys, "update", "--simulate", f"corrupt-system@{platform}")
+    assert status == 0, doc["detail"]
+    ota = [s for s in doc["plan"]["steps"] if s["mechanism"] == "dfu-ota"]
+    assert {s["function"] for s in ota} == {"ncp", "bootloader"}  # one module per pass
+    address = {"argon": "0x8024c000", "tracker": "0x80689000"}[platform]  # flash_mal.h, 4 MB and 8 MB
+    assert {(s["alt_setting"], s["address"]) for s in ota} == {(2, address)}
+    device = captured_bench[0].slot(1).device
+    ncp = next(s for s in doc["plan"]["steps"] if s["function"] == "ncp")
+    assert device.ncp is not None and parse_module(device.ncp).version == ncp["version"]
+    assert not device.hazards
+
+
+@pytest.mark.parametrize("platform", ["argon", "tracker"])
+def test_ncp_of_a_running_device_goes_by_control_request(capsys, captured_bench, tmp_path, platform):
+    files = synthetic_release(platform, "6.1.1")
+    name = next(n for n in files if "ncp" in n)
+    (tmp_path / name).write_bytes(files[name])
+    status, doc = run_json(capsys, "flash", str(tmp_path / name), "--simulate", f"healthy@{platform}")
+    assert status == 0, doc["detail"]
+    assert [s["mechanism"] for s in doc["steps"]] == ["control-request"]
+    assert captured_bench[0].slot(1).device.ncp == files[name]
 
 
 @pytest.mark.parametrize("platform", ["boron", "photon", "p2"])
@@ -162,11 +182,71 @@ def test_serial_flash_on_device_os_6_is_refused_before_any_byte(capsys, captured
     assert _written_nothing(captured_bench[0].slot(1).device)
 
 
-def test_bootloader_over_usb_is_refused(capsys, tmp_path):
+@pytest.mark.parametrize("flag", [[], ["--usb"]])
+def test_bootloader_on_device_os_6_in_normal_mode_goes_by_control_request(capsys, captured_bench, tmp_path, flag):
+    """particle-cli `particle flash --usb bootloader.bin`: a control-request update; no dead end on 6.x."""
     boot = synthetic_release("boron", "6.1.1")["boron-bootloader@6.1.1.bin"]
     (tmp_path / "boot.bin").write_bytes(boot)
-    status, doc = run_json(capsys, "flash", "--usb", str(tmp_path / "boot.bin"), "--simulate", "healthy")
-    assert status == 2 and "cannot be written over DFU" in doc["reasons"][0]["reason"]
+    status, doc = run_json(capsys, "flash", *flag, str(tmp_path / "boot.bin"), "--simulate", "old-bootloader")
+    assert status == 0, doc["detail"]
+    assert [s["mechanism"] for s in doc["steps"]] == ["control-request"]
+    device = captured_bench[0].slot(1).device
+    assert device.bootloader_version == parse_module(boot).version
+    with device.clock.actor():
+        assert boots_with_all_modules_valid(device)  # the system part's dependency is met now: out of safe mode
+
+
+@pytest.mark.parametrize("platform", ["boron", "photon", "p2"])
+def test_bootloader_by_kiosk_flash_on_a_dfu_only_device(capsys, captured_bench, tmp_path, platform):
+    """The system part over DFU and the bootloader into the OTA region; the new Device OS applies it at boot."""
+    release = {"boron": "6.1.1", "photon": "2.3.0", "p2": "6.2.0"}[platform]
+    files = synthetic_release(platform, release)
+    wanted = [n for n in files if "system-part" in n or "-bootloader@" in n or "prebootloader-part1" in n]
+    for name in wanted:
+        (tmp_path / name).write_bytes(files[name])
+    status, doc = run_json(capsys, "flash", *[str(tmp_path / n) for n in wanted],
+                           "--simulate", f"dfu-only-old-bootloader@{platform}")  # fmt: skip
+    assert status == 0, doc["detail"]
+    by_function = {(s["function"], s["name"].rsplit("/", 1)[-1]): s["mechanism"] for s in doc["steps"]}
+    assert {m for (f, _), m in by_function.items() if f == "bootloader"} == {"dfu-ota"}
+    assert {m for (f, _), m in by_function.items() if f == "system-part"} == {"dfu"}
+    device = captured_bench[0].slot(1).device
+    assert device.bootloader_version == parse_module(files[f"{platform}-bootloader@{release}.bin"]).version
+    assert device.flash.read(1, 1753, 1) == b"\xff"  # Device OS cleared the flag before it applied
+    assert not device.hazards
+    with device.clock.actor():
+        assert boots_with_all_modules_valid(device)
+
+
+def test_a_lone_bootloader_on_a_dfu_only_device_reads_the_system_version_from_flash(capsys, captured_bench, tmp_path):
+    """In DFU mode the kiosk reads the system part's header over DFU to know which OTA region applies."""
+    boot = synthetic_release("boron", "6.1.1")["boron-bootloader@6.1.1.bin"]
+    (tmp_path / "boot.bin").write_bytes(boot)
+    status, doc = run_json(capsys, "flash", str(tmp_path / "boot.bin"), "--simulate", "corrupt-system@boron")
+    (step,) = doc["plan"]["steps"]
+    assert (step["mechanism"], step["address"]) == ("dfu-ota", "0x8024c000")
+    # the damaged system part does not run, so nothing applies it: said, not hidden
+    assert status == 1 and "its Device OS does not run" in doc["detail"]
+
+
+REFUSED_WITH_ADVICE = [
+    # (scenario, file in the boron 6.1.1 release, transport flag)
+    ("healthy", "boron-bootloader@6.1.1.bin", "--serial"),  # 6.x has no YModem
+    ("healthy", "boron-tinker@6.1.1.bin", "--serial"),
+    ("dfu-only-old-bootloader", "boron-bootloader@6.1.1.bin", "--serial"),
+    ("healthy", "boron-system-part1@6.1.1.bin", "--serial"),
+]
+
+
+@pytest.mark.parametrize(("scenario", "name", "flag"), REFUSED_WITH_ADVICE)
+def test_every_suggested_command_plans(capsys, tmp_path, scenario, name, flag):
+    (tmp_path / name).write_bytes(synthetic_release("boron", "6.1.1")[name])
+    status, doc = run_json(capsys, "flash", flag, str(tmp_path / name), "--simulate", scenario)
+    assert status == 2 and doc["suggestion"], doc
+    argv = doc["suggestion"]["argv"]
+    assert argv[:2] == ["kiosk", "flash"] and flag not in argv
+    status, doc = run_json(capsys, *argv[1:])
+    assert doc["refused"] is False, doc  # the advice was a command the kiosk accepts
 
 
 def test_update_to_a_release_the_library_lacks(capsys):

@@ -132,6 +132,9 @@ class Scenario:
     corrupt: tuple[tuple[int, int], ...] = ()  # (function, index) whose bytes are damaged
     missing: tuple[tuple[int, int], ...] = ()
     old_bootloader: bool = False  # a bootloader older than the system part needs
+    #: (function, index) the bootloader must refuse: damaged (a write that stopped) where it checks CRCs, erased
+    #: (an erase that stopped) where it reads only the header (Gen2: BootloaderFacts.verifies_crc)
+    unbootable: tuple[tuple[int, int], ...] = ()
     faults: dict = field(default_factory=dict)  # Faults fields
     requires: tuple[Requirement, ...] = ()  # where it can happen at all
 
@@ -176,17 +179,17 @@ SCENARIOS: dict[str, Scenario] = {
                  "DEVICE_PROTECTED; app crashes", "nothing can be written offline: verdict names service mode "
                  "from the product's owner; nothing written", app="app", faults={"app_panic": 1, "protected": True},
                  requires=(DEVICE_PROTECTION,)),
-        # An update stopped after the system part's erase: nothing the bootloader accepts, so DFU on every family,
-        # under a bootloader of an earlier release. From the sources, a system part whose bootloader dependency is
+        # An update that stopped in the system part: nothing the bootloader accepts, so DFU on every family, under
+        # a bootloader of an earlier release. From the sources, a system part whose bootloader dependency is
         # unmet still runs: the bootloaders check header, platform and CRC only (BootloaderFacts: dfu_usb.c
         # is_application_valid), Device OS drops to safe mode, and app_setup_and_loop applies a pending update in
         # safe mode too, "to ensure we don't remain in Safe Mode due to bootloader dependency checks" (device-os
         # system/src/main.cpp, v6.2.0). So DFU alone recovers it, without Device OS running first: the system part
         # over DFU, the bootloader into the OTA region with the flag; the new system part applies it at boot.
-        Scenario("dfu-only-old-bootloader", "reaches only DFU: its system part was erased (an update stopped) and its "
-                 "bootloader is older than the release's system part needs", "bootloader over DFU into the OTA "
-                 "region + the pending-update flag, as Device Restore USB does", missing=(SYSTEM,),
-                 old_bootloader=True, requires=(BOOTLOADER_STAYS,)),
+        Scenario("dfu-only-old-bootloader", "reaches only DFU: an update stopped in its system part (damaged where "
+                 "the bootloader checks CRCs, erased on Gen2) and its bootloader is older than the release's system "
+                 "part needs", "bootloader over DFU into the OTA region + the pending-update flag, as Device "
+                 "Restore USB does", unbootable=(SYSTEM,), old_bootloader=True, requires=(BOOTLOADER_STAYS,)),
         Scenario("missing-bootloader", "no LED, no USB", "SWD restore", missing=(BOOTLOADER,)),
         Scenario("dead", "nothing answers, SWD neither",
                  "verdict: damaged hardware, with the checklist", faults={"dead": True}),
@@ -316,12 +319,16 @@ def build_device(name: str, platform: str | Platform, clock: VirtualClock, slot:
         )  # fmt: skip
     flash = SimFlash(p)
     device = SimDevice(p, clock, device_id_for(name, p.name, slot), flash, Faults(**scenario.faults))
+    boot = parse_module(next(d for n, d in files.items() if n.startswith(f"{p.name}-bootloader@")))
+    checks_crc = (facts := bootloader_facts(p, boot.version)) is not None and facts.verifies_crc
+    corrupt = (*scenario.corrupt, *(scenario.unbootable if checks_crc else ()))
+    missing = (*scenario.missing, *(() if checks_crc else scenario.unbootable))
     for data in files.values():
         module = parse_module(data)
         key = (module.function, module.index)
-        if key in scenario.missing:
+        if key in missing:
             continue
-        device.install(_damage(data) if key in scenario.corrupt else data)
+        device.install(_damage(data) if key in corrupt else data)
     device.rescan()
     device.faulty_app = files.get(f"{p.name}-customer-app.bin")
     return device

@@ -1,6 +1,10 @@
-"""`kiosk flash --usb|--serial FILE...` and `kiosk update [--device-os V]`: plan, refuse or write.
+"""`kiosk flash [--usb|--serial] FILE...` and `kiosk update [--device-os V]`: plan, refuse or write.
 
-Everything is checked before a byte moves (firmware.plan); a refusal is exit 2 with every reason. The
+With no transport flag the kiosk chooses per module as Particle's tools do (``particle flash --usb``: the
+bootloader, NCP and assets by control request, the rest by DFU; Device Restore USB's OTA region for a device
+in DFU mode); ``--usb`` keeps to USB (DFU, control request, or the OTA region as the device's state allows);
+``--serial`` is YModem in listening mode (Device OS below 6.0.0). Everything is checked before a byte moves
+(firmware.plan); a refusal is exit 2 with every reason, and, where another transport plans, that command. The
 write itself runs through kiosk.executor and reports per step the module, mechanism, bytes, outcome and
 the figures usb_transfers, host_cpu_s, device_busy_s and elapsed_s (device seconds).
 """
@@ -14,10 +18,11 @@ from pathlib import Path
 
 from firmware.intelhex import HexError
 from firmware.library import FirmwareLibrary, LibraryError
-from firmware.module import Module, NotAModuleError, parse_module
-from firmware.plan import DeviceFacts, PlanRefused, Transport, plan_flash
-from firmware.platforms import UnknownPlatformError, platform_by_name
+from firmware.module import PREFIX_SIZE, PREFIX_STRUCT, Module, NotAModuleError, parse_module
+from firmware.plan import TRANSPORT_FLAGS, DeviceFacts, PlanRefused, Transport, plan_flash
+from firmware.platforms import Function, UnknownPlatformError, bootloader_facts, platform_by_name
 from firmware.versions import VersionError, parse_device_os, release_name
+from hw.dfu import DfuDevice, DfuError
 from hw.flash_timing import device_busy_s
 from hw.swd import NoProbe, NoTargetPower, ProbeNotFound, SwdError, image_segments, restore
 from hw.usb_identity import UsbAccessError
@@ -36,10 +41,13 @@ LIBRARY_HELP = "the firmware library (default: the kiosk's; a synthetic demo lib
 
 def register(sub: argparse._SubParsersAction) -> None:
     flash = sub.add_parser("flash", help="write module files (or library names such as tinker) to the device")
-    transport = flash.add_mutually_exclusive_group(required=True)
-    transport.add_argument("--usb", dest="transport", action="store_const", const=Transport.USB, help="DFU")
+    transport = flash.add_mutually_exclusive_group()
+    transport.add_argument("--usb", dest="transport", action="store_const", const=Transport.USB,
+                           help="over USB only: DFU, control request, or DFU into the OTA region, as the device "
+                                "allows (default: the kiosk chooses per module as Particle's tools do)")  # fmt: skip
     transport.add_argument("--serial", dest="transport", action="store_const", const=Transport.SERIAL,
                            help="YModem in listening mode (Device OS below 6.0.0)")  # fmt: skip
+    flash.set_defaults(transport=Transport.AUTO)
     flash.add_argument("files", nargs="+", metavar="FILE|NAME")
     flash.add_argument(
         "--library", type=Path, help="the firmware library (default: the kiosk's; the demo one with --simulate)"
@@ -89,7 +97,31 @@ def _facts(slot: Slot) -> DeviceFacts:
         device = modes.identify(slot)
     except (modes.DeviceNotFound, UsbAccessError) as exc:
         raise CommandError(str(exc), EXIT_NOT_FOUND) from None
-    return gather_facts(slot, device)
+    facts = gather_facts(slot, device)
+    if facts.mode == "dfu" and facts.system_version is None and not facts.protected:
+        version = _system_version_in_flash(slot, device)
+        if version is not None:
+            facts = DeviceFacts(facts.platform, version, facts.modules, facts.mode, facts.protected)
+    return facts
+
+
+def _system_version_in_flash(slot: Slot, device) -> int | None:
+    """In DFU mode Device OS cannot be asked: read the system part's module header where the bootloader looks
+    for it (an UPLOAD of 24 bytes, nothing written). Only the version it says; whether it runs is not known."""
+    p = device.platform
+    facts = bootloader_facts(p)
+    offset = p.mcu.prefix_offset(Function.SYSTEM_PART)
+    try:
+        with DfuDevice(device.usb_device, slot.clock) as dfu:
+            for address in facts.system_search if facts is not None else ():
+                fields = PREFIX_STRUCT.unpack(dfu.read(address + offset, PREFIX_SIZE))
+                start, _end, _r, _flags, version, platform_id, function, _index = fields[:8]
+                if (start, platform_id) == (address, p.id) and function in (Function.SYSTEM_PART,
+                                                                            Function.MONO_FIRMWARE):  # fmt: skip
+                    return version
+    except DfuError:
+        return None
+    return None
 
 
 def _load(paths: list[str], facts: DeviceFacts, library: FirmwareLibrary | None) -> list[tuple[str, Module]]:
@@ -137,12 +169,16 @@ def _run(args: argparse.Namespace, slot: Slot, facts: DeviceFacts, wanted: list[
         plan = plan_flash(facts, wanted, transport)
     except PlanRefused as refused:
         reasons = [{"file": r.name, "reason": r.reason} for r in refused.refusals]
+        suggested = suggested_command(args, refused.suggestion)
         if args.json:
-            emit({"slot": slot.index, "refused": True, "reasons": reasons, **extra})
+            emit({"slot": slot.index, "refused": True, "reasons": reasons, **extra,
+                  "suggestion": suggested and {"transport": refused.suggestion.value, "argv": suggested}})  # fmt: skip
         else:
             print("Refused: nothing was written.", file=sys.stderr)
             for r in refused.refusals:
                 print(f"  {r.name}: {r.reason}", file=sys.stderr)
+            if suggested:
+                print(f"  It plans this way (checked): {' '.join(suggested)}", file=sys.stderr)
         return EXIT_REFUSED
     executor = FlashExecutor(slot, plan)
     executor.bus.subscribe(_printer(args.json))
@@ -157,6 +193,25 @@ def _run(args: argparse.Namespace, slot: Slot, facts: DeviceFacts, wanted: list[
         where = {"normal": "running Device OS", "dfu": "in DFU mode"}.get(report.final_mode or "", "not on USB")
         print(f"slot {slot.index}: {verdict} ({report.elapsed_s:.1f} s; the device is {where})")
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def suggested_command(args: argparse.Namespace, transport: Transport | None) -> list[str] | None:
+    """The `kiosk flash` (or `kiosk update`) command line with ``transport`` instead of the one given, for a
+    refusal's advice: the planner tried that transport on the same device and modules, and it plans."""
+    if transport is None or getattr(args, "files", None) is None:
+        return None  # `kiosk update` has no transport to change
+    argv = ["kiosk", "flash"]
+    flag = TRANSPORT_FLAGS[transport]
+    if flag:
+        argv.append(flag)
+    argv += list(args.files)
+    for option in ("library", "simulate", "slot"):
+        value = getattr(args, option, None)
+        if value is not None and not (option == "slot" and value == 1):
+            argv += [f"--{option}", str(value)]
+    if getattr(args, "simulate", None) is None and getattr(args, "config", None) is not None:
+        argv += ["--config", str(args.config)]
+    return argv
 
 
 def cmd_flash(args: argparse.Namespace) -> int:
