@@ -269,6 +269,7 @@ class CardBody(Static):
     """
 
     text = ""  # what the card says, as plain text (tests and logs read it)
+    _shown: Text | None = None  # what was last drawn
 
     def show(self, state: SlotState, roomy: bool, tick: int) -> None:
         width, height = self.size.width or 36, self.size.height or 6
@@ -277,8 +278,11 @@ class CardBody(Static):
             colour = _tone_colour(self.app, tone)
             for line in lines[verdict_at:]:
                 line.stylize(colour)
-        self.text = "\n".join(line.plain for line in lines)
         shown = Text("\n").join(lines)
+        if shown == self._shown:
+            return  # the same words in the same colours: nothing to repaint
+        self._shown = shown
+        self.text = "\n".join(line.plain for line in lines)
         shown.no_wrap, shown.overflow = True, "ellipsis"  # laid out to the width already: no second wrapping
         self.update(shown)
 
@@ -319,6 +323,8 @@ class SlotCard(Vertical):
         self._initial = state
         self._tick = 0
         self._composed = False  # a state that comes before the parts exist waits for on_mount
+        self._titles: tuple[str, str] | None = None  # the border's title and subtitle as last set
+        self._button_look: tuple[str, str, bool] | None = None  # the big button's label, variant, disabled
         # the parts, kept (not queried) so a state arriving while the app shuts down finds them even once removed
         self._body = CardBody(classes="card-body")
         self._button = TouchButton("▶ RECOVER", id=f"act-{state.index}", classes="act", variant="success")
@@ -358,20 +364,26 @@ class SlotCard(Vertical):
             self._body.show(self.state, self.roomy, self._tick)
 
     def _render_state(self, state: SlotState) -> None:
+        # Only what changed is set: a border title (set even to the same text) repaints the whole card, and the
+        # LED's swatch changes state many times a second while a device blinks.
         platform = state.shown_platform
-        self.border_title = f"Slot {state.index}" + (f" · {platform}" if platform else "")
+        title = f"Slot {state.index}" + (f" · {platform}" if platform else "")
         mode = USB_MODES.get(state.usb_mode, state.usb_mode or "")
         settings = getattr(self.app, "settings", None)
         ident = state.device_id if settings is not None and settings.full_device_ids else state.short_id
         subtitle = " · ".join(x for x in (ident, mode if state.present is not None else None) if x)
-        self.border_subtitle = subtitle
+        if (title, subtitle) != self._titles:
+            self._titles = (title, subtitle)
+            self.border_title, self.border_subtitle = title, subtitle
         self._body.show(state, self.roomy, self._tick)
-        button = self._button
         if state.activity == "stopping":
-            button.label, button.variant, button.disabled = "■ STOPPING…", "warning", True
+            look = ("■ STOPPING…", "warning", True)
         elif state.running:
-            stop = "■ STOP FLASH" if state.busy_with == "manual flash" else "■ STOP"
-            button.label, button.variant, button.disabled = stop, "error", False
+            look = ("■ STOP FLASH" if state.busy_with == "manual flash" else "■ STOP", "error", False)
         else:
-            button.label, button.variant, button.disabled = "▶ RECOVER", "success", False
+            look = ("▶ RECOVER", "success", False)
+        if look != self._button_look:
+            self._button_look = look
+            button = self._button
+            button.label, button.variant, button.disabled = look
         self.set_class(state.running, "busy")
