@@ -39,6 +39,7 @@ EXPECTED = {
     "gen2-old": ("recovered", "update"),
     "protected": ("needs-owner", None),
     "missing-bootloader": ("recovered-by-swd", "swd-restore"),
+    "dfu-only-old-bootloader": ("recovered", "update"),
     "dead": ("damaged-hardware", None),
 }
 #: pyOCD has no target for the RTL872x: over SWD the kiosk can only tell the technician what to do.
@@ -111,6 +112,36 @@ def assert_no_worse(before: dict, after: dict) -> None:
     replacing a crashing app, perhaps in the newer user-part slot, is the fix)."""
     for key, version in before.items():
         assert (key in after) if key == "app" else (key in after and after[key] >= version), (key, version, after)
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_a_device_stuck_in_dfu_gets_a_complete_update_over_dfu_alone(platform, small_library):
+    """dfu-only-old-bootloader: the whole release over DFU, the bootloader (and on the P2 prebootloader-part1, in
+    a pass of its own) into the OTA region; no control-request update and no YModem are needed to deliver it."""
+    from hw.sim.device import Mode
+    from kiosk.events import StepStarted
+
+    library = small_library(platform)
+    events: list = []
+    bus = EventBus()
+    bus.subscribe(events.append)
+    with simulated_bench(f"dfu-only-old-bootloader@{platform}") as bench, bench.clock.actor():
+        slot = bench.slot(1)
+        old_bootloader = slot.device.bootloader_version
+        result = Ladder(slot, library, bus).run()
+        assert (result.verdict, result.rung) == ("recovered", "update"), result.detail
+        steps = [e for e in events if isinstance(e, StepStarted)]
+        mechanisms = {e.mechanism for e in steps}
+        assert mechanisms <= {"dfu", "dfu-ota"} and "dfu-ota" in mechanisms
+        ota = [e.name for e in steps if e.mechanism == "dfu-ota"]
+        assert len(ota) == (2 if platform == "p2" else 1) and any("-bootloader@" in n for n in ota)
+        device = slot.device
+        assert device.mode == Mode.NORMAL and device.bootloader_version > old_bootloader
+        assert device.flash.read(1, 1753, 1) == b"\xff" and not device.hazards
+        # the new Device OS, started under the old bootloader after the DFU leave, applied the bootloader itself
+        log = [what for _, what in device.log]
+        applied = next(n for n, what in enumerate(log) if what.startswith("applying the pending bootloader 0"))
+        assert log[applied - 3 : applied] == ["start (DFU leave)", "usb: gone", "mode: booting"]
 
 
 def test_four_slots_at_once_take_about_as_long_as_the_slowest_one(tmp_path, small_library):

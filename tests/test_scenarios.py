@@ -46,6 +46,7 @@ EXPECTED = {
     "gen2-old": ({Mode.NORMAL, Mode.PANIC}, "normal"),
     "protected": ({Mode.NORMAL, Mode.PANIC}, "normal"),
     "missing-bootloader": ({Mode.NO_BOOTLOADER}, None),
+    "dfu-only-old-bootloader": ({Mode.DFU}, "dfu"),  # on Gen2 too: its system part 1 is erased, not damaged
     "dead": ({Mode.NO_BOOTLOADER}, None),
 }
 #: A Gen2 bootloader checks only system-part1's header, and Device OS checks system-part2 at boot, not part 1:
