@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from typing import Protocol
 
 _REAL_GUARD = 0.05  # real seconds the pacer waits when there is nothing to move time for
+_PACER_HOLD_S = 0.005  # real seconds the pacer keeps the lock while it catches up, before it lets others in
 _RECHECK_S = 0.5  # real seconds after which a blocked wait looks again on its own (an actor that died unseen)
 
 
@@ -420,7 +421,7 @@ class VirtualClock:
         """Paced: the same steps, each no sooner than ``speed`` allows; the host sleeps in between. The
         pacer ends when there is nobody left to move time for."""
         with self._lock:
-            idle_since = time.monotonic()
+            idle_since = held_since = time.monotonic()
             while True:
                 if self._closed:
                     self._pacer = None
@@ -437,12 +438,15 @@ class VirtualClock:
                 if when > allowed:
                     self._now = max(self._now, allowed)
                     self._pacer_cond.wait(min(1.0, (when - allowed) / self._speed))
+                    held_since = time.monotonic()
                     continue
                 self._step_to(when)
-                # Behind its pace (a loaded host), the pacer steps event after event; it lets go of the lock
-                # (and the interpreter) after each, or a thread waiting for the lock, one closing the bench,
-                # say, would wait until it caught up, which on a busy machine may be never.
-                self._lock.release()
-                time.sleep(0)
-                self._lock.acquire()
+                # Behind its pace (a loaded host), the pacer steps event after event without waiting; it lets
+                # go of the lock (and the interpreter) every few ms, or a thread waiting for the lock, one
+                # closing the bench, say, would wait until it caught up, which on a busy machine may be never.
+                if time.monotonic() - held_since > _PACER_HOLD_S:
+                    self._lock.release()
+                    time.sleep(0)
+                    self._lock.acquire()
+                    held_since = time.monotonic()
 
