@@ -272,6 +272,7 @@ class KioskBackend:
         for slot in slots:
             slot.led.start()
         shown: dict[int, str | None] = {}
+        steady: dict[int, tuple[bool, bool, bool]] = {}  # slots read steady over a whole window, and their state
         next_classify = 0.0
         while not stop.is_set() and not self.closed:
             classify_now = time.monotonic() >= next_classify
@@ -284,8 +285,15 @@ class KioskBackend:
                 reading = None
                 if classify_now:
                     samples = slot.led.samples_since(now - LED_WINDOW_S)
-                    if len(samples) >= 20:
+                    state = _steady_over_window(samples, LED_WINDOW_S)
+                    if state is not None and steady.get(slot.index) == state:
+                        pass  # unchanged over a whole window since it was read: the reading stands
+                    elif len(samples) >= 20:
                         reading = classify(samples).to_json()
+                        if state is not None:
+                            steady[slot.index] = state
+                        else:
+                            steady.pop(slot.index, None)
                 if lit != shown.get(slot.index, "") or reading is not None:
                     shown[slot.index] = lit
                     self.post(LedSeen(slot.index, lit, reading))
@@ -435,3 +443,12 @@ def flash_words(report: ExecutionReport) -> str:
 
 def modes_word(mode: str | None) -> str:
     return {"normal": "running", "dfu": "in DFU mode", "listening": "listening"}.get(mode or "", "not on USB")
+
+
+def _steady_over_window(samples: list, window_s: float) -> tuple[bool, bool, bool] | None:
+    """The LED's (r, g, b) when ``samples`` span the whole window and all show it; None otherwise. A classification
+    of such a window is final (solid or off, as sure as it gets), so the poller need not read it again."""
+    if not samples or samples[-1].t - samples[0].t < window_s * 0.95:
+        return None
+    first = (samples[0].r, samples[0].g, samples[0].b)
+    return first if all((s.r, s.g, s.b) == first for s in samples) else None
