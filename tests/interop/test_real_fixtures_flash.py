@@ -5,11 +5,12 @@ The real binaries are ``../shared/fixtures/particle-binaries`` and its ``corpus/
 simulator models (the Gen2 STM32F2xx, Gen3 nRF52840 and rtl872x families) goes to a simulated ``healthy`` device of
 its own platform three ways where they apply:
 
-- ``usb``: ``kiosk flash --usb FILE --simulate healthy@PLATFORM --json`` (DFU);
+- ``usb``: ``kiosk flash --usb FILE --simulate healthy@PLATFORM --json`` (over USB: DFU, and for what DFU cannot
+  carry, the bootloader and NCP firmware, a control-request update to the running device, as particle-cli's
+  ``particle flash --usb`` does);
 - ``serial``: the same with ``--serial`` (YModem in listening mode; Device OS below 6.0.0 only);
-- ``usb-control``: for what DFU cannot carry (bootloader, NCP firmware), the kiosk's automatic choice over the
-  same USB cable, a control-request update, through the Python API the CLI uses (``firmware.plan.plan_flash``,
-  ``kiosk.executor.FlashExecutor``): ``kiosk flash`` only offers ``--usb`` and ``--serial``.
+- ``usb-control``: the bootloader and NCP firmware through the Python API the CLI uses (``firmware.plan.plan_flash``
+  with the automatic choice, ``kiosk.executor.FlashExecutor``).
 
 Before the flash the test reads the device's module table (control request 90, as ``kiosk inspect`` does) and works
 out on its own, from the rules below, whether the planner must refuse and why. After a flash, "reported" means: the
@@ -55,11 +56,6 @@ RULE_UNSOUND = (
     "the file fails verification",
     "a module with a bad CRC, SHA-256 or layout is never flashed (README 'Refused: a bad CRC or SHA-256'; the "
     "device's own integrity check, device-os dynalib/inc/module_info.h module_info_crc_t)",
-)
-RULE_NOT_OVER_DFU = (
-    "cannot be written over DFU",
-    "the bootloader and NCP firmware go by control-request update, never DFU (particle-cli src/lib/flash-helper.js "
-    "createFlashSteps; usb-serial-protocols.md 5.2)",
 )
 RULE_NO_YMODEM = (
     "Device OS 6.0.0 and later have no YModem",
@@ -162,8 +158,6 @@ def expected_refusals(module: Module, transport: str, device: Device) -> list[tu
     if module.problems:
         return [RULE_UNSOUND]
     out = []
-    if transport == "usb" and module.function in NOT_OVER_DFU:
-        out.append(RULE_NOT_OVER_DFU)
     if transport == "serial" and (device.system_version or 0) >= YMODEM_REMOVED_SYSTEM_VERSION:
         out.append(RULE_NO_YMODEM)
     have = {(m.function, m.index): m.version for m in device.modules or () if "integrity" not in m.failed}
@@ -271,6 +265,14 @@ def flash_by_control(bench: Bench, path: Path, module: Module) -> Outcome:
 EXPECTED_MECHANISM = {"usb": "dfu", "serial": "ymodem", "usb-control": "control-request"}
 
 
+def expected_mechanism(transport: str, module: Module) -> str:
+    """Over USB the bootloader and NCP firmware go to a running device by control-request update (particle-cli
+    src/lib/flash-helper.js createFlashSteps; usb-serial-protocols.md 5.2), the rest by DFU."""
+    if transport == "usb" and module.function in NOT_OVER_DFU:
+        return "control-request"
+    return EXPECTED_MECHANISM[transport]
+
+
 @pytest.mark.parametrize(("transport", "path"), CASES, ids=[f"{t}-{p.name}" for t, p in CASES])
 def test_real_fixture_is_flashed_and_reported(request, monkeypatch, capsys, transport, path):
     module = parse_module(path.read_bytes())
@@ -311,7 +313,8 @@ def test_real_fixture_is_flashed_and_reported(request, monkeypatch, capsys, tran
         f"{outcome.call}: {what} not flashed and reported: {outcome.detail}; module table after: "
         f"{describe_table(after)}"
     )
-    assert set(outcome.mechanisms) == {EXPECTED_MECHANISM[transport]}, f"{outcome.call}: by {outcome.mechanisms}"
+    wanted = expected_mechanism(transport, module)
+    assert set(outcome.mechanisms) == {wanted}, f"{outcome.call}: by {outcome.mechanisms}"
     listed = [
         m for m in after.modules or () if (m.function, m.index, m.version) == (module.function, module.index,
                                                                                   module.version)
@@ -367,10 +370,10 @@ def test_fixture_of_no_simulated_platform_is_refused_with_its_reason(capsys, pat
     module = _module(path)
     platform = platform_by_id(module.platform_id) if module is not None else None
     if module is not None and module.function == Function.ASSET:
-        # an asset goes with its application, by control-request update; DFU cannot carry it (usb-serial-protocols.md
-        # 5.2: "asset | normal | control-request firmware update")
-        argv = ["flash", "--usb", str(path), "--simulate", "healthy@p2", "--json"]
-        fragment = "assets go with their application by control-request update"
+        # an asset goes with its application, by control-request update; YModem cannot carry it
+        # (usb-serial-protocols.md 5.2: "asset | normal | control-request firmware update")
+        argv = ["flash", "--serial", str(path), "--simulate", "healthy@p2", "--json"]
+        fragment = "assets cannot be sent over YModem"
     elif platform is None or module.problems:
         argv = ["flash", "--usb", str(path), "--simulate", "healthy@boron", "--json"]
         fragment = "the file fails verification"
@@ -410,7 +413,7 @@ def test_real_fixture_offered_to_another_platform_is_refused(capsys, path):
     call = "kiosk " + " ".join(argv)
     assert status == 2 and doc["refused"], f"{call}: exit {status}: {doc}"
     reasons = [r["reason"] for r in doc["reasons"]]
-    allowed = [f"made for {made_for.name}, but the device is a {other}", RULE_UNSOUND[0], RULE_NOT_OVER_DFU[0]]
+    allowed = [f"made for {made_for.name}, but the device is a {other}", RULE_UNSOUND[0]]
     assert all(any(fragment in reason for fragment in allowed) for reason in reasons), f"{call}: {reasons}"
     if not module.problems:
         assert any(allowed[0] in reason for reason in reasons), f"{call}: no wrong-platform reason in {reasons}"
