@@ -284,7 +284,9 @@ class CardBody(Static):
         self._shown = shown
         self.text = "\n".join(line.plain for line in lines)
         shown.no_wrap, shown.overflow = True, "ellipsis"  # laid out to the width already: no second wrapping
-        self.update(shown)
+        # The body's size comes from the card (kiosk.tcss: 1fr each way), never from its words: no layout pass,
+        # which is most of what a repaint costs (every LED change repaints the body).
+        self.update(shown, layout=False)
 
     def on_resize(self) -> None:
         card = self.parent
