@@ -1,5 +1,7 @@
-"""Manual flashing: choose a slot, modules (from the library or a USB stick) and usb or serial; the planner
-checks everything first and its refusal is shown in plain words before a byte is written. No force anywhere.
+"""Manual flashing: choose a slot, modules (from the library or a USB stick) and the transport (automatic, as
+Particle's tools choose per module; usb only; serial); the planner checks everything first and its refusal is
+shown in plain words before a byte is written, with the transport that would plan where one would (tried by
+checking again, not guessed). No force anywhere.
 """
 
 from __future__ import annotations
@@ -20,10 +22,19 @@ from kiosk.tui.widgets.choices import ChoiceList, mark_radios, marked_radio
 from kiosk.tui.widgets.slot_card import FlashBar
 from kiosk.tui.widgets.touch_button import TouchButton
 
-#: The transports a technician may choose, with the words on their buttons.
+#: The transports a technician may choose, with the words on their buttons; the first is the default.
 TRANSPORTS: dict[str, tuple[Transport, str]] = {
-    "usb": (Transport.USB, "usb (DFU)"),
+    "auto": (Transport.AUTO, "automatic"),
+    "usb": (Transport.USB, "usb only"),
     "serial": (Transport.SERIAL, "serial (YModem)"),
+}
+DEFAULT_TRANSPORT = next(iter(TRANSPORTS))
+#: How each mechanism writes, in the words of a checked plan.
+MECHANISM_WORDS = {
+    "dfu": "DFU",
+    "dfu-ota": "DFU into the OTA region; Device OS applies it at its next boot",
+    "control-request": "control request",
+    "ymodem": "YModem",
 }
 
 
@@ -31,24 +42,27 @@ def describe_plan(plan: ManualPlan) -> Text:
     """The checked plan in words: what goes where, how, and any warnings."""
     text = Text(f"OK to flash: {plan.device}\n", style="bold")
     for n, step in enumerate(plan.plan.steps, 1):
-        text.append(f"{n}. {Path(step.name).name} → {step.mechanism.value}, {len(step.payload)} bytes "
-                    f"({step.device_mode} mode)\n")  # fmt: skip
+        how = MECHANISM_WORDS.get(step.mechanism.value, step.mechanism.value)
+        text.append(f"{n}. {Path(step.name).name} → {how}, {len(step.payload)} bytes ({step.device_mode} mode)\n")
     for warning in plan.plan.warnings:
         text.append(f"note: {warning}\n", style="italic")
     return text
 
 
-def describe_refusal(plan: ManualPlan) -> Text:
+def describe_refusal(plan: ManualPlan, plans_with: str | None = None) -> Text:
+    """Every reason, and ``plans_with``: the key of a transport with which the same check planned."""
     text = Text(f"REFUSED ✘ nothing was written. {plan.device}\n", style="bold")
     for refusal in plan.refusals:
         text.append(f"• {Path(refusal.name).name}: {refusal.reason}\n")
+    if plans_with is not None:
+        text.append(f"It plans with “{TRANSPORTS[plans_with][1]}” (checked): choose it and tap CHECK.\n")
     return text
 
 
 class FlashScreen(KioskScreen):
     """Pick, check, then flash; the slot's card on the main screen shows the same progress."""
 
-    TITLE_TEXT = "FLASH BY HAND · choose slot, modules and usb or serial · CHECK, then FLASH"
+    TITLE_TEXT = "FLASH BY HAND · choose slot, modules and transport · CHECK, then FLASH"
 
     def __init__(self, slot: int = 1) -> None:
         super().__init__()
@@ -65,7 +79,7 @@ class FlashScreen(KioskScreen):
                     yield TouchButton(f"Slot {number}", id=f"pick-{number}", classes="pick")
             with RadioSet(id="transport"):
                 for key, (_, words) in TRANSPORTS.items():
-                    yield marked_radio(words, key == "usb", f"transport-{key}")
+                    yield marked_radio(words, key == DEFAULT_TRANSPORT, f"transport-{key}")
             yield ChoiceList(id="modules")
             yield FlashBar(id="flash-progress")
             yield Static("Choose modules, then tap CHECK.", id="plan-result", classes="note")
@@ -154,8 +168,8 @@ class FlashScreen(KioskScreen):
     @property
     def transport(self) -> Transport:
         pressed = self.query_one(RadioSet).pressed_button
-        key = (pressed.id or "transport-usb").removeprefix("transport-") if pressed else "usb"
-        return TRANSPORTS[key][0]
+        key = (pressed.id or "").removeprefix("transport-") if pressed else DEFAULT_TRANSPORT
+        return TRANSPORTS.get(key, TRANSPORTS[DEFAULT_TRANSPORT])[0]
 
     # -- checking and flashing ------------------------------------------------------------------------
     def pressed_check(self) -> None:
@@ -170,17 +184,25 @@ class FlashScreen(KioskScreen):
     def _check(self, slot: int, chosen: list[Source], transport: Transport) -> None:
         try:
             result = self.app.backend.plan_manual(slot, chosen, transport)
+            plans_with = self._plans_with(slot, chosen, transport) if result.refused else None
         except (ValueError, SlotBusyError) as exc:
             self.app.call_from_thread(self.say, "plan-result", f"✘ {exc}", "problem")
             return
-        self.app.call_from_thread(self._show_check, result)
+        self.app.call_from_thread(self._show_check, result, plans_with)
 
-    def _show_check(self, result: ManualPlan) -> None:
+    def _plans_with(self, slot: int, chosen: list[Source], refused: Transport) -> str | None:
+        """The first other transport with which the same check plans (asked, so the advice is never a guess)."""
+        for key, (transport, _) in TRANSPORTS.items():
+            if transport is not refused and not self.app.backend.plan_manual(slot, chosen, transport).refused:
+                return key
+        return None
+
+    def _show_check(self, result: ManualPlan, plans_with: str | None = None) -> None:
         if result.slot != self.slot:
             return
         if result.refused:
             self.checked = None
-            self.say("plan-result", describe_refusal(result), "problem")
+            self.say("plan-result", describe_refusal(result, plans_with), "problem")
             return
         self.checked = result
         self.say("plan-result", describe_plan(result), "good")
