@@ -125,7 +125,7 @@ def test_bad_simulate_specs_are_refused(capsys):
 def test_scenarios_lists_the_table(capsys):
     status, docs = run_json(capsys, "scenarios")
     assert status == 0 and [d["name"] for d in docs] == list(SCENARIOS)
-    assert len(docs) == 16
+    assert len(docs) == 17 and "dfu-only-old-bootloader" in [d["name"] for d in docs]
 
 
 @pytest.mark.parametrize("command", ["dfu", "safe-mode", "listen", "reset", "cold-boot", "led", "list"])

@@ -146,23 +146,20 @@ def test_plan_json(capsys, tmp_path):
 def test_plan_refusal_is_exit_2_with_every_reason(capsys, tmp_path):
     (tmp_path / "boot.bin").write_bytes(build_module(platform_id=13, function=F.BOOTLOADER, version=3001))
     (tmp_path / "argon.bin").write_bytes(build_module(platform_id=12, function=F.USER_PART, version=6))
-    status, _, err = run(
-        capsys,
-        "firmware",
-        "plan",
-        "--platform",
-        "boron",
-        "--usb",
-        str(tmp_path / "boot.bin"),
-        str(tmp_path / "argon.bin"),
-    )
+    status, _, err = run(capsys, "firmware", "plan", "--platform", "boron", "--serial", "--device-os", "6.1.1",
+                         str(tmp_path / "boot.bin"), str(tmp_path / "argon.bin"))  # fmt: skip
     assert status == 2
     assert "Refused: nothing would be written" in err
-    assert "cannot be written over DFU" in err and "made for argon" in err
-    status, out, _ = run(
-        capsys, "firmware", "plan", "--platform", "boron", "--usb", "--json", str(tmp_path / "boot.bin")
-    )
-    assert status == 2 and json.loads(out)["refused"] is True
+    assert "made for argon" in err
+    assert "It plans this way" not in err  # the Argon file plans on no transport: nothing to suggest
+    status, out, _ = run(capsys, "firmware", "plan", "--platform", "boron", "--serial", "--device-os", "6.1.1",
+                         "--json", str(tmp_path / "boot.bin"))  # fmt: skip
+    doc = json.loads(out)
+    assert status == 2 and doc["refused"] is True and "have no YModem" in doc["reasons"][0]["reason"]
+    suggested = doc["suggestion"]["argv"]
+    assert suggested[:3] == ["kiosk", "firmware", "plan"] and "--serial" not in suggested
+    status, out, _ = run(capsys, *suggested[1:], "--json")  # the advice is a command that plans
+    assert status == 0 and json.loads(out)["steps"][0]["mechanism"] == "control-request"
 
 
 @pytest.mark.parametrize(

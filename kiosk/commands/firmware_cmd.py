@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
 from firmware.library import FirmwareLibrary, ImportReport, LibraryError
 from firmware.module import Module, NotAModuleError, parse_module
-from firmware.plan import DeviceFacts, PlanRefused, Transport, plan_flash
+from firmware.plan import TRANSPORT_FLAGS, DeviceFacts, PlanRefused, Transport, plan_flash
 from firmware.platforms import FUNCTION_PHRASES, UnknownPlatformError, platform_by_name
 from firmware.versions import VersionError, describe_system_version, parse_device_os
 from kiosk.commands.common import CommandError, emit
@@ -61,9 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--mode", choices=("normal", "dfu", "listening", "safe"), help="the mode the device is in now, if known"
     )
     transport = plan.add_mutually_exclusive_group()
-    transport.add_argument("--usb", dest="transport", action="store_const", const=Transport.USB, help="DFU only")
+    transport.add_argument("--usb", dest="transport", action="store_const", const=Transport.USB,
+                           help="over USB only: DFU, a control request, or DFU into the OTA region, as the device "
+                                "allows (default: Particle's own choice per module)")  # fmt: skip
     transport.add_argument(
-        "--serial", dest="transport", action="store_const", const=Transport.SERIAL, help="YModem only"
+        "--serial", dest="transport", action="store_const", const=Transport.SERIAL,
+        help="YModem in listening mode only (Device OS below 6.0)"
     )
     plan.set_defaults(transport=Transport.AUTO)
     plan.add_argument("--json", action="store_true", help="print one JSON document")
@@ -219,12 +223,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     try:
         plan = plan_flash(device, wanted, args.transport)
     except PlanRefused as refused:
+        suggested = _suggested_plan(args, refused.suggestion)
         if args.json:
-            emit({"refused": True, "reasons": [{"file": r.name, "reason": r.reason} for r in refused.refusals]})
+            emit({"refused": True, "reasons": [{"file": r.name, "reason": r.reason} for r in refused.refusals],
+                  "suggestion": suggested and {"transport": refused.suggestion.value, "argv": suggested}})  # fmt: skip
         else:
             print("Refused: nothing would be written.", file=sys.stderr)
             for r in refused.refusals:
                 print(f"  {r.name}: {r.reason}", file=sys.stderr)
+            if suggested:
+                print(f"It plans this way (checked): {shlex.join(suggested)}", file=sys.stderr)
         return 2
     if args.json:
         emit({"refused": False, **plan.to_json()})
@@ -238,3 +246,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for warning in plan.warnings:
         print(f"  note: {warning}")
     return 0
+
+
+def _suggested_plan(args: argparse.Namespace, transport: Transport | None) -> list[str] | None:
+    """This `kiosk firmware plan` command with ``transport`` instead of the one given: the planner tried it on the
+    same device and files, and it planned (PlanRefused.suggestion)."""
+    if transport is None:
+        return None
+    argv = ["kiosk", "firmware", "plan", "--platform", args.platform]
+    if args.device_os:
+        argv += ["--device-os", args.device_os]
+    if args.mode:
+        argv += ["--mode", args.mode]
+    flag = TRANSPORT_FLAGS[transport]
+    return argv + ([flag] if flag else []) + list(args.files)
