@@ -143,6 +143,7 @@ class Buttons:
 
     def tap_reset(self, cancel: ClockEvent | None = None) -> None:
         """Press RESET for a clean 150 ms and let go: the device restarts."""
+        self.guard.check_not_applying("RESET")
         try:
             self.reset.press()
             self.clock.sleep(TAP_S, cancel)
@@ -178,6 +179,7 @@ class Buttons:
         timed = opens + CLOCK_MARGIN_S
         self.guard.check_mode_hold(latest, in_bootloader=True)
         self.guard.check_mode_press()
+        self.guard.check_not_applying("RESET")  # refused before MODE moves
         self.mode.press()
         try:
             self.tap_reset(cancel)
@@ -216,6 +218,7 @@ class PowerSwitch:
         return bool(self.vbus.value) and not (self.en is not None and self.en.pressed)
 
     def off(self) -> None:
+        self.guard.check_power_off()
         if self.en is not None:
             self.en.press()
         self.vbus.off()

@@ -8,7 +8,12 @@ Facts (../shared/reference/led-buttons-restore.md 3.1, 3.2, 4 and its "Kiosk-rel
   never holds MODE past 5 s;
 - two MODE clicks within about 1 s power cellular and Gen4 devices off: the kiosk leaves at least 1.2 s
   between releasing MODE and pressing it again;
-- a power cycle needs the capacitors drained: power stays off at least the drain time (5 s by default).
+- a power cycle needs the capacitors drained: power stays off at least the drain time (5 s by default);
+- while the device applies an update (a bootloader, prebootloader or NCP it copies into place itself, from the
+  OTA region at boot or after a control-request update), a power cut or RESET can leave it with half a
+  bootloader: a brick (device-os PR #2151). The kiosk refuses both, and leaving DFU, until the update is seen
+  applied or the time it may take has passed (the caller's estimate: the flash time of the module by
+  hw.flash_timing plus boots, with margin, since the reference has no measured apply time: UNVERIFIED).
 
 All times are in seconds, on the slot's clock. The guard keeps the history it needs per slot; it lives
 in ``hw`` so no caller can get around it.
@@ -77,6 +82,7 @@ class HazardGuard:
         self.limits = limits or GuardLimits()
         self._mode_released_at: float | None = None
         self._power_off_at: float | None = None
+        self._applying: tuple[str, float] | None = None  # (what, until when) while the device applies an update
 
     # -- MODE --
     def check_mode_hold(self, seconds: float, *, in_bootloader: bool) -> None:
@@ -123,6 +129,9 @@ class HazardGuard:
             return 0.0
         return max(0.0, self._power_off_at + self.limits.drain_s - self.clock.now())
 
+    def check_power_off(self) -> None:
+        self.check_not_applying("power cut")
+
     def check_power_on(self) -> None:
         wait = self.power_off_wait_needed()
         if wait > 0:
@@ -136,3 +145,34 @@ class HazardGuard:
 
     def powered_on(self) -> None:
         self._power_off_at = None
+
+    # -- an update being applied --
+    def device_applying(self, what: str, seconds: float) -> None:
+        """The device applies ``what`` now and may take up to ``seconds``: no power cut, RESET or DFU leave."""
+        until = self.clock.now() + max(0.0, seconds)
+        if self._applying is not None:
+            until = max(until, self._applying[1])
+        self._applying = (what, until)
+
+    def device_applied(self) -> None:
+        """The update was seen applied (the device reports it): the window closes early."""
+        self._applying = None
+
+    def applying_wait_needed(self) -> float:
+        """Seconds until the device may be reset or unpowered again (0 when it may now)."""
+        if self._applying is None:
+            return 0.0
+        left = self._applying[1] - self.clock.now()
+        if left <= 0:
+            self._applying = None
+            return 0.0
+        return left
+
+    def check_not_applying(self, action: str) -> None:
+        """Refuse ``action`` (a power cut, a RESET, a DFU leave) while the device applies an update."""
+        wait = self.applying_wait_needed()
+        if wait > 0 and self._applying is not None:
+            raise HazardRefused(
+                f"{action} now: the device is applying {self._applying[0]}, and cut off mid-way it can be left "
+                f"without a working bootloader. Wait {wait:.1f} s, until it has applied it"
+            )

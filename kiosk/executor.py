@@ -347,8 +347,16 @@ class FlashExecutor:
         busy = device_busy_s(self.plan.device.platform, "control-request", m.size, m.start_address, m.function_name)
         return busy + PENDING_UPDATE.reset_delay_s
 
-    def _device_applying(self, applying: Applying | None) -> None:
-        """The seam: the device is applying ``applying.module`` now (None: it is done, or it is over)."""
+    def _device_applying(self, applying: Applying | None, *, applied: bool = False) -> None:
+        """The device is applying ``applying.module`` now (None: it is done, or it is over). The slot's hazard
+        guard refuses a power cut, RESET or DFU leave until the deadline, or until it was seen ``applied``: a
+        wait that failed or was stopped ends here, and the device goes on applying all the same."""
+        guard = self.slot.buttons.guard
+        if applying is not None:
+            m = applying.module
+            guard.device_applying(f"{m.function_name} {m.index} v{m.version}", applying.deadline - self.clock.now())
+        elif applied:
+            guard.device_applied()
         self.applying = applying
         if self.on_applying is not None:
             self.on_applying(applying)
@@ -371,6 +379,7 @@ class FlashExecutor:
                     raise StepFailed(f"the device did not come back in {expected + OTA_APPLY_MARGIN_S:.0f} s after "
                                      f"the DFU leave, so {m.function_name} {m.index} v{m.version} was not seen applied")
                 if back.mode == "dfu":
+                    self._device_applying(None, applied=True)  # in its bootloader: nothing is being applied
                     raise StepFailed(
                         f"the device went back into DFU mode after the leave: its Device OS does not run, so nothing "
                         f"applied the {m.function_name} from the OTA region; write a system part it can run first "
@@ -378,6 +387,7 @@ class FlashExecutor:
                     )
                 if self._reports(back, m):
                     self._demanded += expected
+                    self._device_applying(None, applied=True)
                     return
                 if self.clock.now() >= deadline:
                     raise StepFailed(f"Device OS runs but did not apply {m.function_name} {m.index} v{m.version} "
@@ -397,6 +407,7 @@ class FlashExecutor:
 
     def _leave_dfu(self, device: ParticleUsbDevice | None = None) -> None:
         """Leave DFU (the zero-length DNLOAD) with the open session, or a new one on ``device``."""
+        self.slot.buttons.guard.check_not_applying("leaving DFU")
         dfu, self._dfu = self._dfu, None
         self._blank.clear()  # Device OS runs next and may write flash: what this run left blank is unknown again
         if dfu is None and device is not None and device.mode == "dfu":
@@ -441,21 +452,34 @@ class FlashExecutor:
         return 0
 
     def _confirm_applied(self, step: FlashStep, before: ParticleUsbDevice) -> None:
-        """The device applies the module and restarts: wait for it, then read its module table."""
-        back = modes.wait_for_device(self.slot, APPLY_TIMEOUT_S, "normal", self.cancel, not_address=before.address)
-        if back is None:
-            raise StepFailed("the device did not come back after applying the update")
-        self._demanded += self._boot_s  # it applied the module, restarted and booted
+        """The device applies the module and restarts: wait for it, then read its module table. Until it is
+        back (or the time an apply may take has passed) the hazard guard keeps power cuts and RESET away."""
         m = step.module
+        if m is not None:
+            now = self.clock.now()
+            expected = self._apply_s(step) + self._boot_s
+            self._device_applying(Applying(m, step.mechanism.value, now, expected, now + APPLY_TIMEOUT_S))
         try:
-            modules = ControlChannel(back.usb_device, self.clock, back.platform.quirks).module_info()
-        except ControlFailure:
-            return  # old firmware without module info: the device's own validation answered already
-        if m is not None and not any(
-            (i.function, i.index, i.version) == (m.function, m.index, m.version) and "integrity" not in i.failed
-            for i in modules
-        ):
-            raise StepFailed(f"after the update the device does not report {m.function_name} {m.index} v{m.version}")
+            back = modes.wait_for_device(self.slot, APPLY_TIMEOUT_S, "normal", self.cancel,
+                                         not_address=before.address)  # fmt: skip
+            if back is None:
+                raise StepFailed("the device did not come back after applying the update")
+            self._demanded += self._boot_s  # it applied the module, restarted and booted
+            try:
+                modules = ControlChannel(back.usb_device, self.clock, back.platform.quirks).module_info()
+            except ControlFailure:
+                self._device_applying(None, applied=True)  # it runs again: whatever it applied, it is over
+                return  # old firmware without module info: the device's own validation answered already
+            if m is not None and not any(
+                (i.function, i.index, i.version) == (m.function, m.index, m.version) and "integrity" not in i.failed
+                for i in modules
+            ):
+                raise StepFailed(f"after the update the device does not report {m.function_name} {m.index} "
+                                 f"v{m.version}")  # fmt: skip
+            self._device_applying(None, applied=True)
+        finally:
+            if self.applying is not None:
+                self._device_applying(None)
 
     # -- modes -------------------------------------------------------------------------------------
     def _ensure_mode(self, index: int, wanted: str) -> ParticleUsbDevice:

@@ -267,6 +267,9 @@ class Ladder:
 
     def _step(self, rung: str, action: str, fn: Callable[[], tuple[str, str, float]]) -> tuple[str, str]:
         """Run one action: journal it before and after, count the device time it demanded."""
+        wait = self.slot.buttons.guard.applying_wait_needed()
+        if wait > 0:  # the device applies an update: no action may reset or unpower it until it is done (hw.hazard)
+            self.clock.sleep(wait, self.cancel)
         step_id = self.journal.begin_step(self.run_id, rung, action) if self.journal else None
         started = self.clock.now()
         outcome, detail, demanded = "failed", "", 0.0
