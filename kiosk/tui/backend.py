@@ -419,9 +419,10 @@ class KioskBackend:
 
 
 #: How each mechanism's write was verified, in the words of the result line.
-VERIFIED_BY = {
+VERIFIED_BY = {  # by FlashStep.mechanism (firmware.plan.Mechanism values)
     "dfu": "written over DFU and read back",
-    "control": "sent by control request and reported by the device once applied",
+    "dfu-ota": "written over DFU into the OTA region and reported by the device once Device OS applied it",
+    "control-request": "sent by control request and reported by the device once applied",
     "ymodem": "sent over YModem and reported by the device once applied",
 }
 
