@@ -14,13 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# One pytest worker per core (pytest-xdist): the suite is mostly simulated devices, each test on its own bench.
 test: $(STAMP) lint tools
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 # The same suite with the long profiles: Hypothesis draws new examples (20x as many in tests/fuzz), and the fault
 # matrix, durability and invariant suites run every case (KIOSK_LONG=1).
 test-long: $(STAMP) lint tools
-	KIOSK_FUZZ_PROFILE=long KIOSK_LONG=1 $(BIN)/python -m pytest
+	KIOSK_FUZZ_PROFILE=long KIOSK_LONG=1 $(BIN)/python -m pytest -n auto
 
 # The YModem tests talk to lrzsz (Debian's package; `rb`/`sb`) over a pseudo-terminal.
 # The interoperability tests (tests/interop) run Particle's own node libraries, binary-version-reader and
