@@ -248,7 +248,9 @@ def cmd_update(args: argparse.Namespace) -> int:
                   file=sys.stderr)  # fmt: skip
             for note in skipped:
                 print(f"  skipped {note}", file=sys.stderr)
-        extra = {"command": "update", "device_os": bundle.release, "skipped": skipped}
+            for lack in bundle.lacks:  # the planner refuses what this leaves unmet; this says what to import
+                print(f"  the library lacks {lack}", file=sys.stderr)
+        extra = {"command": "update", "device_os": bundle.release, "skipped": skipped, "lacks": list(bundle.lacks)}
         return _run(args, slot, facts, wanted, Transport.AUTO, bench, extra)
 
 
