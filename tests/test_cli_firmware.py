@@ -243,3 +243,26 @@ def test_plan_on_device_os_6_3_4_and_a_release_the_table_does_not_know(capsys, t
     assert status == 0 and doc["refused"] is False and [s["function"] for s in doc["steps"]][-1] == "user-part"
     status, _, err = run(capsys, "firmware", "plan", "--platform", "boron", "--device-os", "6.5.0", str(tinker))
     assert status == 2 and "not in the kiosk's release table" in err and "--device-os 5301" in err
+
+
+def test_list_says_which_release_lacks_a_part_and_what_to_import(capsys, tmp_path):
+    folder = tmp_path / "boron-6.1.1"
+    folder.mkdir()
+    for name, data in synthetic_release("boron", "6.1.1").items():
+        if "bootloader" not in name:  # a release imported without its bootloader
+            (folder / name).write_bytes(data)
+    library = str(tmp_path / "lib")
+    assert run(capsys, "firmware", "import", str(folder), "--library", library)[0] == 0
+    status, out, _ = run(capsys, "firmware", "list", "--library", library)
+    assert status == 0
+    incomplete = [line for line in out.splitlines() if line.startswith("INCOMPLETE")]
+    assert len(incomplete) == 1 and "boron 6.1.1" in incomplete[0] and "bootloader" in incomplete[0]
+    assert "import" in incomplete[0]
+    status, out, _ = run(capsys, "firmware", "list", "--library", library, "--json")
+    (bundle,) = json.loads(out)["bundles"]
+    assert bundle["release"] == "6.1.1" and bundle["lacks"] and "bootloader" in bundle["missing"]
+    boot = folder / "boron-bootloader@6.1.1.bin"
+    boot.write_bytes(synthetic_release("boron", "6.1.1")[boot.name])
+    assert run(capsys, "firmware", "import", str(boot), "--library", library)[0] == 0
+    status, out, _ = run(capsys, "firmware", "list", "--library", library)
+    assert "INCOMPLETE" not in out

@@ -182,12 +182,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         entries, quarantine = lib.entries(), lib.quarantined()
     except LibraryError as exc:
         raise CommandError(str(exc), 1) from None
+    bundles = _bundles(lib, entries)
     if args.json:
         emit(
             {
                 "library": str(lib.root),
                 "entries": [e.to_json() for e in entries],
                 "quarantine": [vars(q) for q in quarantine],
+                "bundles": [b.to_json() for b in bundles],
             }
         )
         return 0
@@ -197,9 +199,25 @@ def cmd_list(args: argparse.Namespace) -> int:
     for e in sorted(entries, key=lambda e: (e.platform, e.release or "", e.function or "", e.index or 0)):
         what = f"{e.function} {e.index} v{e.version}" if e.kind == "module" else e.kind
         print(f"{e.platform:10} {e.release or '-':14} {e.name:22} {what:22} {e.sha256[:12]}  {e.path}")
+    for bundle in bundles:
+        for lack in bundle.lacks:
+            print(f"INCOMPLETE  {bundle.platform.name} {bundle.release}: {lack}")
     for q in quarantine:
         print(f"QUARANTINED {q.source}: {q.reason}")
     return 0
+
+
+def _bundles(lib: FirmwareLibrary, entries: list) -> list:
+    """The bundle of every (platform, release) the library holds a system part for: what `kiosk update` would
+    send, and what it lacks."""
+    found = []
+    for platform_name, release in sorted({(e.platform, e.release) for e in entries
+                                          if e.release and e.function == "system-part"}):  # fmt: skip
+        try:
+            found.append(lib.bundle(platform_by_name(platform_name), release))
+        except (LibraryError, UnknownPlatformError):
+            continue  # not a release the kiosk can send (the reason shows with `kiosk update`)
+    return found
 
 
 # --- plan -------------------------------------------------------------------------------------
