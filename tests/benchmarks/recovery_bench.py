@@ -66,19 +66,19 @@ def main(argv: list[str]) -> None:
     root = Path(tempfile.mkdtemp(prefix="recovery-bench-"))
     library = demo_library(list({*platforms, "boron", "photon", "p2"}), root=root)
     print("Recovery ladder, device seconds (python -m tests.benchmarks.recovery_bench)")
-    print(f"{'scenario':19} {'platform':8} {'verdict':17} {'rung':12} {'elapsed_s':>9} {'minimum_s':>9} "
+    print(f"{'scenario':23} {'platform':8} {'verdict':17} {'rung':12} {'elapsed_s':>9} {'minimum_s':>9} "
           f"{'ratio':>5} {'guide_s':>8}")  # fmt: skip
     worst = (0.0, "")
     for platform in platforms:
         for name in SCENARIOS:
             if refusal(name, platform) is not None:  # what cannot happen on this platform is not run
-                print(f"{name:19} {platform:8} not run: cannot happen on a {platform} (hw.sim.scenarios.refusal)")
+                print(f"{name:23} {platform:8} not run: cannot happen on a {platform} (hw.sim.scenarios.refusal)")
                 continue
             kiosk = run(name, platform, library)
             guide = run(name, platform, library, shortcuts=False)
             ratio = kiosk.elapsed_s / kiosk.minimum_s if kiosk.minimum_s else float("nan")
             worst = max(worst, (ratio, f"{name}@{platform}"))
-            print(f"{name:19} {platform:8} {kiosk.verdict:17} {kiosk.rung or '-':12} {kiosk.elapsed_s:9.1f} "
+            print(f"{name:23} {platform:8} {kiosk.verdict:17} {kiosk.rung or '-':12} {kiosk.elapsed_s:9.1f} "
                   f"{kiosk.minimum_s:9.1f} {ratio:5.2f} {guide.elapsed_s:8.1f}")  # fmt: skip
     print(f"highest elapsed/minimum: {worst[0]:.3f} ({worst[1]})")
     alone = [together(spec, library) for spec in PARALLEL.split(",")]
