@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,7 +28,7 @@ from firmware.module import Module
 from firmware.plan import FlashPlan, FlashStep, Mechanism
 from firmware.platforms import PENDING_UPDATE, Function, Storage
 from hw.clock import Cancelled, ClockEvent
-from hw.control import ControlChannel, ControlError, ControlFailure, Result
+from hw.control import ControlChannel, ControlError, ControlFailure, ModuleInfo, Result, module_info_hash
 from hw.device_timing import DFU_ENUMERATE_S, DFU_LEAVE_S, SWITCH_S, YMODEM_APPLY_DELAY_S, boot_s
 from hw.dfu import DfuDevice, DfuDisconnected, DfuError, DfuProtected, FlashOp
 from hw.flash_timing import device_busy_s, dfu_work_s, memory_kind, timing_for, write_busy_s
@@ -37,6 +37,7 @@ from hw.serial_console import SerialError, find_port, trigger_dfu
 from hw.usb_identity import ParticleUsbDevice
 from hw.ymodem import YModemError, send_ymodem
 from kiosk import modes
+from kiosk.backup import BackupError
 from kiosk.bench import Slot
 from kiosk.events import EventBus, ModeSwitch, PlanFinished, PlanStarted, Progress, Retry, StepFinished, StepStarted
 
@@ -130,6 +131,44 @@ class ExecutionReport:
         }
 
 
+ALREADY_ON_DEVICE = "already on the device (same version and hash)"
+MODULE_INFO_TIMEOUT_S = 3.0  # a running Device OS answers at once; one that does not is simply not asked again
+
+
+def installed_modules(slot: Slot, device: ParticleUsbDevice) -> list[ModuleInfo] | None:
+    """The device's module table (control request 90), or None where it cannot say (DFU mode, no answer)."""
+    if device.mode != "normal":
+        return None
+    try:
+        return ControlChannel(device.usb_device, slot.clock, device.platform.quirks).module_info(
+            timeout_s=MODULE_INFO_TIMEOUT_S
+        )
+    except ControlFailure:
+        return None
+
+
+def skip_installed(plan: FlashPlan, installed: Sequence[ModuleInfo] | None) -> tuple[FlashPlan, list[FlashStep]]:
+    """The plan without the modules the device already has, as Device Restore skips them: same function, index
+    and version, the same hash (Device OS 5.6.0 and later report it; without one nothing is skipped) and every
+    check passed. A generated step (the former user part's invalidation) goes when no user part is left to write.
+    Returns the plan to run and the steps left out."""
+    if not installed:
+        return plan, []
+    have = {(i.function, i.index, i.version): i.hash for i in installed if i.hash and not i.failed}
+    skipped = [s for s in plan.steps if s.module is not None and have.get(_key(s.module)) == module_info_hash(s.module)]
+    if not skipped:
+        return plan, []
+    gone = {id(s) for s in skipped}
+    kept = [s for s in plan.steps if id(s) not in gone]
+    if not any(s.module is not None and s.module.function == Function.USER_PART for s in kept):
+        kept = [s for s in kept if s.module is not None]
+    return replace(plan, steps=tuple(kept)), skipped
+
+
+def _key(m: Module) -> tuple[int, int, int]:
+    return (m.function, m.index, m.version)
+
+
 class FlashExecutor:
     """Runs one plan on one slot. ``cancel`` (a clock event) stops it between and inside waits."""
 
@@ -141,7 +180,7 @@ class FlashExecutor:
         cancel: ClockEvent | None = None,
         *,
         on_applying: Callable[[Applying | None], None] | None = None,
-        on_user_part_overwrite: Callable[[FlashStep, DfuDevice], None] | None = None,
+        on_user_part_overwrite: Callable[[FlashStep, DfuDevice], str | None] | None = None,
     ):
         self.slot = slot
         self.on_applying = on_applying
@@ -159,6 +198,7 @@ class FlashExecutor:
         self._blank: dict[tuple[int, int], int] = {}  # sectors this run erased and has not written since
         self._usb_errors = 0  # I/O errors on the wire, over every DFU session and control channel
         self._boot_s = boot_s(plan.device.platform)
+        self._notes: list[str] = []  # what the seams said during the current step (a backup taken, no app)
 
     def run(self) -> ExecutionReport:
         started = self.clock.now()
@@ -220,6 +260,7 @@ class FlashExecutor:
                 step.address if step.address is not None else (m.start_address if m else None),
                 m.function_name if m else None,
             )
+        self._notes = []
         for attempt in range(1, MAX_ATTEMPTS + 1):
             report.attempts = attempt
             self._dfu_work = []
@@ -237,6 +278,8 @@ class FlashExecutor:
                 self.bus.publish(Retry(self.slot.index, index, attempt, str(exc)))
             finally:
                 self._demanded += self._attempt_s(step, report)
+        if self._notes:  # a backup taken before the write (or no app to take) belongs in the step's record
+            report.detail = "; ".join([*([report.detail] if report.detail else []), *self._notes])
         report.elapsed_s = self.clock.now() - started
         report.host_cpu_s = time.process_time() - cpu
         figures = {"elapsed_s": report.elapsed_s, "device_busy_s": report.device_busy_s}
@@ -280,7 +323,12 @@ class FlashExecutor:
             before, ops = dfu.transfers, len(dfu.stats.flash_ops)
             errors = dfu.stats.io_errors
             if self.on_user_part_overwrite is not None and self._overwrites_user_part(step):
-                self.on_user_part_overwrite(step, dfu)  # the seam for a backup of the app about to go
+                try:  # the seam for a backup of the app about to go; its words go into the step's detail
+                    note = self.on_user_part_overwrite(step, dfu)
+                except BackupError as exc:  # the app could not be kept: it is not written over
+                    raise StepFailed(str(exc)) from None
+                if note:
+                    self._notes.append(note)
             try:
                 dfu.write(step.address, step.payload, alt=step.alt_setting or 0, verify=True, progress=progress,
                           cancel=self.cancel)  # fmt: skip

@@ -33,6 +33,8 @@ from hw.serial_console import redact
 RUN_STATUSES = ("running", "finished", "interrupted", "stopped")
 HISTORY_FIELDS = ("powered_by", "mounted_on", "peripherals", "firmware_notes")
 REDACTED = "<redacted>"
+#: The media type of a backup's artifact: its facts as JSON (kiosk.backup keeps the bytes in a file beside the journal).
+BACKUP_MEDIA_TYPE = "application/vnd.particle-kiosk.user-part-backup+json"
 BUSY_TIMEOUT_MS = 10_000  # another process (the CLI's `kiosk report`) may hold the write lock briefly
 
 #: Ordered migrations: entry ``i`` takes the schema from version ``i`` to ``i + 1``. Append, never edit:
@@ -466,6 +468,34 @@ class Journal:
         if not rows:
             raise UnknownRecordError(f"no artifact {artifact_id}")
         return rows[0]["name"], rows[0]["media_type"], bytes(rows[0]["data"])
+
+    def backups(self, run_id: int | None = None, device_id: str | None = None) -> list[dict[str, Any]]:
+        """The user-part backups kept (of one run, of one device), newest first: each artifact's facts (file,
+        sha256, size, platform, version, ...) with ``artifact_id``, ``run_id``, ``created_at`` and the run's slot."""
+        clauses, params = ["a.media_type = ?"], [BACKUP_MEDIA_TYPE]
+        if run_id is not None:
+            clauses.append("a.run_id = ?")
+            params.append(run_id)
+        if device_id is not None:
+            clauses.append("r.device_id = ?")
+            params.append(_device_key(device_id))
+        rows = self._read(
+            "SELECT a.id, a.run_id, a.data, a.created_at, r.slot, r.device_id AS run_device_id FROM artifacts a "
+            f"JOIN runs r ON r.id = a.run_id WHERE {' AND '.join(clauses)} ORDER BY a.id DESC",
+            tuple(params),
+        )
+        out = []
+        for row in rows:
+            try:
+                facts = json.loads(bytes(row["data"]).decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                facts = {"problems": ["the journal's record of this backup does not read"]}
+            if not isinstance(facts, dict):
+                facts = {"problems": ["the journal's record of this backup does not read"]}
+            facts.setdefault("device_id", row["run_device_id"])
+            out.append({**facts, "artifact_id": row["id"], "run_id": row["run_id"], "created_at": row["created_at"],
+                        "slot": row["slot"]})  # fmt: skip
+        return out
 
     # --- device history -------------------------------------------------------------------------------------
 

@@ -45,9 +45,10 @@ from hw.swd import (
 from hw.usb_identity import ParticleUsbDevice
 from kiosk import inspect as inspection
 from kiosk import modes
+from kiosk.backup import BackupKeeper
 from kiosk.bench import Slot
 from kiosk.events import Event, EventBus
-from kiosk.executor import FlashExecutor
+from kiosk.executor import ALREADY_ON_DEVICE, FlashExecutor, installed_modules, skip_installed
 from kiosk.facts import gather_facts
 
 DRAIN_S = DEFAULT_DRAIN_S  # Particle's guide: let the capacitors drain for 5 s
@@ -260,6 +261,9 @@ class Ladder:
         self._battery = False  # a cold boot found the LED lit with VBUS off
         self.usb_errors = 0  # USB transfers of this run that failed on the wire and were retried
         self._started = 0.0
+        #: the customer's app, kept before the first write over it (a journal with a folder keeps it)
+        self.backups = BackupKeeper(journal, run_id, cancel=cancel) if journal is not None and run_id is not None \
+            else None
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def _publish(self, event: Event) -> None:
@@ -525,18 +529,26 @@ class Ladder:
             facts = gather_facts(self.slot, usb)
             if facts.protected:
                 raise _Protected()
+            answered = facts.modules is not None  # the module table came: ask again for the hashes (5.6.0 on)
             facts = DeviceFacts(facts.platform, facts.system_version, None, facts.mode, facts.protected)
             try:
                 plan = plan_flash(facts, wanted, Transport.AUTO, order)
             except PlanRefused as refused:
                 return "refused", str(refused), 0.0
-            report = FlashExecutor(self.slot, plan, self.bus, self.cancel).run()
+            plan, skipped = skip_installed(plan, installed_modules(self.slot, usb) if answered else None)
+            notes = [f"{s.name}: {ALREADY_ON_DEVICE}, skipped" for s in skipped]
+            if skipped:
+                self._observe("skipped", {"steps": [s.to_json() for s in skipped], "why": ALREADY_ON_DEVICE})
+            keep = self.backups.callback(usb.device_id, usb.platform) if self.backups is not None else None
+            report = FlashExecutor(self.slot, plan, self.bus, self.cancel, on_user_part_overwrite=keep).run()
             self.usb_errors += report.usb_errors
             if report.protected:
                 raise _Protected(report.device_demanded_s)
             result.append(self._look_after(report.device_demanded_s))
             demanded = report.device_demanded_s + HEALTHY_WINDOW_S
-            return ("done" if report.ok else "failed"), report.detail or f"{len(plan.steps)} step(s) written", demanded
+            notes += [n for s in report.steps if s.outcome == "written" and s.detail for n in [s.detail]]
+            detail = "; ".join([report.detail or f"{len(plan.steps)} step(s) written", *notes])
+            return ("done" if report.ok else "failed"), detail, demanded
 
         self._step(rung, action, act)
         return result[0] if result else None
