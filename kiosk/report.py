@@ -25,6 +25,9 @@ from kiosk.advice import AGAIN_REPORT, cable_words, instruction
 from kiosk.journal import HISTORY_FIELDS, Journal, redacted
 
 REPORT_FORMAT = 1
+#: What the report says of each backup (kiosk.backup's facts; the journal holds the rest).
+BACKUP_FIELDS = ("file", "sha256", "size", "platform", "device_id", "index", "version", "address", "module_sha256",
+                 "problems", "created_at")  # fmt: skip
 NOT_GIVEN = "not given"
 DAMAGED = "damaged-hardware"
 CHECK_COLUMNS = (
@@ -124,8 +127,21 @@ def build_report(journal: Journal, run_id: int) -> dict[str, Any]:
             "ratio": round(elapsed / minimum, 3) if elapsed is not None and minimum else None,
         },
         "checklist": checklist(run["platform"]) if run["verdict"] == DAMAGED else [],
+        "backups": _backups(journal, run_id, run["observations"], rung_of),
     }
     return redacted(report)
+
+
+def _backups(journal: Journal, run_id: int, observations: list[dict[str, Any]],
+             rung_of: dict[int, str]) -> list[dict[str, Any]]:  # fmt: skip
+    """The customer's app kept before the run wrote over it (kiosk.backup), and each time there was none."""
+    kept = [{"kept": True, **{k: b.get(k) for k in BACKUP_FIELDS}} for b in reversed(journal.backups(run_id))]
+    missing = [
+        {"kept": False, "detail": o["data"].get("detail"), "rung": rung_of.get(o["step_id"]), "at": o["at"]}
+        for o in observations
+        if o["kind"] == "backup" and isinstance(o["data"], dict) and o["data"].get("kept") is False
+    ]
+    return kept + missing
 
 
 def _led_seen(observations: list[dict[str, Any]], rung_of: dict[int, str]) -> list[dict[str, Any]]:
@@ -293,6 +309,17 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += _module_table(inspection.get("modules") or [])
         failed = inspection.get("failed") or 0
         lines += ["", "All modules PASS" if not failed else f"{failed} module(s) FAIL", ""]
+
+    backups = r.get("backups") or []
+    if backups:
+        lines += ["", "## Backup of the app", ""]
+    for b in backups:
+        if b.get("kept"):
+            lines.append(f"- Kept before it was written over: user part {_inline(b.get('index'))} "
+                         f"v{_inline(b.get('version'))}, {_inline(b.get('size'))} bytes, in {_inline(b.get('file'))}, "
+                         f"SHA-256 {_inline(b.get('sha256'))} (`kiosk backup restore {run.get('id')}` puts it back)")
+        else:
+            lines.append(f"- {_inline(b.get('detail'))}" + _rung_note(b))
 
     if r.get("checklist"):
         lines += ["", "## Damaged-hardware checklist", ""]

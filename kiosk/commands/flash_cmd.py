@@ -12,6 +12,7 @@ the figures usb_transfers, host_cpu_s, device_busy_s and elapsed_s (device secon
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -25,14 +26,15 @@ from firmware.versions import VersionError, parse_device_os, release_name
 from hw.dfu import DfuDevice, DfuError
 from hw.flash_timing import device_busy_s
 from hw.swd import NoProbe, NoTargetPower, ProbeNotFound, SwdError, image_segments, restore
-from hw.usb_identity import UsbAccessError
+from hw.usb_identity import ParticleUsbDevice, UsbAccessError
 from kiosk import modes
+from kiosk.backup import BackupKeeper
 from kiosk.bench import Bench, Slot
 from kiosk.commands.common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, CommandError, emit
 from kiosk.commands.device_cmd import _slot, add_bench_options, open_bench
 from kiosk.commands.firmware_cmd import default_library
 from kiosk.events import Event, Progress, StepFinished, StepStarted
-from kiosk.executor import ExecutionReport, FlashExecutor
+from kiosk.executor import ALREADY_ON_DEVICE, ExecutionReport, FlashExecutor, installed_modules, skip_installed
 from kiosk.facts import gather_facts
 
 LIBRARY_NAMES = ("tinker",)
@@ -52,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     flash.add_argument(
         "--library", type=Path, help="the firmware library (default: the kiosk's; the demo one with --simulate)"
     )
+    add_journal_option(flash)
     add_bench_options(flash)
     flash.set_defaults(handler=cmd_flash)
 
@@ -78,8 +81,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     update.add_argument(
         "--library", type=Path, help="the firmware library (default: the kiosk's; the demo one with --simulate)"
     )
+    add_journal_option(update)
     add_bench_options(update)
     update.set_defaults(handler=cmd_update)
+
+
+def add_journal_option(parser: argparse.ArgumentParser) -> None:
+    from kiosk.commands.recover_cmd import default_journal  # recover_cmd imports this module
+
+    parser.add_argument("--journal", type=Path, help=f"the journal, where the run and the app's backup are kept "
+                        f"(default {default_journal()})")  # fmt: skip
 
 
 def _library(args: argparse.Namespace, bench: Bench) -> FirmwareLibrary:
@@ -92,7 +103,8 @@ def _library(args: argparse.Namespace, bench: Bench) -> FirmwareLibrary:
     return FirmwareLibrary(default_library())
 
 
-def _facts(slot: Slot) -> DeviceFacts:
+def identify(slot: Slot) -> tuple[ParticleUsbDevice, DeviceFacts]:
+    """The device in the slot and what it says of itself (exit 3 when there is none)."""
     try:
         device = modes.identify(slot)
     except (modes.DeviceNotFound, UsbAccessError) as exc:
@@ -102,7 +114,7 @@ def _facts(slot: Slot) -> DeviceFacts:
         version = _system_version_in_flash(slot, device)
         if version is not None:
             facts = DeviceFacts(facts.platform, version, facts.modules, facts.mode, facts.protected)
-    return facts
+    return device, facts
 
 
 def _system_version_in_flash(slot: Slot, device) -> int | None:
@@ -163,8 +175,8 @@ def _printer(json_out: bool):
     return show
 
 
-def _run(args: argparse.Namespace, slot: Slot, facts: DeviceFacts, wanted: list[tuple[str, Module]],
-         transport: Transport, bench: Bench, extra: dict) -> int:  # fmt: skip
+def _run(args: argparse.Namespace, slot: Slot, device: ParticleUsbDevice, facts: DeviceFacts,
+         wanted: list[tuple[str, Module]], transport: Transport, bench: Bench, extra: dict) -> int:  # fmt: skip
     try:
         plan = plan_flash(facts, wanted, transport)
     except PlanRefused as refused:
@@ -180,19 +192,79 @@ def _run(args: argparse.Namespace, slot: Slot, facts: DeviceFacts, wanted: list[
             if suggested:
                 print(f"  It plans this way (checked): {' '.join(suggested)}", file=sys.stderr)
         return EXIT_REFUSED
-    executor = FlashExecutor(slot, plan)
-    executor.bus.subscribe(_printer(args.json))
-    report: ExecutionReport = executor.run()
+    # What the device already has (same version and hash) is left out, as Device Restore does.
+    plan, skipped = skip_installed(plan, installed_modules(slot, device) if facts.modules is not None else None)
+    already = [{**s.to_json(), "why": ALREADY_ON_DEVICE} for s in skipped]
+    if not args.json:
+        for step in skipped:
+            print(f"  {step.name}: {ALREADY_ON_DEVICE}; skipped", file=sys.stderr)
+    journal, run_id = _start_run(args, slot, device, facts, extra.get("command", "flash"))
+    try:
+        executor = FlashExecutor(slot, plan, on_user_part_overwrite=BackupKeeper(journal, run_id).callback(
+            device.device_id, facts.platform))  # fmt: skip
+        executor.bus.subscribe(_printer(args.json))
+        executor.bus.subscribe(_journal_steps(journal, run_id))
+        try:
+            report: ExecutionReport = executor.run()
+        except BaseException as exc:  # the journal must not show this run running for ever
+            journal.finish_run(run_id, "flash-failed", None, f"the flash failed: {type(exc).__name__}: {exc}")
+            raise
+        verdict = "flashed" if report.ok else ("stopped" if report.detail.startswith("stopped") else "flash-failed")
+        notes = [s.detail for s in report.steps if s.outcome == "written" and s.detail]
+        journal.finish_run(run_id, verdict, None, "; ".join([report.detail or f"{len(plan.steps)} step(s) written",
+                           *notes]), report.elapsed_s, None, usb_errors=report.usb_errors)  # fmt: skip
+        backups = journal.backups(run_id)
+    finally:
+        journal.close()
     if args.json:
-        emit({"slot": slot.index, "refused": False, "platform": facts.platform.name, **extra,
-              "plan": plan.to_json(), **report.to_json()})  # fmt: skip
+        emit({"slot": slot.index, "refused": False, "platform": facts.platform.name, **extra, "run_id": run_id,
+              "plan": plan.to_json(), "already_on_device": already, "backups": backups,
+              **report.to_json()})  # fmt: skip
     else:
         for warning in plan.warnings:
             print(f"note: {warning}")
+        for b in backups:
+            print(f"backup: the app that was on the device is kept in {b['file']} (SHA-256 {b['sha256']}); "
+                  f"`kiosk backup restore {run_id}` puts it back")  # fmt: skip
         verdict = "done" if report.ok else f"FAILED: {report.detail}"
+        if report.ok and not plan.steps:
+            verdict = "nothing to write: the device already has every module (same version and hash)"
         where = {"normal": "running Device OS", "dfu": "in DFU mode"}.get(report.final_mode or "", "not on USB")
         print(f"slot {slot.index}: {verdict} ({report.elapsed_s:.1f} s; the device is {where})")
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _start_run(args: argparse.Namespace, slot: Slot, device: ParticleUsbDevice, facts: DeviceFacts,
+               command: str):  # fmt: skip
+    """Open the journal and record this flash as a run of its own (kind "manual flash"): (journal, run id)."""
+    from kiosk.commands.recover_cmd import default_journal
+    from kiosk.journal import Journal, JournalError
+
+    path = getattr(args, "journal", None) or default_journal()
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        journal = Journal(path)
+    except (JournalError, OSError, sqlite3.DatabaseError) as exc:
+        raise CommandError(f"cannot open the journal {path} ({exc}); nothing was written. Name another one with "
+                           "--journal", EXIT_REFUSED) from None  # fmt: skip
+    run_id = journal.start_run(slot.index, device.device_id, facts.platform.name, slot.scenario,
+                               kind="manual flash")  # fmt: skip
+    journal.observe(run_id, "command", {"command": command})
+    return journal, run_id
+
+
+def _journal_steps(journal, run_id: int):
+    """Each step of the plan into the journal, begun before its write and ended after it."""
+    steps: dict[int, int] = {}
+
+    def record(event: Event) -> None:
+        if isinstance(event, StepStarted):
+            steps[event.index] = journal.begin_step(run_id, "manual-flash", f"write {Path(event.name).name} by "
+                                                    f"{event.mechanism}, {event.size} bytes")  # fmt: skip
+        elif isinstance(event, StepFinished) and event.index in steps:
+            journal.end_step(steps.pop(event.index), event.outcome, event.detail, event.figures)
+
+    return record
 
 
 def suggested_command(args: argparse.Namespace, transport: Transport | None) -> list[str] | None:
@@ -217,17 +289,17 @@ def suggested_command(args: argparse.Namespace, transport: Transport | None) -> 
 def cmd_flash(args: argparse.Namespace) -> int:
     with open_bench(args) as bench:
         slot = _slot(bench, args.slot)
-        facts = _facts(slot)
+        device, facts = identify(slot)
         needs_library = any(f.lower() in LIBRARY_NAMES and not Path(f).exists() for f in args.files)
         library = _library(args, bench) if needs_library else None
         wanted = _load(args.files, facts, library)
-        return _run(args, slot, facts, wanted, args.transport, bench, {"command": "flash"})
+        return _run(args, slot, device, facts, wanted, args.transport, bench, {"command": "flash"})
 
 
 def cmd_update(args: argparse.Namespace) -> int:
     with open_bench(args) as bench:
         slot = _slot(bench, args.slot)
-        facts = _facts(slot)
+        device, facts = identify(slot)
         library = _library(args, bench)
         try:
             release = None
@@ -251,7 +323,7 @@ def cmd_update(args: argparse.Namespace) -> int:
             for lack in bundle.lacks:  # the planner refuses what this leaves unmet; this says what to import
                 print(f"  the library lacks {lack}", file=sys.stderr)
         extra = {"command": "update", "device_os": bundle.release, "skipped": skipped, "lacks": list(bundle.lacks)}
-        return _run(args, slot, facts, wanted, Transport.AUTO, bench, extra)
+        return _run(args, slot, device, facts, wanted, Transport.AUTO, bench, extra)
 
 
 def cmd_restore(args: argparse.Namespace) -> int:

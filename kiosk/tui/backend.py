@@ -369,6 +369,7 @@ class KioskBackend:
     def flash(self, slot_number: int, plan: FlashPlan, device_id: str | None = None) -> None:
         """Write a checked plan (in this worker, as a clock actor); events show on the slot's card, and the
         journal keeps it as a run of its own (kind "manual flash"), each step written before and after."""
+        from kiosk.backup import BackupKeeper
         from kiosk.events import StepFinished, StepStarted
         from kiosk.executor import FlashExecutor
 
@@ -399,8 +400,11 @@ class KioskBackend:
         self.post(SlotBusy(slot_number, "manual flash", run_id))
         verdict, detail, report = "flash-failed", "", None
         try:
+            # the customer's app is read back and kept (beside the journal) before anything is written over it
+            keep = BackupKeeper(journal, run_id, cancel=cancel).callback(device_id, plan.device.platform) \
+                if journal is not None and run_id is not None else None
             with bench.clock.actor():
-                report = FlashExecutor(slot, plan, self.bus, cancel).run()
+                report = FlashExecutor(slot, plan, self.bus, cancel, on_user_part_overwrite=keep).run()
             detail = flash_words(report)
             verdict = "stopped" if cancel.is_set() else ("flashed" if report.ok else "flash-failed")
         except Exception as exc:  # the UI must hear of it, whatever it was
@@ -435,6 +439,9 @@ def flash_words(report: ExecutionReport) -> str:
     done = [f"{Path(s.name).name} ({kib(s.bytes)} KiB) {VERIFIED_BY.get(s.mechanism, s.mechanism)}"
             for s in report.steps if s.outcome == "written"]  # fmt: skip
     written = "; ".join(done)
+    kept = [s.detail for s in report.steps if s.outcome == "written" and s.detail]  # the app's backup, or none
+    if kept:
+        written += f" ({'; '.join(kept)})"
     cable = f"; {cable_words(report.usb_errors)}" if report.usb_errors else ""
     if report.ok:
         return f"{written}. The device runs{cable}."
