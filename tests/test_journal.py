@@ -333,3 +333,39 @@ def test_kill_9_in_the_middle_of_writing_loses_nothing_reported_done(tmp_path):
         steps = {s["id"]: s for s in j.run(1)["steps"]}
         assert all(steps[i]["outcome"] == "ok" and steps[i]["figures"] == {"n": i} for i in reported)
         assert sum(1 for s in steps.values() if s["outcome"] is None) <= 1
+
+
+def test_backups_are_artifacts_listed_by_run_and_device_and_a_damaged_record_still_lists(journal):
+    from kiosk.journal import BACKUP_MEDIA_TYPE
+
+    first = journal.start_run(1, "E00FCE68AABBCCDDEEFF0011", "boron")
+    second = journal.start_run(2, "e00fce68aabbccddeeff0022", "p2")
+    facts = {"file": "backups/1-boron-user-part2.bin", "sha256": "ab" * 32, "size": 6068, "version": 6}
+    journal.add_artifact(first, "1-boron-user-part2.bin", json_text(facts), BACKUP_MEDIA_TYPE)
+    journal.add_artifact(first, "transcript.txt", "serial output")  # not a backup
+    journal.add_artifact(second, "2-p2-user-part1.bin", "{not json", BACKUP_MEDIA_TYPE)
+    listed = journal.backups()
+    assert [b["run_id"] for b in listed] == [second, first]  # newest first
+    assert listed[1]["sha256"] == "ab" * 32 and listed[1]["device_id"] == "e00fce68aabbccddeeff0011"
+    assert listed[0]["problems"] == ["the journal's record of this backup does not read"]
+    assert [b["run_id"] for b in journal.backups(run_id=first)] == [first]
+    assert [b["run_id"] for b in journal.backups(device_id="E00FCE68AABBCCDDEEFF0022")] == [second]
+    assert journal.backups(run_id=999) == []
+
+
+def test_a_journal_from_before_backups_lists_none_and_keeps_one(tmp_path):
+    path = tmp_path / "old.sqlite"
+    Journal(path, migrations=MIGRATIONS[:2]).close()  # made by a kiosk two migrations old
+    with Journal(path) as j:
+        assert j.schema_version() == SCHEMA_VERSION and j.backups() == []
+        run = j.start_run(1, None, "boron")
+        from kiosk.journal import BACKUP_MEDIA_TYPE
+
+        j.add_artifact(run, "b.bin", json_text({"sha256": "cd" * 32}), BACKUP_MEDIA_TYPE)
+        assert [b["sha256"] for b in j.backups()] == ["cd" * 32]
+
+
+def json_text(value) -> str:
+    import json
+
+    return json.dumps(value)

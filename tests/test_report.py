@@ -153,3 +153,33 @@ def test_our_own_wording_survives_redaction(tmp_path):
         j.finish_run(run_id, "damaged-hardware", None, elapsed_s=1.0, minimum_s=1.0)
         text = render_markdown(build_report(j, run_id))
     assert "<redacted>" not in text
+
+
+def test_the_report_lists_the_apps_kept_and_says_when_there_was_none(tmp_path):
+    from kiosk.journal import BACKUP_MEDIA_TYPE
+
+    with _journal(tmp_path) as j:
+        run_id = j.start_run(1, DEVICE, "boron")
+        step = j.begin_step(run_id, "safe-mode", "write Tinker over DFU")
+        facts = {"kept": True, "file": "backups/1-boron-user-part2.bin", "sha256": "ab" * 32, "size": 6068,
+                 "version": 6, "index": 2, "platform": "boron", "device_id": DEVICE}
+        j.add_artifact(run_id, "1-boron-user-part2.bin", json.dumps(facts), BACKUP_MEDIA_TYPE)
+        j.observe(run_id, "backup", {"kept": False, "detail": "no readable app to back up (the region is blank)"})
+        j.end_step(step, "done", "1 step(s) written")
+        j.finish_run(run_id, "recovered", "safe-mode")
+        report = build_report(j, run_id)
+    kept, missing = report["backups"]
+    assert kept["kept"] is True and kept["sha256"] == "ab" * 32 and kept["file"] == facts["file"]
+    assert missing == {"kept": False, "detail": "no readable app to back up (the region is blank)",
+                       "rung": "safe-mode", "at": missing["at"]}
+    text = render_markdown(report)
+    assert "## Backup of the app" in text and "ab" * 32 in text and "kiosk backup restore" in text
+    assert "no readable app to back up (the region is blank) (during safe-mode)" in text
+    assert json.loads(render_json(report))["backups"] == report["backups"]
+
+
+def test_a_run_that_wrote_over_nothing_has_no_backup_section(tmp_path):
+    with _journal(tmp_path) as j:
+        run_id = _recovered_run(j)
+        report = build_report(j, run_id)
+    assert report["backups"] == [] and "Backup of the app" not in render_markdown(report)
