@@ -139,6 +139,8 @@ def test_restore_refuses_another_device_a_changed_file_and_a_run_without_one(tmp
     assert main(["backup", "restore", run, "--simulate", "healthy@boron", "--journal", str(journal)]) == 2
     err = capsys.readouterr().err
     assert "is of device" in err and "Put device" in err
+    status, doc = _json(capsys, "backup", "restore", run, "--simulate", "healthy@boron", "--journal", str(journal))
+    assert status == 2 and doc["refused"] is True and "is of device" in doc["detail"]
     assert main(["backup", "restore", "99", "--simulate", "app-crash@boron", "--journal", str(journal)]) == 3
     assert "there is no run 99" in capsys.readouterr().err
     with Journal(journal) as j:

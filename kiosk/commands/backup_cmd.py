@@ -108,6 +108,16 @@ def _when(stamp: Any) -> str:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
+    try:
+        return _restore(args)
+    except CommandError as exc:  # --json: one document on stdout whatever happened (the words go to stderr too)
+        if args.json:
+            emit({"run_id": None, "restoring_run": args.run_id, "refused": exc.status == EXIT_REFUSED,
+                  "ok": False, "status": exc.status, "detail": str(exc)})  # fmt: skip
+        raise
+
+
+def _restore(args: argparse.Namespace) -> int:
     journal = _journal(args)
     try:
         backups = journal.backups(run_id=args.run_id)
