@@ -207,3 +207,26 @@ def test_kiosk_flash_says_what_is_already_on_the_device(tmp_path, capsys):
     assert main(["flash", "tinker", "--simulate", "healthy@boron", "--journal", str(tmp_path / "j.sqlite")]) == 0
     captured = capsys.readouterr()
     assert ALREADY_ON_DEVICE in captured.err and "nothing to write" in captured.out
+
+
+def test_the_touchscreens_manual_flash_keeps_the_app_first(tmp_path):
+    from kiosk.demo_library import demo_library
+    from kiosk.tui.backend import KioskBackend, Source
+
+    posted: list = []
+    backend = KioskBackend(lambda: bench_module.simulated_bench("app-crash@p2"),
+                           lambda bench: demo_library(("p2",), root=tmp_path / "lib", body_size=600),
+                           tmp_path / "journal.sqlite", posted.append)  # fmt: skip
+    backend.open()
+    try:
+        device = backend.bench.slot(1).device
+        app = next(iter(_apps(device).values()))
+        tinker = next(e for e in backend.library.entries() if "tinker" in e.name and e.platform == "p2")
+        manual = backend.plan_manual(1, [Source("tinker", entry=tinker)], Transport.AUTO)
+        assert manual.plan is not None, manual.refusals
+        backend.flash(1, manual.plan, device.device_id)
+        kept = backend.journal.backups()
+        assert len(kept) == 1 and (tmp_path / kept[0]["file"]).read_bytes() == app
+        assert "backed up to" in posted[-1].detail
+    finally:
+        backend.close()
