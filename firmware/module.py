@@ -756,3 +756,27 @@ def seal_module(front: bytes, module: Module, *, recompute: bool = True) -> byte
         digest = hashlib.sha256(provisional[: len(provisional) - 34]).digest()
     image = front + encode_suffix(module, sha256=digest)
     return image + zlib.crc32(image).to_bytes(4, "big")
+
+
+#: How many bytes at the end of an rtl872x user part's slot hold its suffix (the part grows down from the end).
+SUFFIX_TAIL_SIZE = 512
+
+
+def dynamic_location(tail: bytes) -> int | None:
+    """The start address a module's DYNAMIC_LOCATION suffix extension gives, from ``tail``: the last bytes of
+    the module, its CRC included (an rtl872x user part ends at its slot's end, so its start is found this way).
+    None when the tail holds no such suffix."""
+    if len(tail) < CRC_SIZE + 6:
+        return None
+    size = int.from_bytes(tail[-6:-4], "little")  # the suffix's own size, just before the CRC
+    if not SUFFIX_PRODUCT_SIZE < size < len(tail) - CRC_SIZE:
+        return None
+    pos, limit = len(tail) - CRC_SIZE - size, len(tail) - CRC_SIZE - 36
+    while pos + 4 <= limit:
+        ext_type, length = struct.unpack_from("<HH", tail, pos)
+        if length < 4:
+            return None
+        if ext_type == ExtensionType.DYNAMIC_LOCATION and length >= 8:
+            return int.from_bytes(tail[pos + 4 : pos + 8], "little")
+        pos += length
+    return None

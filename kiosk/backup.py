@@ -18,7 +18,6 @@ import contextlib
 import hashlib
 import json
 import os
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,9 +27,9 @@ from firmware.module import (
     CRC_SIZE,
     PREFIX_SIZE,
     PREFIX_STRUCT,
-    SUFFIX_PRODUCT_SIZE,
-    ExtensionType,
+    SUFFIX_TAIL_SIZE,
     NotAModuleError,
+    dynamic_location,
     parse_module,
 )
 from firmware.plan import FlashStep
@@ -41,7 +40,6 @@ from kiosk.journal import BACKUP_MEDIA_TYPE, Journal
 
 BACKUP_DIR_NAME = "backups"
 NO_APP = "no readable app"
-_TAIL = 512  # where an rtl872x user part's suffix sits: the last bytes of its slot (hw/sim/device.py reads the same)
 
 
 class BackupError(Exception):
@@ -88,20 +86,8 @@ def read_user_part(dfu: DfuDevice, platform: Platform, slot: ModuleSlot, cancel:
 
 def _grows_left_start(dfu: DfuDevice, slot: ModuleSlot, cancel: ClockEvent | None) -> int | None:
     """An rtl872x user part ends at its slot's end; its suffix's DYNAMIC_LOCATION extension says where it starts."""
-    tail = dfu.read(slot.end - _TAIL, _TAIL, 0, cancel=cancel)
-    size = int.from_bytes(tail[-6:-4], "little")  # the suffix's own size, just before the CRC
-    if not SUFFIX_PRODUCT_SIZE < size < _TAIL - CRC_SIZE:
-        return None
-    pos, limit = len(tail) - CRC_SIZE - size, len(tail) - CRC_SIZE - 36
-    while pos + 4 <= limit:
-        ext_type, length = struct.unpack_from("<HH", tail, pos)
-        if length < 4:
-            return None
-        if ext_type == ExtensionType.DYNAMIC_LOCATION and length >= 8:
-            start = int.from_bytes(tail[pos + 4 : pos + 8], "little")
-            return start if slot.start <= start < slot.end else None
-        pos += length
-    return None
+    start = dynamic_location(dfu.read(slot.end - SUFFIX_TAIL_SIZE, SUFFIX_TAIL_SIZE, 0, cancel=cancel))
+    return start if start is not None and slot.start <= start < slot.end else None
 
 
 def store(directory: Path, name: str, data: bytes) -> Path:

@@ -38,11 +38,11 @@ from firmware.module import (
     CRC_SIZE,
     PREFIX_SIZE,
     PREFIX_STRUCT,
-    SUFFIX_PRODUCT_SIZE,
-    ExtensionType,
+    SUFFIX_TAIL_SIZE,
     Module,
     ModuleFlag,
     NotAModuleError,
+    dynamic_location,
     parse_module,
 )
 from firmware.platforms import (
@@ -581,19 +581,7 @@ class SimDevice:
 
     def _grows_left_start(self, slot: ModuleSlot) -> int | None:
         """An rtl872x user part ends at its slot's end; its suffix's DYNAMIC_LOCATION says where it starts."""
-        tail = self.flash.read(0, slot.end - 512, 512)
-        size = int.from_bytes(tail[-6:-4], "little")
-        if not SUFFIX_PRODUCT_SIZE < size < 512 - CRC_SIZE:
-            return None
-        pos, limit = len(tail) - CRC_SIZE - size, len(tail) - CRC_SIZE - 36
-        while pos + 4 <= limit:
-            ext_type, length = struct.unpack_from("<HH", tail, pos)
-            if length < 4:
-                return None
-            if ext_type == ExtensionType.DYNAMIC_LOCATION and length >= 8:
-                return int.from_bytes(tail[pos + 4 : pos + 8], "little")
-            pos += length
-        return None
+        return dynamic_location(self.flash.read(0, slot.end - SUFFIX_TAIL_SIZE, SUFFIX_TAIL_SIZE))
 
     # --- control requests (device side) -------------------------------------------------------
     def request_reset(self, into: str | None = None, delay_s: float = CONTROL_RESET_DELAY_S) -> bool:
