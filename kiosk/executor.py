@@ -506,7 +506,9 @@ class FlashExecutor:
         if m is not None:
             now = self.clock.now()
             expected = self._apply_s(step) + self._boot_s
-            self._device_applying(Applying(m, step.mechanism.value, now, expected, now + APPLY_TIMEOUT_S))
+            # the guard holds for what the apply may take (UNVERIFIED: flash time and a boot, with margin); the
+            # wait below allows longer, for a device that is slow to come back
+            self._device_applying(Applying(m, step.mechanism.value, now, expected, now + expected + OTA_APPLY_MARGIN_S))
         try:
             back = modes.wait_for_device(self.slot, APPLY_TIMEOUT_S, "normal", self.cancel,
                                          not_address=before.address)  # fmt: skip

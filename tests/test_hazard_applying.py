@@ -85,3 +85,29 @@ def test_the_ladder_waits_for_an_apply_before_its_next_step(tmp_path):
         assert result.verdict == "healthy"
         first = result.steps[0]
         assert bench.clock.now() - started >= 12.0 + first["elapsed_s"] - 1e-6
+
+
+def test_a_bootloader_sent_by_control_request_is_guarded_until_the_device_reports_it(tmp_path, monkeypatch, capsys):
+    from firmware.releases import synthetic_release
+    from kiosk.cli import main
+
+    boot = tmp_path / "boron-bootloader@6.1.1.bin"
+    boot.write_bytes(synthetic_release("boron", "6.1.1")[boot.name])
+    windows: list[float] = []
+    original = executor_module.FlashExecutor._device_applying
+
+    def applying_then_try(self, applying, **kwargs):
+        original(self, applying, **kwargs)
+        if applying is None:
+            return
+        windows.append(self.slot.buttons.guard.applying_wait_needed())
+        with pytest.raises(HazardRefused, match="applying bootloader"):
+            self.slot.power.cold_boot()
+
+    monkeypatch.setattr(executor_module.FlashExecutor, "_device_applying", applying_then_try)
+    status = main(["flash", "--simulate", "old-bootloader@boron", "--journal", str(tmp_path / "j.sqlite"),
+                   "--json", str(boot)])  # fmt: skip
+    capsys.readouterr()
+    assert status == 0
+    # one window, as long as the apply may take (its flash time and a boot, with margin), not the wait's 240 s
+    assert len(windows) == 1 and 0 < windows[0] < 60
