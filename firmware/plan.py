@@ -111,6 +111,9 @@ class InstalledModule:
     index: int
     version: int
     dependencies: tuple[Dependency, ...] = ()
+    #: the module's hash as the device reports it (control request 90, Device OS 5.6.0 and later), kept only when
+    #: every check of the device's passed: what tells "already on the device" from "same version, other build"
+    hash: bytes | None = None
 
 
 @dataclass(frozen=True)

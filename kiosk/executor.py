@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from firmware.module import Module
-from firmware.plan import FlashPlan, FlashStep, Mechanism
+from firmware.plan import FlashPlan, FlashStep, InstalledModule, Mechanism
 from firmware.platforms import PENDING_UPDATE, Function, Storage
 from hw.clock import Cancelled, ClockEvent
 from hw.control import ControlChannel, ControlError, ControlFailure, ModuleInfo, Result, module_info_hash
@@ -132,29 +132,17 @@ class ExecutionReport:
 
 
 ALREADY_ON_DEVICE = "already on the device (same version and hash)"
-MODULE_INFO_TIMEOUT_S = 3.0  # a running Device OS answers at once; one that does not is simply not asked again
 
 
-def installed_modules(slot: Slot, device: ParticleUsbDevice) -> list[ModuleInfo] | None:
-    """The device's module table (control request 90), or None where it cannot say (DFU mode, no answer)."""
-    if device.mode != "normal":
-        return None
-    try:
-        return ControlChannel(device.usb_device, slot.clock, device.platform.quirks).module_info(
-            timeout_s=MODULE_INFO_TIMEOUT_S
-        )
-    except ControlFailure:
-        return None
-
-
-def skip_installed(plan: FlashPlan, installed: Sequence[ModuleInfo] | None) -> tuple[FlashPlan, list[FlashStep]]:
-    """The plan without the modules the device already has, as Device Restore skips them: same function, index
-    and version, the same hash (Device OS 5.6.0 and later report it; without one nothing is skipped) and every
-    check passed. A generated step (the former user part's invalidation) goes when no user part is left to write.
-    Returns the plan to run and the steps left out."""
+def skip_installed(plan: FlashPlan, installed: Sequence[InstalledModule] | None) -> tuple[FlashPlan, list[FlashStep]]:
+    """The plan without the modules the device already has (``DeviceFacts.modules``), as Device Restore skips
+    them: same function, index and version, and the same hash (Device OS 5.6.0 and later report it, and
+    kiosk.facts keeps it only when every check passed; without one nothing is skipped). A generated step (the
+    former user part's invalidation) goes when no user part is left to write. Returns the plan to run and the
+    steps left out."""
     if not installed:
         return plan, []
-    have = {(i.function, i.index, i.version): i.hash for i in installed if i.hash and not i.failed}
+    have = {(i.function, i.index, i.version): i.hash for i in installed if i.hash}
     skipped = [s for s in plan.steps if s.module is not None and have.get(_key(s.module)) == module_info_hash(s.module)]
     if not skipped:
         return plan, []
@@ -167,6 +155,11 @@ def skip_installed(plan: FlashPlan, installed: Sequence[ModuleInfo] | None) -> t
 
 def _key(m: Module) -> tuple[int, int, int]:
     return (m.function, m.index, m.version)
+
+
+def _reported(infos: Sequence[ModuleInfo], m: Module) -> bool:
+    """Whether a module table (control request 90) has ``m`` at its version and intact."""
+    return any((i.function, i.index, i.version) == _key(m) and "integrity" not in i.failed for i in infos)
 
 
 class FlashExecutor:
@@ -450,8 +443,7 @@ class FlashExecutor:
             infos = ControlChannel(device.usb_device, self.clock, device.platform.quirks).module_info(timeout_s=5.0)
         except ControlFailure:
             return False
-        return any((i.function, i.index, i.version) == (m.function, m.index, m.version) and "integrity" not in i.failed
-                   for i in infos)  # fmt: skip
+        return _reported(infos, m)
 
     def _leave_dfu(self, device: ParticleUsbDevice | None = None) -> None:
         """Leave DFU (the zero-length DNLOAD) with the open session, or a new one on ``device``."""
@@ -520,10 +512,7 @@ class FlashExecutor:
             except ControlFailure:
                 self._device_applying(None, applied=True)  # it runs again: whatever it applied, it is over
                 return  # old firmware without module info: the device's own validation answered already
-            if m is not None and not any(
-                (i.function, i.index, i.version) == (m.function, m.index, m.version) and "integrity" not in i.failed
-                for i in modules
-            ):
+            if m is not None and not _reported(modules, m):
                 raise StepFailed(f"after the update the device does not report {m.function_name} {m.index} "
                                  f"v{m.version}")  # fmt: skip
             self._device_applying(None, applied=True)
@@ -614,11 +603,8 @@ class FlashExecutor:
             infos = ControlChannel(device.usb_device, self.clock, device.platform.quirks).module_info(timeout_s=5.0)
         except ControlFailure:
             return []
-        have = {(i.function, i.index, i.version) for i in infos if "integrity" not in i.failed}
         wanted = [s.module for s in self.plan.steps if s.module is not None]
-        return [
-            f"{m.function_name} {m.index} v{m.version}" for m in wanted if (m.function, m.index, m.version) not in have
-        ]
+        return [f"{m.function_name} {m.index} v{m.version}" for m in wanted if not _reported(infos, m)]
 
     def _end_running(self) -> str | None:
         """Leave DFU if the last step left the device there, and wait for it to run."""

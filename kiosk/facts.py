@@ -10,7 +10,7 @@ import contextlib
 from firmware.module import Dependency
 from firmware.plan import DeviceFacts, InstalledModule
 from firmware.versions import system_version_for
-from hw.control import ControlChannel, ControlError, ControlFailure
+from hw.control import ControlChannel, ControlError, ControlFailure, ModuleInfo
 from hw.dfu import DfuDevice, DfuError
 from hw.usb_identity import ParticleUsbDevice
 from kiosk.bench import Slot
@@ -28,11 +28,7 @@ def gather_facts(slot: Slot, device: ParticleUsbDevice) -> DeviceFacts:
             system_version = system_version_for(channel.system_version(timeout_s=ASK_TIMEOUT_S))
         try:
             infos = channel.module_info(timeout_s=ASK_TIMEOUT_S)
-            modules = tuple(
-                InstalledModule(i.function, i.index, i.version, tuple(Dependency(*d) for d in _deps(i)))
-                for i in infos
-                if "integrity" not in i.failed
-            )
+            modules = tuple(installed(i) for i in infos if "integrity" not in i.failed)
             if system_version is None:
                 parts = [i.version for i in infos if i.function == 4 and i.index == 1]
                 system_version = parts[0] if parts else None
@@ -44,6 +40,12 @@ def gather_facts(slot: Slot, device: ParticleUsbDevice) -> DeviceFacts:
         with contextlib.suppress(DfuError), DfuDevice(device.usb_device, slot.clock) as dfu:
             protected = dfu.protection_state() == "protected"
     return DeviceFacts(device.platform, system_version, modules, mode=device.mode, protected=protected)
+
+
+def installed(info: ModuleInfo) -> InstalledModule:
+    """A module of the device's table as the planner takes it; its hash only when every check passed."""
+    return InstalledModule(info.function, info.index, info.version, tuple(Dependency(*d) for d in _deps(info)),
+                           info.hash or None if not info.failed else None)  # fmt: skip
 
 
 def _deps(info) -> list[tuple[int, int, int]]:

@@ -48,7 +48,7 @@ from kiosk import modes
 from kiosk.backup import BackupKeeper
 from kiosk.bench import Slot
 from kiosk.events import Event, EventBus
-from kiosk.executor import ALREADY_ON_DEVICE, FlashExecutor, installed_modules, skip_installed
+from kiosk.executor import ALREADY_ON_DEVICE, FlashExecutor, skip_installed
 from kiosk.facts import gather_facts
 
 DRAIN_S = DEFAULT_DRAIN_S  # Particle's guide: let the capacitors drain for 5 s
@@ -529,13 +529,13 @@ class Ladder:
             facts = gather_facts(self.slot, usb)
             if facts.protected:
                 raise _Protected()
-            answered = facts.modules is not None  # the module table came: ask again for the hashes (5.6.0 on)
+            installed = facts.modules  # with their hashes (5.6.0 on): what the device already has is left out
             facts = DeviceFacts(facts.platform, facts.system_version, None, facts.mode, facts.protected)
             try:
                 plan = plan_flash(facts, wanted, Transport.AUTO, order)
             except PlanRefused as refused:
                 return "refused", str(refused), 0.0
-            plan, skipped = skip_installed(plan, installed_modules(self.slot, usb) if answered else None)
+            plan, skipped = skip_installed(plan, installed)
             notes = [f"{s.name}: {ALREADY_ON_DEVICE}, skipped" for s in skipped]
             if skipped:
                 self._observe("skipped", {"steps": [s.to_json() for s in skipped], "why": ALREADY_ON_DEVICE})

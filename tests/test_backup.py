@@ -12,13 +12,14 @@ import pytest
 
 from firmware.builder import build_module
 from firmware.module import parse_module
-from firmware.plan import DeviceFacts, Transport, plan_flash
+from firmware.plan import DeviceFacts, InstalledModule, Transport, plan_flash
 from firmware.platforms import Function, platform_by_name
 from hw.control import ModuleInfo, module_info_hash
 from kiosk import bench as bench_module
 from kiosk.backup import NO_APP, store, user_slots
 from kiosk.cli import main
 from kiosk.executor import ALREADY_ON_DEVICE, skip_installed
+from kiosk.facts import installed
 from kiosk.journal import Journal
 
 PLATFORMS = ("boron", "photon", "p2")  # Gen3, Gen2, Gen4 (rtl872x: the app grows down from its slot's end)
@@ -171,9 +172,10 @@ def test_store_never_replaces_a_backup(tmp_path):
 # --- what the device already has ---------------------------------------------------------------------------
 
 
-def _info(m, *, hash: bytes | None = None, failed: frozenset = frozenset()) -> ModuleInfo:
-    return ModuleInfo(m.function, m.index, m.version, m.size, (), failed, False,
-                      hash=module_info_hash(m) if hash is None else hash)  # fmt: skip
+def _info(m, *, hash: bytes | None = None, failed: frozenset = frozenset()) -> InstalledModule:
+    """``m`` as the device's module table reports it, as kiosk.facts passes it on to the planner."""
+    return installed(ModuleInfo(m.function, m.index, m.version, m.size, (), failed, False,
+                                hash=module_info_hash(m) if hash is None else hash))  # fmt: skip
 
 
 def test_skip_installed_leaves_out_only_the_same_module_with_the_same_hash():

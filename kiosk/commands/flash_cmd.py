@@ -34,7 +34,7 @@ from kiosk.commands.common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_OK, EXIT_REF
 from kiosk.commands.device_cmd import _slot, add_bench_options, open_bench
 from kiosk.commands.firmware_cmd import default_library
 from kiosk.events import Event, Progress, StepFinished, StepStarted
-from kiosk.executor import ALREADY_ON_DEVICE, ExecutionReport, FlashExecutor, installed_modules, skip_installed
+from kiosk.executor import ALREADY_ON_DEVICE, ExecutionReport, FlashExecutor, skip_installed
 from kiosk.facts import gather_facts
 
 LIBRARY_NAMES = ("tinker",)
@@ -193,7 +193,7 @@ def _run(args: argparse.Namespace, slot: Slot, device: ParticleUsbDevice, facts:
                 print(f"  It plans this way (checked): {' '.join(suggested)}", file=sys.stderr)
         return EXIT_REFUSED
     # What the device already has (same version and hash) is left out, as Device Restore does.
-    plan, skipped = skip_installed(plan, installed_modules(slot, device) if facts.modules is not None else None)
+    plan, skipped = skip_installed(plan, facts.modules)
     already = [{**s.to_json(), "why": ALREADY_ON_DEVICE} for s in skipped]
     if not args.json:
         for step in skipped:
