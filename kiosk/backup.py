@@ -59,7 +59,12 @@ def backup_dir(journal: Journal) -> Path | None:
     """Where the journal keeps backups (``backups/`` beside its SQLite file); None for an in-memory journal."""
     if journal.path in ("", ":memory:") or journal.path.startswith("file::memory:"):
         return None
-    return Path(journal.path).resolve().parent / BACKUP_DIR_NAME
+    return _home(journal) / BACKUP_DIR_NAME
+
+
+def _home(journal: Journal) -> Path:
+    """The journal's folder: backups live there, and are recorded relative to it (the two move together)."""
+    return Path(journal.path).resolve().parent
 
 
 def user_slots(platform: Platform) -> list[ModuleSlot]:
@@ -122,7 +127,7 @@ def store(directory: Path, name: str, data: bytes) -> Path:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    if hashlib.sha256(target.read_bytes()).digest() != hashlib.sha256(data).digest():
+    if target.read_bytes() != data:
         raise BackupError(f"{target} does not read back as written: check the disk")
     return target
 
@@ -217,16 +222,15 @@ class BackupKeeper:
 
 def _relative(path: Path, journal: Journal) -> str:
     """The file as the journal records it: relative to the journal's folder (the two move together) when inside."""
-    home = Path(journal.path).resolve().parent
     try:
-        return str(path.resolve().relative_to(home))
+        return str(path.resolve().relative_to(_home(journal)))
     except ValueError:
         return str(path.resolve())
 
 
 def backup_path(journal: Journal, file: str) -> Path:
     """Where a backup's ``file`` (as recorded) is on disk."""
-    return Path(journal.path).resolve().parent / file
+    return _home(journal) / file
 
 
 def _start_of(data: bytes, platform: Platform) -> int:
