@@ -65,6 +65,7 @@ class ManualPlan:
     plan: FlashPlan | None
     refusals: list[Refusal]
     device: str  # "Boron e00fce…0011, Device OS 6.1.1, running"
+    suggestion: Transport | None = None  # refused: a transport the planner tried with the same modules, and it planned
 
     @property
     def refused(self) -> bool:
@@ -363,7 +364,7 @@ class KioskBackend:
         try:
             plan = plan_flash(facts, wanted, transport)
         except PlanRefused as refused:
-            return ManualPlan(slot_number, None, list(refused.refusals), words)
+            return ManualPlan(slot_number, None, list(refused.refusals), words, refused.suggestion)
         return ManualPlan(slot_number, plan, [], words)
 
     def flash(self, slot_number: int, plan: FlashPlan, device_id: str | None = None) -> None:

@@ -184,24 +184,18 @@ class FlashScreen(KioskScreen):
     def _check(self, slot: int, chosen: list[Source], transport: Transport) -> None:
         try:
             result = self.app.backend.plan_manual(slot, chosen, transport)
-            plans_with = self._plans_with(slot, chosen, transport) if result.refused else None
         except (ValueError, SlotBusyError) as exc:
             self.app.call_from_thread(self.say, "plan-result", f"✘ {exc}", "problem")
             return
-        self.app.call_from_thread(self._show_check, result, plans_with)
+        self.app.call_from_thread(self._show_check, result)
 
-    def _plans_with(self, slot: int, chosen: list[Source], refused: Transport) -> str | None:
-        """The first other transport with which the same check plans (asked, so the advice is never a guess)."""
-        for key, (transport, _) in TRANSPORTS.items():
-            if transport is not refused and not self.app.backend.plan_manual(slot, chosen, transport).refused:
-                return key
-        return None
-
-    def _show_check(self, result: ManualPlan, plans_with: str | None = None) -> None:
+    def _show_check(self, result: ManualPlan) -> None:
         if result.slot != self.slot:
             return
         if result.refused:
             self.checked = None
+            # the planner's own suggestion: a transport it tried on the same device and modules, and it planned
+            plans_with = next((key for key, (t, _) in TRANSPORTS.items() if t is result.suggestion), None)
             self.say("plan-result", describe_refusal(result, plans_with), "problem")
             return
         self.checked = result
