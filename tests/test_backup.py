@@ -213,7 +213,7 @@ def test_kiosk_flash_says_what_is_already_on_the_device(tmp_path, capsys):
 
 def test_the_touchscreens_manual_flash_keeps_the_app_first(tmp_path):
     from kiosk.demo_library import demo_library
-    from kiosk.tui.backend import KioskBackend, Source
+    from kiosk.service.engine import KioskBackend, Source
 
     posted: list = []
     backend = KioskBackend(lambda: bench_module.simulated_bench("app-crash@p2"),

@@ -7,7 +7,7 @@ with a message, never allowed to press anything.
 
 Start-up is kept short: only what the first screen needs is imported before it shows (Textual, the
 cards); the ladder, the simulator, the drivers and the library come in a worker thread after the first
-frame (see ``kiosk.tui.backend``). The cards are there from the first frame, from the arguments (or the
+frame (see ``kiosk.service.engine``). The cards are there from the first frame, from the arguments (or the
 config), and come alive when the bench is open.
 """
 
@@ -64,8 +64,8 @@ def build_app(args: argparse.Namespace, *, live: bool = True):
     Nothing slow happens here: the bench, the journal and the library are opened by the app in a worker
     thread once its first frame is up, and the modules that needs are imported there.
     """
+    from kiosk.service.engine import KioskBackend
     from kiosk.tui.app import KioskApp
-    from kiosk.tui.backend import KioskBackend
     from kiosk.tui.settings import TuiSettings
     from kiosk.tui.state import SlotState
 

@@ -31,7 +31,7 @@ from textual.screen import Screen
 from textual.theme import Theme
 from textual.widgets import Button
 
-from kiosk.tui.backend import MEDIA_ROOTS, KioskBackend, SlotBusyError
+from kiosk.service.engine import MEDIA_ROOTS, KioskBackend, SlotBusyError
 from kiosk.tui.guard import guard_handlers
 from kiosk.tui.messages import BenchEvent, BenchReady, DeviceSeen, LedSeen, Notice, SlotBusy, SlotIdle
 from kiosk.tui.screens.main import MainScreen

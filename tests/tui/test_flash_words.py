@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from firmware.plan import Mechanism
-from kiosk.tui.backend import VERIFIED_BY
+from kiosk.service.engine import VERIFIED_BY
 
 
 def test_every_mechanism_has_its_words():

@@ -7,8 +7,8 @@ import threading
 import time
 
 from kiosk import bench as bench_module
-from kiosk.tui import backend as backend_module
-from kiosk.tui.backend import KioskBackend
+from kiosk.service import engine as backend_module
+from kiosk.service.engine import KioskBackend
 from kiosk.tui.messages import LedSeen
 
 

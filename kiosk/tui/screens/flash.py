@@ -15,7 +15,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, RadioSet, Static
 
 from firmware.plan import Transport
-from kiosk.tui.backend import ManualPlan, SlotBusyError, Source, firmware_files, removable_media
+from kiosk.service.engine import ManualPlan, SlotBusyError, Source, firmware_files, removable_media
 from kiosk.tui.screens.base import KioskScreen
 from kiosk.tui.state import VERDICTS, SlotState, fresh_run
 from kiosk.tui.widgets.choices import ChoiceList, mark_radios, marked_radio

@@ -18,7 +18,7 @@ from textual.coordinate import Coordinate
 from textual.widgets import Button, DataTable, Input, Static
 
 from firmware.library import ImportReport, LibraryEntry, LibraryError, Quarantined
-from kiosk.tui.backend import removable_media
+from kiosk.service.engine import removable_media
 from kiosk.tui.screens.base import KioskScreen
 from kiosk.tui.widgets.touch_button import TouchButton
 

@@ -14,7 +14,7 @@ from textual.widgets import Button, Input, Label, Markdown, Static, TabbedConten
 
 from kiosk.journal import HISTORY_FIELDS, JournalError
 from kiosk.report import HISTORY_LABELS, build_report, render_json, render_markdown
-from kiosk.tui.backend import removable_media
+from kiosk.service.engine import removable_media
 from kiosk.tui.screens.base import KioskScreen
 from kiosk.tui.widgets.qr import QrCode
 from kiosk.tui.widgets.touch_button import TouchButton

@@ -1,4 +1,4 @@
-"""The kiosk behind the touchscreen: the bench, the library, the journal and the runner, driven from workers.
+"""The bench engine: the bench, the library, the journal and the runner, driven from workers.
 
 Nothing here runs on the UI thread. The app calls these methods from thread workers and learns what
 happened only through the messages ``post`` delivers (``App.post_message`` is thread-safe). Recoveries
