@@ -53,7 +53,7 @@ def asks_for_force(argv: Sequence[str]) -> str | None:
 
 #: The command modules, in the order their commands are listed.
 COMMAND_MODULES = ("device_cmd", "flash_cmd", "recover_cmd", "backup_cmd", "firmware_cmd", "doctor_cmd", "tui_cmd",
-                   "touch_cmd")
+                   "service_cmd", "touch_cmd")
 #: Commands that start the touchscreen: they parse with tui_cmd alone, so the kiosk's start-up does not pay
 #: for importing every other command (about 90 ms on a Pi-class machine).
 TOUCHSCREEN_COMMANDS = ("tui", "serve")

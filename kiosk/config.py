@@ -19,6 +19,10 @@ Example (every key; ``deploy/kiosk.example.toml`` has the commented version)::
     vbus_active = "high"
     led_active = "high"
     swd_probe = ""         # optional: the SWD probe's unique id
+
+    [remote]               # who may press on a remote screen (a browser on `kiosk serve`)
+    control = "view"       # "view" (default: look only), "pin" (the PIN below unlocks a screen), "everyone"
+    pin = "4711"           # with control = "pin": 4 to 12 digits
 """
 
 from __future__ import annotations
@@ -67,12 +71,24 @@ class SlotConfig:
         ]
 
 
+REMOTE_CONTROLS = ("view", "pin", "everyone")
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """Who may press on a remote screen: nobody ("view"), whoever enters ``pin`` ("pin"), or "everyone"."""
+
+    control: str = "view"
+    pin: str | None = None
+
+
 @dataclass(frozen=True)
 class BenchConfig:
     slots: tuple[SlotConfig, ...]
     drain_s: float = DEFAULT_DRAIN_S
     led_rate_hz: float = 50.0
     source: str = "<memory>"
+    remote: RemoteConfig = RemoteConfig()
 
 
 def _pin(where: str, value: Any) -> int:
@@ -164,10 +180,46 @@ def parse_config(text: str, source: str = "<memory>") -> BenchConfig:
         raise ConfigError(f"{source}: {exc}") from None
 
 
+def _remote(raw: Any) -> RemoteConfig:
+    """The [remote] table: ``control`` one of REMOTE_CONTROLS; ``pin`` (4-12 digits) needed by "pin"."""
+    if not isinstance(raw, dict):
+        raise ConfigError("remote: expected a table [remote]")
+    for key in raw:
+        if key not in ("control", "pin"):
+            raise _unknown("remote.", key, ["control", "pin"])
+    control = raw.get("control", "view")
+    if control not in REMOTE_CONTROLS:
+        raise ConfigError(f"remote.control: expected one of {', '.join(map(repr, REMOTE_CONTROLS))}, got {control!r}")
+    pin = raw.get("pin")
+    if pin is not None and (not isinstance(pin, str) or not pin.isdigit() or not 4 <= len(pin) <= 12):
+        raise ConfigError(f'remote.pin: expected 4 to 12 digits in quotes (pin = "4711"), got {pin!r}')
+    if control == "pin" and pin is None:
+        raise ConfigError('remote.pin: missing (control = "pin" needs the PIN that unlocks a remote screen)')
+    return RemoteConfig(control, pin)
+
+
+def load_remote(path: Path | str = DEFAULT_CONFIG) -> RemoteConfig:
+    """Only the [remote] table of the config (a simulated bench has no slots in it); the default (view only)
+    when there is no config file."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return RemoteConfig()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        return _remote(raw.get("remote", {}))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
 def _build(raw: dict[str, Any], source: str) -> BenchConfig:
     for key in raw:
-        if key not in ("bench", "slots"):
-            raise _unknown("", key, ["bench", "slots"])
+        if key not in ("bench", "slots", "remote"):
+            raise _unknown("", key, ["bench", "slots", "remote"])
     bench = raw.get("bench", {})
     if not isinstance(bench, dict):
         raise ConfigError("bench: expected a table [bench]")
@@ -182,7 +234,7 @@ def _build(raw: dict[str, Any], source: str) -> BenchConfig:
         raise ConfigError("slots: at least one [[slots]] table is needed")
     slots = tuple(_slot(n, s) for n, s in enumerate(slots_raw))
     _check_unique(slots)
-    return BenchConfig(slots, source=source, **settings)
+    return BenchConfig(slots, source=source, remote=_remote(raw.get("remote", {})), **settings)
 
 
 def _slot(n: int, raw: Any) -> SlotConfig:

@@ -1,14 +1,16 @@
 """`kiosk tui` (also bare `kiosk`): the touchscreen kiosk; `kiosk serve`: the same app in a web browser.
 
-``kiosk tui --simulate SCENARIO,...`` opens it on the simulated bench (paced at real time unless
-``--speed`` says otherwise), so the whole product can be tried on a laptop. On a real bench only one
-process may drive the buttons: a second kiosk (or a second browser on ``kiosk serve``) is refused
-with a message, never allowed to press anything.
+Both are clients of the bench service (``kiosk service``, docs/api.md), which owns the bench: on a real bench
+the touchscreen connects to its socket (``--socket``, default /run/particle-kiosk/bench.sock) and says on
+screen how to start the service while none answers. ``kiosk tui --simulate SCENARIO,...`` starts a private
+service on that simulated bench (paced at real time unless ``--speed`` says otherwise) and stops it on exit,
+so the whole product can be tried on a laptop with one command. ``kiosk serve`` gives every browser its own
+``kiosk tui --remote`` connected to the same service: all see the same bench, and who may press is the
+config's ``[remote] control``.
 
-Start-up is kept short: only what the first screen needs is imported before it shows (Textual, the
-cards); the ladder, the simulator, the drivers and the library come in a worker thread after the first
-frame (see ``kiosk.service.engine``). The cards are there from the first frame, from the arguments (or the
-config), and come alive when the bench is open.
+Start-up is kept short: only what the first screen needs is imported before it shows (Textual, the cards,
+the client); the cards are there from the first frame, from the arguments (or the config), and come alive
+when the service answers.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ SIMULATED_SPEED = 1.0  # device seconds per real second on a simulated bench: a 
 MAX_SIM_SLOTS = 4
 
 
-def _add_options(parser: argparse.ArgumentParser) -> None:
+def add_bench_args(parser: argparse.ArgumentParser) -> None:
     from kiosk.config import DEFAULT_CONFIG
 
     parser.add_argument("--simulate", metavar="SCENARIO[@PLATFORM][,...]",
@@ -41,33 +43,38 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     tui = sub.add_parser("tui", help="the touchscreen kiosk (what bare `kiosk` opens)")
-    _add_options(tui)
+    add_bench_args(tui)
+    add_client_args(tui)
+    tui.add_argument("--remote", action="store_true",
+                     help="a remote screen: it may press only as the config's [remote] control allows")  # fmt: skip
     tui.set_defaults(handler=cmd_tui)
 
     serve = sub.add_parser("serve", help="serve the touchscreen kiosk to a web browser (a supervisor's screen)")
-    _add_options(serve)
+    add_bench_args(serve)
     serve.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="the port (default 8000)")
+    add_client_args(serve)
     serve.set_defaults(handler=cmd_serve)
+
+
+def add_client_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--socket", type=Path, default=None,
+                        help="the bench service's socket (default: /run/particle-kiosk/bench.sock; with --simulate a "
+                             "private service on a temporary one)")  # fmt: skip
 
 
 def tui_defaults() -> argparse.Namespace:
     """The arguments bare `kiosk` runs the TUI with: the configured bench."""
     from kiosk.config import DEFAULT_CONFIG
 
-    return argparse.Namespace(simulate=None, speed=None, config=DEFAULT_CONFIG, journal=None, library=None)
+    return argparse.Namespace(simulate=None, speed=None, config=DEFAULT_CONFIG, journal=None, library=None,
+                              socket=None, remote=False)  # fmt: skip
 
 
-def build_app(args: argparse.Namespace, *, live: bool = True):
-    """The app and its backend for these arguments; bad arguments raise CommandError before any screen.
-
-    Nothing slow happens here: the bench, the journal and the library are opened by the app in a worker
-    thread once its first frame is up, and the modules that needs are imported there.
-    """
-    from kiosk.service.engine import KioskBackend
-    from kiosk.tui.app import KioskApp
-    from kiosk.tui.settings import TuiSettings
-    from kiosk.tui.state import SlotState
+def bench_for(args: argparse.Namespace):
+    """(words for the title, a card per slot for the first frame, how to open the bench) for these arguments;
+    CommandError for bad ones, before any screen or socket. Cheap: nothing of the bench is imported."""
+    from kiosk.service.slots import SlotState
 
     if args.speed is not None and args.speed <= 0:
         raise CommandError("--speed must be positive (device seconds per real second)", EXIT_REFUSED)
@@ -108,24 +115,44 @@ def build_app(args: argparse.Namespace, *, live: bool = True):
 
             return hardware_bench(config)
 
-    def open_library(bench):
-        from kiosk.commands.flash_cmd import _library
+    return words, slots, open_bench
 
-        return _library(args, bench)
 
-    def journal_path() -> Path:
-        from kiosk.commands.recover_cmd import default_journal
+def bench_args(args: argparse.Namespace) -> list[str]:
+    """The bench options again, as arguments (for a private service, or each browser's `kiosk tui`)."""
+    out = ["--config", str(args.config)]
+    for name in ("simulate", "speed", "journal", "library"):
+        value = getattr(args, name, None)
+        if value is not None:
+            out += [f"--{name}", str(value)]
+    return out
 
-        return default_journal()
 
-    holder: dict[str, KioskApp] = {}
-    backend = KioskBackend(open_bench, open_library, args.journal or journal_path,
-                           lambda message: holder["app"].post_message(message), description=words,
-                           exclusive=not args.simulate)  # fmt: skip
-    app = KioskApp(backend, live=live, settings=TuiSettings.load(), bench_words=words, slots=slots,
+def build_app(args: argparse.Namespace, *, live: bool = True):
+    """The app and its link to the bench service; bad arguments raise CommandError before any screen.
+
+    Nothing slow happens here: with --simulate and no --socket a private ``kiosk service`` process starts
+    (it opens the bench while the first frame is drawn); the link connects once that frame is up.
+    """
+    from kiosk.service.wire import DEFAULT_SOCKET
+    from kiosk.tui.app import KioskApp
+    from kiosk.tui.link import ServiceLink
+    from kiosk.tui.settings import TuiSettings
+
+    words, slots, _open_bench = bench_for(args)
+    private = None
+    socket_path = getattr(args, "socket", None)
+    if socket_path is None and args.simulate:
+        from kiosk.tui.private import PrivateService
+
+        private = PrivateService(bench_args(args))
+        socket_path = private.socket_path
+    remote = bool(getattr(args, "remote", False))
+    link = ServiceLink(Path(socket_path or DEFAULT_SOCKET), role="remote" if remote else "touchscreen",
+                       client="kiosk serve screen" if remote else "kiosk tui", private=private)  # fmt: skip
+    app = KioskApp(link, live=live, settings=TuiSettings.load(), bench_words=words, slots=slots,
                    demo=bool(args.simulate))  # fmt: skip
-    holder["app"] = app
-    return app, backend
+    return app, link
 
 
 def tui_log_path() -> Path:
@@ -153,32 +180,44 @@ def _log_to_file(path: Path) -> None:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
-    app, backend = build_app(args)
+    app, link = build_app(args)
     _log_to_file(tui_log_path())
     try:
         app.run()
     finally:
-        backend.close()
+        link.close()
     return EXIT_OK
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """textual-serve runs `kiosk tui` with the same options for each browser that connects."""
+    """textual-serve runs `kiosk tui --remote` for each browser that connects, all on one bench service (with
+    --simulate and no --socket, a private one started here for them all)."""
     try:
         from textual_serve.server import Server
     except ImportError:
         raise CommandError("kiosk serve needs textual-serve: pip install textual-serve", EXIT_NOT_FOUND) from None
-    build_app(args)  # the same checks as `kiosk tui`, before anything listens
-    passthrough = ["--config", str(args.config)]
-    for name in ("simulate", "speed", "journal", "library"):
-        value = getattr(args, name)
-        if value is not None:
-            passthrough += [f"--{name}", str(value)]
     import shlex
 
-    command = shlex.join([sys.executable, "-m", "kiosk.cli", "tui", *passthrough])
-    print(f"serving the kiosk on http://{args.host}:{args.port} (Ctrl+C stops it)", file=sys.stderr)
-    serve_server(Server, command, args.host, args.port).serve()
+    from kiosk.service.wire import DEFAULT_SOCKET
+
+    bench_for(args)  # the same checks as `kiosk tui`, before anything listens
+    private = None
+    socket_path = args.socket
+    if socket_path is None and args.simulate:
+        from kiosk.tui.private import PrivateService
+
+        private = PrivateService(bench_args(args))
+        socket_path = private.socket_path
+    socket_path = Path(socket_path or DEFAULT_SOCKET)
+    command = shlex.join([sys.executable, "-m", "kiosk.cli", "tui", *bench_args(args), "--socket", str(socket_path),
+                          "--remote"])  # fmt: skip
+    print(f"serving the kiosk on http://{args.host}:{args.port} (Ctrl+C stops it); every browser's screen uses "
+          f"the bench service at {socket_path}", file=sys.stderr)  # fmt: skip
+    try:
+        serve_server(Server, command, args.host, args.port).serve()
+    finally:
+        if private is not None:
+            private.close()
     return EXIT_OK
 
 

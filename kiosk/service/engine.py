@@ -1,7 +1,7 @@
 """The bench engine: the bench, the library, the journal and the runner, driven from workers.
 
-Nothing here runs on the UI thread. The app calls these methods from thread workers and learns what
-happened only through the messages ``post`` delivers (``App.post_message`` is thread-safe). Recoveries
+The bench service (:mod:`kiosk.service.server`) calls these methods from its call threads and learns what
+happened only through the records ``post`` delivers (:mod:`kiosk.service.posts`, from any thread). Recoveries
 go through :class:`kiosk.runner.RecoveryRunner`; manual flashes through the planner and
 :class:`kiosk.executor.FlashExecutor`, as ``kiosk flash`` does. Buttons and power are only ever moved by
 those, inside the hazard guard.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kiosk.tui.messages import BenchEvent, DeviceSeen, LedSeen, Notice, SlotBusy, SlotIdle
+from kiosk.service.posts import BenchEvent, DeviceSeen, LedSeen, Notice, SlotBusy, SlotIdle
 
 if TYPE_CHECKING:
     from firmware.library import FirmwareLibrary, LibraryEntry
@@ -38,8 +38,6 @@ LED_CLASSIFY_S = 2.0  # real seconds between classifications of the recent LED s
 LED_WINDOW_S = 15.0  # device seconds of samples a classification reads: long enough for SOS codes up to 8
 PROGRESS_EVERY_S = 0.1  # real seconds between progress messages per slot (the last one always goes)
 MAX_MODULE_BYTES = 32 * 1024 * 1024
-#: Where a USB stick shows up on Raspberry Pi OS and other Linux desktops.
-MEDIA_ROOTS = (Path("/media"), Path("/run/media"), Path("/mnt"))
 
 Post = Callable[[Any], Any]
 
@@ -72,31 +70,8 @@ class ManualPlan:
         return self.plan is None
 
 
-def removable_media(roots: tuple[Path, ...] = MEDIA_ROOTS) -> list[Path]:
-    """Mounted USB sticks: folders one or two levels under /media, /run/media and /mnt (user/label)."""
-    found: list[Path] = []
-    for root in roots:
-        with contextlib.suppress(OSError):
-            for first in sorted(p for p in root.iterdir() if p.is_dir()):
-                with contextlib.suppress(OSError):
-                    inner = sorted(p for p in first.iterdir() if p.is_dir() and not p.name.startswith("."))
-                    if root.name == "mnt" or not inner:
-                        found.append(first)
-                    else:
-                        found.extend(inner)
-    return found
-
-
-def firmware_files(folder: Path, limit: int = 200) -> list[Path]:
-    """Module files (.bin) in a folder and its subfolders, for choosing from a USB stick."""
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{folder} is not a folder that exists: plug the USB stick in, or check the path")
-    files = sorted(p for p in folder.rglob("*.bin") if p.is_file())
-    return files[:limit]
-
-
 class KioskBackend:
-    """One bench and what runs on it, for the touchscreen. ``open()`` and every other call run in workers."""
+    """One bench and what runs on it, for the bench service. ``open()`` and every other call run in threads."""
 
     def __init__(
         self,
@@ -125,6 +100,7 @@ class KioskBackend:
         self._slot_locks: dict[int, threading.Lock] = {}
         self._busy: dict[int, str] = {}
         self._flash_cancel: dict[int, Any] = {}
+        self._workers: dict[int, threading.Thread] = {}  # per slot: the thread watching a run or writing a flash
         self._last_progress: dict[int, float] = {}
         self._closed = threading.Event()
 
@@ -165,6 +141,9 @@ class KioskBackend:
                     run.thread.join(30.0)
         for cancel in list(self._flash_cancel.values()):
             cancel.set()
+        for worker in list(self._workers.values()):  # each posts its slot's verdict and finishes its journal run
+            if worker is not threading.current_thread():
+                worker.join(30.0)
         if self.bench is not None:
             self.bench.close()
         if self.journal is not None:
@@ -204,12 +183,16 @@ class KioskBackend:
     def busy(self, slot: int) -> str | None:
         return self._busy.get(slot)
 
-    def recover(self, slot: int) -> None:
-        """Start the ladder on ``slot`` and wait (in this worker) until it ends; posts SlotBusy, SlotIdle."""
+    def start_recovery(self, slot: int) -> int:
+        """Start the ladder on ``slot``; its run id. A thread waits for the verdict and posts SlotIdle."""
         from kiosk.runner import AlreadyRunning
 
+        if slot not in self._slot_locks:
+            raise LookupError(f"there is no slot {slot} on this bench")
         lock = self._slot_locks[slot]
         with lock:
+            if self.closed:
+                raise SlotBusyError("the bench is closing: nothing new starts")
             if self._busy.get(slot):
                 raise SlotBusyError(f"slot {slot} is busy with a {self._busy[slot]}: press Stop first")
             try:
@@ -217,14 +200,29 @@ class KioskBackend:
             except AlreadyRunning as exc:
                 raise SlotBusyError(str(exc)) from None
             self._busy[slot] = "recovery"
-        self.post(SlotBusy(slot, "recovery", run_id))
+            self.post(SlotBusy(slot, "recovery", run_id))
+            watcher = threading.Thread(target=self._watch_recovery, args=(slot,), name=f"watch-slot-{slot}",
+                                       daemon=True)  # fmt: skip
+            self._workers[slot] = watcher
+            watcher.start()
+        return run_id
+
+    def _watch_recovery(self, slot: int) -> None:
         run = self.runner.run(slot)
         run.thread.join()
-        with lock:
+        with self._slot_locks[slot]:
             self._busy.pop(slot, None)
+            self._workers.pop(slot, None)
         verdict = run.result.verdict if run.result else "error"
         detail = run.result.detail if run.result else (run.error or "the ladder ended without a verdict")
         self.post(SlotIdle(slot, verdict, detail, run.run_id))
+
+    def recover(self, slot: int) -> None:
+        """Start the ladder on ``slot`` and wait (in this thread) until it ends."""
+        self.start_recovery(slot)
+        worker = self._workers.get(slot)
+        if worker is not None:
+            worker.join()
 
     def stop(self, slot: int) -> bool:
         """Stop whatever runs on ``slot`` (the ladder or a manual flash); it ends promptly, buttons released."""
@@ -236,6 +234,53 @@ class KioskBackend:
                     return True
                 return False
             return self.runner.stop(slot) if self.runner is not None else False
+
+    def inspect(self, slot_number: int) -> dict[str, Any]:
+        """The device's modules with each check, as ``kiosk inspect --json`` gives them (control request 90, or
+        the listening-mode ``s`` table); ValueError says why a device cannot be inspected now."""
+        from hw.control import ControlChannel, ControlFailure, DeviceMode
+        from kiosk import inspect as inspection
+        from kiosk import modes
+        from kiosk.commands.common import CommandError
+        from kiosk.commands.device_cmd import _modules_by_serial
+
+        if self._busy.get(slot_number):
+            raise SlotBusyError(f"slot {slot_number} is busy with a {self._busy[slot_number]}: wait, or press Stop")
+        bench = self.bench
+        slot = bench.slot(slot_number)
+        with bench.clock.actor():
+            try:
+                device = modes.identify(slot)
+            except modes.DeviceNotFound as exc:
+                raise ValueError(str(exc)) from None
+            if device.mode != "normal":
+                raise ValueError(f"the device is in {device.mode} mode: module info needs Device OS running")
+            channel = ControlChannel(device.usb_device, bench.clock, device.platform.quirks)
+            source = "control request 90"
+            try:
+                listening = channel.device_mode(timeout_s=3.0) == DeviceMode.LISTENING
+            except ControlFailure:
+                listening = False
+            try:
+                if listening:
+                    raise ControlFailure("listening: the console answers")
+                infos = channel.module_info()
+            except ControlFailure as exc:
+                if not listening:
+                    raise ValueError(f"the device did not report its modules ({exc}); put it in listening mode "
+                                     "to read them over serial") from None  # fmt: skip
+                source = "serial s (listening mode)"
+                try:
+                    infos = _modules_by_serial(bench, slot, device)
+                except CommandError as failure:
+                    raise ValueError(str(failure)) from None
+        hashes = inspection.LibraryHashes(self.library, device.platform, {(i.function, i.index) for i in infos})
+        modules = inspection.from_control(infos, hashes)
+        return {"slot": slot_number, "device_id": device.device_id, "platform": device.platform.name,
+                "source": source, "ok": all(m.ok and m.matches_library for m in modules),
+                "library": str(self.library.root), "library_problems": hashes.problems,
+                "modules": [m.to_json() for m in modules],
+                "text": inspection.describe(device.platform, modules, source, str(self.library.root))}  # fmt: skip
 
     # -- pollers -----------------------------------------------------------------------------------
     def poll_usb(self, stop: threading.Event) -> None:
@@ -367,16 +412,23 @@ class KioskBackend:
             return ManualPlan(slot_number, None, list(refused.refusals), words, refused.suggestion)
         return ManualPlan(slot_number, plan, [], words)
 
-    def flash(self, slot_number: int, plan: FlashPlan, device_id: str | None = None) -> None:
-        """Write a checked plan (in this worker, as a clock actor); events show on the slot's card, and the
-        journal keeps it as a run of its own (kind "manual flash"), each step written before and after."""
-        from kiosk.backup import BackupKeeper
-        from kiosk.events import StepFinished, StepStarted
-        from kiosk.executor import FlashExecutor
+    def start_flash(self, slot_number: int, plan: FlashPlan, device_id: str | None = None) -> int | None:
+        """Begin writing a checked plan in a thread of its own; the journal's run id (None: no journal)."""
+        return self._begin_flash(slot_number, plan, device_id, background=True)
 
+    def flash(self, slot_number: int, plan: FlashPlan, device_id: str | None = None) -> None:
+        """Write a checked plan (in this thread, as a clock actor); events show on the slot's card, and the
+        journal keeps it as a run of its own (kind "manual flash"), each step written before and after."""
+        self._begin_flash(slot_number, plan, device_id, background=False)
+
+    def _begin_flash(self, slot_number: int, plan: FlashPlan, device_id: str | None, *, background: bool) -> int | None:
         bench = self.bench
+        if slot_number not in self._slot_locks:
+            raise LookupError(f"there is no slot {slot_number} on this bench")
         lock = self._slot_locks[slot_number]
         with lock:
+            if self.closed:
+                raise SlotBusyError("the bench is closing: nothing new starts")
             if self._busy.get(slot_number):
                 raise SlotBusyError(f"slot {slot_number} is busy with a {self._busy[slot_number]}")
             self._busy[slot_number] = "manual flash"
@@ -384,8 +436,34 @@ class KioskBackend:
             self._flash_cancel[slot_number] = cancel
         journal = self.journal
         slot = bench.slot(slot_number)
-        run_id = journal.start_run(slot_number, device_id, plan.device.platform.name, slot.scenario,
-                                   kind="manual flash") if journal is not None else None  # fmt: skip
+        try:
+            run_id = journal.start_run(slot_number, device_id, plan.device.platform.name, slot.scenario,
+                                       kind="manual flash") if journal is not None else None  # fmt: skip
+        except Exception:
+            with lock:
+                self._busy.pop(slot_number, None)
+                self._flash_cancel.pop(slot_number, None)
+            raise
+        self.post(SlotBusy(slot_number, "manual flash", run_id))
+        if not background:
+            self._write(slot_number, plan, device_id, run_id, cancel)
+            return run_id
+        with lock:
+            worker = threading.Thread(target=self._write, args=(slot_number, plan, device_id, run_id, cancel),
+                                      name=f"flash-slot-{slot_number}", daemon=True)  # fmt: skip
+            self._workers[slot_number] = worker
+            worker.start()
+        return run_id
+
+    def _write(self, slot_number: int, plan: FlashPlan, device_id: str | None, run_id: int | None, cancel) -> None:
+        from kiosk.backup import BackupKeeper
+        from kiosk.events import StepFinished, StepStarted
+        from kiosk.executor import FlashExecutor
+
+        bench = self.bench
+        journal = self.journal
+        slot = bench.slot(slot_number)
+        lock = self._slot_locks[slot_number]
         steps: dict[int, int] = {}
 
         def journal_step(event) -> None:  # in this worker: the executor publishes as it goes
@@ -398,7 +476,6 @@ class KioskBackend:
                 journal.end_step(steps.pop(event.index), event.outcome, event.detail, event.figures)
 
         unsubscribe = self.bus.subscribe(journal_step)
-        self.post(SlotBusy(slot_number, "manual flash", run_id))
         verdict, detail, report = "flash-failed", "", None
         try:
             # the customer's app is read back and kept (beside the journal) before anything is written over it
@@ -420,6 +497,7 @@ class KioskBackend:
             with lock:
                 self._busy.pop(slot_number, None)
                 self._flash_cancel.pop(slot_number, None)
+                self._workers.pop(slot_number, None)
             self.post(SlotIdle(slot_number, verdict, detail, run_id))
 
 
@@ -435,7 +513,7 @@ VERIFIED_BY = {  # by FlashStep.mechanism (firmware.plan.Mechanism values)
 def flash_words(report: ExecutionReport) -> str:
     """What a manual flash did, module by module: how each was written and verified, or where it failed."""
     from kiosk.advice import cable_words
-    from kiosk.tui.state import kib
+    from kiosk.service.slots import kib
 
     done = [f"{Path(s.name).name} ({kib(s.bytes)} KiB) {VERIFIED_BY.get(s.mechanism, s.mechanism)}"
             for s in report.steps if s.outcome == "written"]  # fmt: skip

@@ -1,14 +1,15 @@
 """The touchscreen kiosk: a Textual app a technician runs with one finger.
 
-The app owns the slot states and changes them only in message handlers on the UI thread. Everything
-that waits on hardware runs in plain daemon threads started here (the ladder's watcher, the USB and LED
-pollers, Stop, manual flashing): Textual's thread workers share asyncio's default executor, which has
-six threads on a two-core Pi, and a recovery holds one for minutes, so four slots and two pollers would
-leave a Stop waiting in its queue. Short look-ups (history, reports, the library) use thread workers.
+The touchscreen is a client of the bench service (``kiosk service``), which owns the bench, the runs, the
+journal and the library: this process draws and asks, and never imports a driver, the simulator or the
+ladder. It can start, crash and restart at any moment; the runs go on in the service. On (re)connect the
+service sends every slot's state (a :class:`~kiosk.service.slots.SlotState`), and then each new one as it
+changes; the app shows them and changes them only in message handlers on the UI thread. Calls to the service
+(Recover, Stop) run in plain daemon threads; look-ups (history, reports, the library) in thread workers.
 
 The first frame comes first: the main screen shows a card per slot (known from the arguments or the
-config) at once, and only then does a thread open the bench, importing the ladder, the simulator and the
-drivers as it goes; the cards come alive when it posts BenchReady. Until then Recover does nothing.
+config) at once, and only then does the link connect; the cards come alive when the service answers.
+While it does not, the title says so and the link keeps trying.
 
     kiosk tui --simulate app-crash@boron,corrupt-system@photon --speed 3
 """
@@ -31,12 +32,13 @@ from textual.screen import Screen
 from textual.theme import Theme
 from textual.widgets import Button
 
-from kiosk.service.engine import MEDIA_ROOTS, KioskBackend, SlotBusyError
+from kiosk.service.slots import SlotState, fresh_run, from_json
 from kiosk.tui.guard import guard_handlers
-from kiosk.tui.messages import BenchEvent, BenchReady, DeviceSeen, LedSeen, Notice, SlotBusy, SlotIdle
+from kiosk.tui.link import ServiceError, ServiceLink, ServiceUnavailable
+from kiosk.tui.media import MEDIA_ROOTS
+from kiosk.tui.messages import BenchFailed, Connected, Disconnected, Notice, ServiceNote
 from kiosk.tui.screens.main import MainScreen
 from kiosk.tui.settings import TuiSettings
-from kiosk.tui.state import SlotState, apply, apply_device, apply_led, finish, fresh_run
 from kiosk.tui.widgets.slot_card import SlotCard
 
 #: A barcode scanner types a 24-hex device id and Enter within this many seconds. A person who types an id
@@ -45,6 +47,10 @@ SCAN_WINDOW_S = 5.0
 DEVICE_ID_LENGTH = 24
 HEX = frozenset("0123456789abcdefABCDEF")
 TICK_S = 0.25  # the indeterminate bar's step
+NOT_ALLOWED = -32003  # the service's code for a press this screen may not make (kiosk.service.wire)
+#: What the title says while the service does not answer (and how to start it on a real bench).
+NOT_ANSWERING = "the bench service is not answering; reconnecting…"
+START_IT = "start it: sudo systemctl start particle-kiosk-bench"
 
 THEMES = (
     Theme(name="kiosk-dark", primary="#4da3ff", secondary="#ffd60a", accent="#ffd60a", warning="#ffb000",
@@ -107,21 +113,26 @@ class KioskApp(App[None]):
         *(Binding(str(n), f"select_slot({n})", f"Slot {n}", show=False) for n in range(1, 5)),
     ]
 
-    def __init__(self, backend: KioskBackend | None, *, live: bool = True, settings: TuiSettings | None = None,
+    def __init__(self, link: ServiceLink | None, *, live: bool = True, settings: TuiSettings | None = None,
                  settings_file: Path | None = None, bench_words: str = "",
                  slots: Iterable[SlotState] = (), demo: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.demo = demo
-        self.backend = backend
+        self.link = link
         self.live = live
         self.settings = settings or TuiSettings()
         self.settings_file = settings_file
-        self.bench_words = bench_words or (backend.description if backend else "")
+        self.bench_words = bench_words
         self.states: dict[int, SlotState] = {s.index: s for s in slots}  # the cards of the first frame
         self.selected = 1
-        self.bench_ready = threading.Event()
+        self.bench_ready = threading.Event()  # the service answered once (or the bench could not be opened)
         self.bench_error: str | None = None
-        self._stop_pollers = threading.Event()
+        self.connected = False
+        self.offline_words: str | None = None  # why the service does not answer, while it does not
+        self.bench_info: dict = {}  # the service's bench.state: journal, library, interrupted runs, rights
+        self.may_act = True
+        self.seq = 0  # the last change of the service's board this screen has drawn
+        self._interrupted_told = False
         self._bench_started = False
         self._scan: list[tuple[str, float]] = []
         self.media_roots: tuple[Path, ...] = MEDIA_ROOTS  # where USB sticks appear (tests point it elsewhere)
@@ -150,58 +161,72 @@ class KioskApp(App[None]):
         self.call_after_refresh(self.start_bench)
 
     def start_bench(self) -> None:
-        """Open the bench in a thread, once the first frame is on the screen: the imports and the simulator's
-        set-up hold the GIL for a while, and must not delay that frame."""
-        if self.backend is not None and not self._bench_started:
+        """Connect to the service in the link's thread, once the first frame is on the screen."""
+        if self.link is not None and not self._bench_started:
             self._bench_started = True
-            self.spawn(self._open_bench, "open-bench")
+            if self.link.private is not None:
+                self.link.private.watch(lambda error: self.post_message(BenchFailed(error)))
+            self.link.start(self.post_message)
 
-    def _open_bench(self) -> None:
-        try:
-            self.backend.open()
-        except Exception as exc:
-            self.post_message(BenchReady(error=str(exc) or type(exc).__name__))
-            return
-        self.post_message(BenchReady())
-
-    def on_bench_ready(self, message: BenchReady) -> None:
+    def on_connected(self, message: Connected) -> None:
         main = self.main_screen
-        if main is None:
+        if main is None or self.bench_error is not None:
             return
-        if message.error is not None:
-            self.bench_error = message.error
-            self.states.clear()  # the cards the first frame showed give way to what went wrong
-            main.show_problem(f"The bench could not be opened:\n{message.error}")
-            main.show_title()
-            self.bench_ready.set()
-            return
-        bench = self.backend.bench
+        snapshot, hello = message.snapshot, message.hello
+        self.connected, self.offline_words = True, None
+        self.bench_info = snapshot
+        self.bench_words = self.bench_words or str(hello.get("bench") or snapshot.get("bench") or "")
+        self.may_act = bool(snapshot.get("may_act", hello.get("may_act", True)))
         shown = list(self.states)
-        for slot in bench.slots:  # the bench as it is: the first frame's cards were made from the arguments
-            device = slot.device
-            hint = device.platform.name if device is not None else None
-            known = self.states.get(slot.index) or SlotState(slot.index, slot.name)
-            self.states[slot.index] = _replace(known, name=slot.name, platform_hint=hint,
-                                               led_sensor=bool(slot.led.available))  # fmt: skip
-        for index in [i for i in self.states if i not in {s.index for s in bench.slots}]:
-            del self.states[index]
+        self.states = {}
+        for data in snapshot.get("slots", []):  # the bench as it is now: the first frame's came from the arguments
+            state = from_json(data)
+            self.states[state.index] = state
+        self.seq = int(snapshot.get("seq") or 0)
         if list(self.states) != shown:
             main.show_slots()
         else:
             for index, state in self.states.items():
                 self.set_state(index, state)
             main.show_title()
-        if self.backend.interrupted:
-            runs = ", ".join(map(str, self.backend.interrupted))
+        interrupted = snapshot.get("interrupted") or []
+        if interrupted and not self._interrupted_told:
+            self._interrupted_told = True
+            runs = ", ".join(map(str, interrupted))
             self.notify(f"Runs {runs} were interrupted (the kiosk stopped mid-run); their record is kept.")
-        if self.live:
-            self.spawn(lambda: self.backend.poll_usb(self._stop_pollers), "usb-poller")
-            self.spawn(lambda: self.backend.poll_led(self._stop_pollers), "led-poller")
-        _keep_out_of_gc()  # the bench, its drivers and the ladder's modules live as long as the bench
+        _keep_out_of_gc()
         self.bench_ready.set()
 
+    def on_disconnected(self, message: Disconnected) -> None:
+        self.connected = False
+        self.offline_words = message.why
+        main = self.main_screen
+        if main is not None:
+            main.show_title()
+
+    def on_bench_failed(self, message: BenchFailed) -> None:
+        main = self.main_screen
+        if main is None:
+            return
+        self.bench_error = message.error
+        self.states.clear()  # the cards the first frame showed give way to what went wrong
+        main.show_problem(f"The bench could not be opened:\n{message.error}")
+        main.show_title()
+        self.bench_ready.set()
+
+    def on_service_note(self, message: ServiceNote) -> None:
+        params = message.params
+        if message.method == "notice":
+            self.notify(str(params.get("text", "")), severity=params.get("severity", "information"), timeout=8)
+            return
+        data = params.get("state")
+        slot = params.get("slot")
+        if not isinstance(data, dict) or slot not in self.states:
+            return
+        self.seq = max(self.seq, int(params.get("seq") or 0))
+        self.set_state(slot, from_json(data))
+
     def on_unmount(self) -> None:
-        self._stop_pollers.set()
         gc.unfreeze()  # (a test process goes on after the app: what was kept out is collected as usual again)
 
     def spawn(self, work: Callable[[], None], name: str) -> threading.Thread:
@@ -227,6 +252,11 @@ class KioskApp(App[None]):
         slots = f" · {len(self.states)} slot{'s' if len(self.states) != 1 else ''}" if self.states else ""
         # a demo says how to leave it (in the room "tap RECOVER" takes: the big buttons say that themselves)
         hint = "Ctrl+C quits the demo" if self.demo else "tap RECOVER on a slot"
+        if self.bench_ready.is_set() and not self.may_act:
+            hint = "VIEW ONLY" + (": tap a button to enter the PIN" if self.bench_info.get("control") == "pin" else "")
+        if self.offline_words is not None and self.bench_error is None:
+            start = "" if self.demo or (self.link is not None and self.link.private is not None) else f" ({START_IT})"
+            return f"⚠ {NOT_ANSWERING}{start} · {self.offline_words}"
         return f"PARTICLE BENCH KIOSK · {self.bench_words}{slots} · {hint}"
 
     def action_help_quit(self) -> None:
@@ -253,35 +283,30 @@ class KioskApp(App[None]):
         for card in main.query("SlotCard") if main is not None else ():
             card.advance()
 
-    # -- messages from the workers ----------------------------------------------------------------
-    def on_bench_event(self, message: BenchEvent) -> None:
-        slot = message.event.slot
-        if slot in self.states:
-            self.set_state(slot, apply(self.states[slot], message.event, message.at))
-
-    def on_led_seen(self, message: LedSeen) -> None:
-        if message.slot in self.states:
-            self.set_state(message.slot, apply_led(self.states[message.slot], message.lit, message.reading))
-
-    def on_device_seen(self, message: DeviceSeen) -> None:
-        if message.slot in self.states:
-            state = apply_device(self.states[message.slot], message.device_id, message.platform, message.mode)
-            self.set_state(message.slot, state)
-
-    def on_slot_busy(self, message: SlotBusy) -> None:
-        state = self.states[message.slot]
-        if state.activity == "idle":  # started from elsewhere (the manual flash screen)
-            state = fresh_run(state, message.busy_with)
-        activity = state.activity if state.activity == "stopping" else "running"
-        self.set_state(message.slot, _replace(state, activity=activity, busy_with=message.busy_with,
-                                              run_id=message.run_id))  # fmt: skip
-
-    def on_slot_idle(self, message: SlotIdle) -> None:
-        state = finish(self.states[message.slot], message.verdict, message.detail, message.run_id)
-        self.set_state(message.slot, state)
-
     def on_notice(self, message: Notice) -> None:
         self.notify(message.text, severity=message.severity, timeout=8)
+
+    def refused(self, exc: Exception) -> None:
+        """(Any thread.) Say why the service did not do what was pressed; offer the PIN where one unlocks."""
+        if isinstance(exc, ServiceError) and exc.code == NOT_ALLOWED and self.bench_info.get("control") == "pin":
+            self.call_from_thread(self.ask_pin) if threading.current_thread() is not threading.main_thread() \
+                else self.ask_pin()  # fmt: skip
+            return
+        words = str(exc) if isinstance(exc, ServiceError | ServiceUnavailable) else f"{type(exc).__name__}: {exc}"
+        self.post_message(Notice(words, "warning"))
+
+    def ask_pin(self) -> None:
+        from kiosk.tui.screens.pin import PinScreen
+
+        if not isinstance(self.screen, PinScreen):
+            self.push_screen(PinScreen())
+
+    def unlocked(self, rights: dict) -> None:
+        self.may_act = bool(rights.get("may_act"))
+        self.bench_info = {**self.bench_info, **rights}
+        main = self.main_screen
+        if main is not None:
+            main.show_title()
 
     # -- actions ----------------------------------------------------------------------------------
     def toggle_slot(self, slot: int) -> None:
@@ -296,36 +321,44 @@ class KioskApp(App[None]):
             self.recover_slot(slot)
 
     def opened(self) -> bool:
-        """The bench is open: the cards' buttons may act. Before that a press says to wait a moment."""
-        if self.bench_ready.is_set() and self.bench_error is None:
+        """The service answers: the cards' buttons may act. Before that a press says to wait a moment."""
+        if self.bench_ready.is_set() and self.bench_error is None and self.connected:
             return True
         if not self.bench_ready.is_set():
             self.notify("The bench is still opening: a moment, then press again.", timeout=3)
+        elif self.bench_error is None:
+            self.notify(f"Not pressed: {NOT_ANSWERING}", severity="warning", timeout=4)
         return False
 
     def recover_slot(self, slot: int) -> None:
         state = self.states.get(slot)
-        if state is None or state.running or self.backend is None or not self.opened():
+        if state is None or state.running or self.link is None or not self.opened():
             return
         self.set_state(slot, fresh_run(state))
+        self.spawn(lambda: self._ask("slot.recover", slot, state), f"recover-{slot}")
 
-        def work() -> None:
-            try:
-                self.backend.recover(slot)
-            except SlotBusyError as exc:
-                self.post_message(Notice(str(exc), "warning"))
-            except Exception as exc:
-                self.post_message(SlotIdle(slot, "error", f"{type(exc).__name__}: {exc}", None))
+    def _ask(self, method: str, slot: int, before: SlotState) -> None:
+        """(A thread.) Ask the service to act on a slot; a refusal puts the card back as it was, and says why."""
+        try:
+            self.link.call(method, {"slot": slot})
+        except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
+            self.call_from_thread(self._put_back, slot, before)
+            self.refused(exc)
 
-        self.spawn(work, f"recover-{slot}")
+    def _put_back(self, slot: int, before: SlotState) -> None:
+        state = self.states.get(slot)
+        if state is not None and state.activity in ("starting", "stopping") and not before.running:
+            self.set_state(slot, before)
+        elif state is not None and state.activity == "stopping":
+            self.set_state(slot, _replace(state, activity="running"))
 
     def stop_slot(self, slot: int) -> None:
         """Stop at once: the card says so now; the ladder ends promptly with buttons released, power on."""
         state = self.states.get(slot)
-        if state is None or not state.running or self.backend is None:
+        if state is None or not state.running or self.link is None or not self.opened():
             return
         self.set_state(slot, _replace(state, activity="stopping"))
-        self.spawn(lambda: self.backend.stop(slot), f"stop-{slot}")
+        self.spawn(lambda: self._ask("slot.stop", slot, state), f"stop-{slot}")
 
     def action_recover_selected(self) -> None:
         self.recover_slot(self.selected)
@@ -406,7 +439,7 @@ class KioskApp(App[None]):
                 self.action_select_slot(slot)
                 self.notify(f"Device {device_id} is in slot {slot}.")
                 return
-        if self.bench_ready.is_set() and self.bench_error is None:
+        if self.bench_ready.is_set() and self.bench_error is None and self.connected:
             from kiosk.tui.screens.history import HistoryScreen
 
             self.push_screen(HistoryScreen(device_id))

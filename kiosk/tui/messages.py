@@ -1,80 +1,52 @@
-"""Messages: the only way anything crosses from a worker thread into the UI.
+"""Messages: the only way anything crosses from another thread into the UI.
 
-Workers (the ladder, the flash executor, the USB and LED pollers) post these with ``post_message``,
+The bench service's client (:mod:`kiosk.tui.link`) posts these from its reader thread with ``post_message``,
 which is thread-safe; handlers run on the UI thread and are the only code that changes widgets.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from textual.message import Message
 
-if TYPE_CHECKING:
-    from kiosk.events import Event
 
+class Connected(Message):
+    """The service answered (first time or again): who we are to it, and every slot's state now."""
 
-class BenchEvent(Message):
-    """A ladder or flash event from a worker, with the device time it was published at."""
-
-    def __init__(self, event: Event, at: float) -> None:
+    def __init__(self, hello: dict[str, Any], snapshot: dict[str, Any]) -> None:
         super().__init__()
-        self.event = event
-        self.at = at
+        self.hello = hello
+        self.snapshot = snapshot
 
 
-class LedSeen(Message):
-    """The LED poller's latest: the colour lit now and, every so often, a fresh classification."""
+class Disconnected(Message):
+    """The service does not answer (any more): why, in words; the link keeps trying."""
 
-    def __init__(self, slot: int, lit: str | None, reading: dict[str, Any] | None) -> None:
+    def __init__(self, why: str) -> None:
         super().__init__()
-        self.slot = slot
-        self.lit = lit
-        self.reading = reading
+        self.why = why
 
 
-class DeviceSeen(Message):
-    """The USB poller saw a device appear, change mode, or go (``mode`` None) on a slot's port."""
+class ServiceNote(Message):
+    """One notification from the service (``slot.event``, ``slot.led``, ``notice``...)."""
 
-    def __init__(self, slot: int, device_id: str | None, platform: str | None, mode: str | None) -> None:
+    def __init__(self, method: str, params: dict[str, Any]) -> None:
         super().__init__()
-        self.slot = slot
-        self.device_id = device_id
-        self.platform = platform
-        self.mode = mode
+        self.method = method
+        self.params = params
 
 
-class SlotBusy(Message):
-    """A recovery or a manual flash has begun on a slot (its run id, once the journal gave one)."""
+class BenchFailed(Message):
+    """The private service (a simulated bench) could not open the bench: why, and what to do."""
 
-    def __init__(self, slot: int, busy_with: str, run_id: int | None) -> None:
-        super().__init__()
-        self.slot = slot
-        self.busy_with = busy_with
-        self.run_id = run_id
-
-
-class SlotIdle(Message):
-    """A slot's worker has ended: the verdict it gave (None when the events carried it) and why."""
-
-    def __init__(self, slot: int, verdict: str | None, detail: str | None, run_id: int | None) -> None:
-        super().__init__()
-        self.slot = slot
-        self.verdict = verdict
-        self.detail = detail
-        self.run_id = run_id
-
-
-class BenchReady(Message):
-    """The bench has been opened in a worker (or could not be: ``error`` says why and what to do)."""
-
-    def __init__(self, error: str | None = None) -> None:
+    def __init__(self, error: str) -> None:
         super().__init__()
         self.error = error
 
 
 class Notice(Message):
-    """Something a worker wants the technician to read (a refused start, a fault in a poller)."""
+    """Something the technician should read (a refused press, a fault in a screen)."""
 
     def __init__(self, text: str, severity: str = "information") -> None:
         super().__init__()

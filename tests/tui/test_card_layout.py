@@ -10,7 +10,7 @@ from rich.console import Console
 
 from kiosk.advice import AGAIN_TOUCHSCREEN, instruction
 from kiosk.ladder import CHECKLIST_ACTION, PROTECTED_ACTION, SENSOR_ACTION, Verdict
-from kiosk.tui.state import RUNGS, SlotState, apply, finish
+from kiosk.service.slots import RUNGS, SlotState, apply, finish
 from kiosk.tui.widgets.slot_card import card_lines
 
 CONSOLE = Console(width=200)

@@ -27,7 +27,7 @@ async def test_a_dfu_only_device_gets_system_part_and_bootloader_from_the_screen
         await wait_until(pilot, lambda: app.states[1].verdict is not None and not app.states[1].running, 120,
                          "the flash to end")  # fmt: skip
         assert app.states[1].verdict == "flashed", result_text(app)
-        device = app.backend.bench.slot(1).device
+        device = app.test_engine.bench.slot(1).device
         assert device.mode == Mode.NORMAL and not device.hazards
         assert any(what.startswith("applying the pending bootloader 0") for _, what in device.log)
 

@@ -73,7 +73,7 @@ def columns_fit(table: DataTable) -> None:
 
 async def open_library(pilot, app, folder: Path) -> LibraryScreen:
     await ready(pilot)
-    app.backend.library.import_path(bad_files(folder))
+    app.test_engine.library.import_path(bad_files(folder))
     await pilot.press("l")
     await wait_until(pilot, lambda: isinstance(app.screen, LibraryScreen) and app.screen.query(".reason"), 20,
                      "the library with its quarantine")  # fmt: skip
@@ -100,7 +100,7 @@ async def test_a_tap_on_a_library_row_tells_all_about_its_file(kiosk, tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_library(pilot, app, tmp_path)
         table = screen.query_one("#entries", DataTable)
-        entry = next(e for e in app.backend.library.entries() if e.name == LONG_APP)
+        entry = next(e for e in app.test_engine.library.entries() if e.name == LONG_APP)
         row = table.get_row_index(entry.path)
         table.move_cursor(row=table.row_count - 1 if row == 0 else 0)
         await pilot.pause()
@@ -166,7 +166,7 @@ async def test_an_empty_library_says_how_to_fill_it(kiosk, tmp_path):
     app = kiosk("healthy@boron")
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
-        app.backend.library = FirmwareLibrary(tmp_path / "empty")
+        app.test_engine.library = FirmwareLibrary(tmp_path / "empty")
         await pilot.press("l")
         await wait_until(pilot, lambda: isinstance(app.screen, LibraryScreen), 10)
         await app.workers.wait_for_complete()

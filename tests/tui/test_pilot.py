@@ -12,7 +12,7 @@ from firmware.platforms import Function
 from kiosk.cli import main
 from kiosk.events import PlanStarted, StepStarted
 from kiosk.tui.screens.flash import FlashScreen
-from kiosk.tui.state import SlotState
+from kiosk.service.slots import SlotState
 from kiosk.tui.widgets.slot_card import CardBody, SlotCard
 from kiosk.tui.widgets.touch_button import TouchButton
 from tests.tui.conftest import ready, wait_until
@@ -127,7 +127,7 @@ async def test_stop_mid_flash_ends_at_once_with_buttons_released_and_power_on(ki
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
         flashing = []
-        app.backend.bus.subscribe(lambda e: flashing.append(e) if isinstance(e, StepStarted | PlanStarted) else None)
+        app.test_engine.bus.subscribe(lambda e: flashing.append(e) if isinstance(e, StepStarted | PlanStarted) else None)
         await pilot.click("#act-1")
         await wait_until(pilot, lambda: any(isinstance(e, StepStarted) for e in flashing), 60, "a flash step")
         seen = record(app, 1)
@@ -137,9 +137,9 @@ async def test_stop_mid_flash_ends_at_once_with_buttons_released_and_power_on(ki
         state = app.states[1]
         assert state.verdict == "stopped" and "stopped" in state.rungs.values()
         assert "■ STOPPED" in card_text(app, 1)
-        slot = app.backend.bench.slot(1)
+        slot = app.test_engine.bench.slot(1)
         assert slot.power.is_on
-        run = app.backend.journal.run(state.last_run_id)
+        run = app.test_engine.journal.run(state.last_run_id)
         assert run["status"] == "stopped" and run["verdict"] == "stopped"
 
 
@@ -152,10 +152,10 @@ async def test_a_manual_flash_refused_by_the_planner_shows_why_and_writes_nothin
     (stick / "garbage.bin").write_bytes(b"\x00not a module at all" * 10)
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
-        device = app.backend.bench.slot(1).device
+        device = app.test_engine.bench.slot(1).device
         before = {k: m.data for k, m in device.modules.items()}
         events = []
-        app.backend.bus.subscribe(events.append)
+        app.test_engine.bus.subscribe(events.append)
         await pilot.press("m")
         assert isinstance(app.screen, FlashScreen)
         await pilot.click("#stick")
@@ -229,4 +229,4 @@ async def test_a_flaky_cable_is_named_on_the_card_with_its_count(kiosk):
         state = app.states[1]
         assert state.verdict == "recovered" and state.usb_errors > 0
         assert f"check the USB cable: {state.usb_errors} USB transfers failed" in " ".join(card_text(app, 1).split())
-        assert app.backend.journal.run(state.last_run_id)["usb_errors"] == state.usb_errors
+        assert app.test_engine.journal.run(state.last_run_id)["usb_errors"] == state.usb_errors

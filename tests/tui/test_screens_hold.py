@@ -46,7 +46,7 @@ async def test_back_from_a_report_opened_from_history_returns_to_history(kiosk, 
     app = kiosk("healthy@boron")
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
-        journal = app.backend.journal
+        journal = app.test_engine.journal
         journal.finish_run(journal.start_run(1, "e00fce68aabbccddeeff0011", "boron"), "healthy", None)
         await pilot.press("h")
         await wait_until(pilot, lambda: app.screen.query_one("#runs").row_count == 1, 20, "the run listed")
@@ -83,7 +83,7 @@ async def test_a_manual_flash_from_the_screen_completes_and_says_what_was_writte
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
         steps = []
-        app.backend.bus.subscribe(lambda e: steps.append(e) if isinstance(e, StepFinished) else None)
+        app.test_engine.bus.subscribe(lambda e: steps.append(e) if isinstance(e, StepFinished) else None)
         await flash_from_the_screen(pilot, transport)
         await wait_until(pilot, lambda: app.states[1].verdict is not None and not app.states[1].running, 120,
                          "the flash to end")  # fmt: skip
@@ -102,7 +102,7 @@ async def test_a_manual_flash_from_the_screen_completes_and_says_what_was_writte
         assert isinstance(app.screen, MainScreen)
         assert "FLASHED" in app.main_screen.card(1).query_one("CardBody").text
         # the journal keeps the flash as a run of its own, each step recorded, and Report opens it
-        run = app.backend.journal.run(app.states[1].last_run_id)
+        run = app.test_engine.journal.run(app.states[1].last_run_id)
         assert (run["kind"], run["verdict"], run["status"]) == ("manual flash", "flashed", "finished")
         assert [s["outcome"] for s in run["steps"]] == [e.outcome for e in steps]
         await pilot.press("p")
@@ -139,7 +139,7 @@ async def test_a_fault_in_a_screen_handler_is_shown_and_a_recovery_on_another_sl
         await wait_until(pilot, lambda: app.states[1].verdict is not None and not app.states[1].running, 120,
                          "slot 1's verdict")  # fmt: skip
         assert app.states[1].verdict == "recovered"
-        run = app.backend.journal.run(app.states[1].last_run_id)
+        run = app.test_engine.journal.run(app.states[1].last_run_id)
         assert run["status"] == "finished" and run["verdict"] == "recovered"
 
 
@@ -169,7 +169,7 @@ async def test_report_opens_the_selected_slots_latest_run(kiosk):
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
         await wait_until(pilot, lambda: app.states[1].device_id and app.states[2].device_id, 10, "both devices")
-        journal = app.backend.journal
+        journal = app.test_engine.journal
         ids = {n: app.states[n].device_id for n in (1, 2)}
         mine = journal.start_run(1, ids[1], "boron")
         journal.finish_run(mine, "healthy", None)
@@ -193,7 +193,7 @@ async def test_report_for_a_slot_without_runs_says_there_is_none(kiosk):
     app = kiosk("healthy@boron,healthy@photon")
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
-        journal = app.backend.journal
+        journal = app.test_engine.journal
         journal.finish_run(journal.start_run(1, "e00fce68aabbccddeeff0011", "boron"), "healthy", None)
         await pilot.click("#slot-2")
         await pilot.press("p")

@@ -109,7 +109,7 @@ def verdicts(app) -> None:
 
 
 def _busy(state):
-    from kiosk.tui.state import fresh_run
+    from kiosk.service.slots import fresh_run
 
     return fresh_run(state)
 
@@ -229,7 +229,7 @@ def test_library(snap_compare, folder, size):
             (stick / f"boron-system-part1@6.1.{n + 1}.bin").write_bytes(bytes(data))
         app_name = "acme-cold-chain-tracker-firmware-production-build.bin"  # a long name: cut in the middle
         (stick / app_name).write_bytes(build_module(platform_id=13, function=Function.USER_PART, index=2, version=6))
-        app.backend.library.import_path(stick)
+        app.test_engine.library.import_path(stick)
         await pilot.press("l")
         await wait_until(pilot, lambda: len(app.screen.query(".reason")) == 8, 20)
         await settle(pilot)

@@ -7,28 +7,31 @@ checking again, not guessed). No force anywhere.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.text import Text
 from textual import work
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, RadioSet, Static
 
-from firmware.plan import Transport
-from kiosk.service.engine import ManualPlan, SlotBusyError, Source, firmware_files, removable_media
+from kiosk.service.slots import VERDICTS, SlotState, fresh_run
+from kiosk.tui.link import ServiceError, ServiceUnavailable
+from kiosk.tui.media import firmware_files, removable_media
 from kiosk.tui.screens.base import KioskScreen
-from kiosk.tui.state import VERDICTS, SlotState, fresh_run
 from kiosk.tui.widgets.choices import ChoiceList, mark_radios, marked_radio
 from kiosk.tui.widgets.slot_card import FlashBar
 from kiosk.tui.widgets.touch_button import TouchButton
 
 #: The transports a technician may choose, with the words on their buttons; the first is the default.
-TRANSPORTS: dict[str, tuple[Transport, str]] = {
-    "auto": (Transport.AUTO, "automatic"),
-    "usb": (Transport.USB, "usb only"),
-    "serial": (Transport.SERIAL, "serial (YModem)"),
+TRANSPORTS: dict[str, tuple[str, str]] = {  # key -> (the service's transport, words)
+    "auto": ("auto", "automatic"),
+    "usb": ("usb", "usb only"),
+    "serial": ("serial", "serial (YModem)"),
 }
 DEFAULT_TRANSPORT = next(iter(TRANSPORTS))
+NOT_ALLOWED = -32003  # kiosk.service.wire's code for a press this screen may not make
 #: How each mechanism writes, in the words of a checked plan.
 MECHANISM_WORDS = {
     "dfu": "DFU",
@@ -38,22 +41,36 @@ MECHANISM_WORDS = {
 }
 
 
-def describe_plan(plan: ManualPlan) -> Text:
-    """The checked plan in words: what goes where, how, and any warnings."""
-    text = Text(f"OK to flash: {plan.device}\n", style="bold")
-    for n, step in enumerate(plan.plan.steps, 1):
-        how = MECHANISM_WORDS.get(step.mechanism.value, step.mechanism.value)
-        text.append(f"{n}. {Path(step.name).name} → {how}, {len(step.payload)} bytes ({step.device_mode} mode)\n")
-    for warning in plan.plan.warnings:
+@dataclass(frozen=True)
+class Source:
+    """A module the technician chose: a library entry (its path in the library) or a file on a stick."""
+
+    label: str
+    library: str | None = None
+    path: Path | None = None
+
+    def to_json(self) -> dict[str, str]:
+        if self.library:
+            return {"library": self.library, "label": self.label}
+        return {"file": str(self.path), "label": self.label}
+
+
+def describe_plan(plan: dict[str, Any]) -> Text:
+    """The checked plan (the service's flash.plan answer) in words: what goes where, how, and any warnings."""
+    text = Text(f"OK to flash: {plan['device']}\n", style="bold")
+    for n, step in enumerate(plan["steps"], 1):
+        how = MECHANISM_WORDS.get(step["mechanism"], step["mechanism"])
+        text.append(f"{n}. {Path(step['name']).name} → {how}, {step['size']} bytes ({step['device_mode']} mode)\n")
+    for warning in plan["warnings"]:
         text.append(f"note: {warning}\n", style="italic")
     return text
 
 
-def describe_refusal(plan: ManualPlan, plans_with: str | None = None) -> Text:
+def describe_refusal(plan: dict[str, Any], plans_with: str | None = None) -> Text:
     """Every reason, and ``plans_with``: the key of a transport with which the same check planned."""
-    text = Text(f"REFUSED ✘ nothing was written. {plan.device}\n", style="bold")
-    for refusal in plan.refusals:
-        text.append(f"• {Path(refusal.name).name}: {refusal.reason}\n")
+    text = Text(f"REFUSED ✘ nothing was written. {plan['device']}\n", style="bold")
+    for refusal in plan["refusals"]:
+        text.append(f"• {Path(refusal['name']).name}: {refusal['reason']}\n")
     if plans_with is not None:
         text.append(f"It plans with “{TRANSPORTS[plans_with][1]}” (checked): choose it and tap CHECK.\n")
     return text
@@ -68,7 +85,7 @@ class FlashScreen(KioskScreen):
         super().__init__()
         self.slot = slot
         self.sources: dict[str, Source] = {}
-        self.checked: ManualPlan | None = None
+        self.checked: dict[str, Any] | None = None  # the service's answer to flash.plan, with its plan id
         self._slot_was_running = False  # the result is said once, as the flash ends (not on every LED change)
 
     def body(self) -> Iterable:
@@ -109,16 +126,18 @@ class FlashScreen(KioskScreen):
         state = self.app.states.get(self.slot)
         platform = state.shown_platform if state else None
         try:
-            sources = self.app.backend.library_sources(platform)
-        except Exception as exc:
+            entries = self.app.link.call("library.list", {"platform": platform})["entries"]
+        except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
             self.app.call_from_thread(self.say, "plan-result", f"The library could not be read: {exc}", "problem")
             return
+        entries.sort(key=lambda e: (e["platform"], e.get("release") or "", e["name"]), reverse=True)
+        sources = [Source(e["label"], library=e["path"]) for e in entries if e.get("kind") == "module"]
         self.app.call_from_thread(self._show_sources, sources, keep_files=True)
 
     def _show_sources(self, sources: list[Source], keep_files: bool = False) -> None:
         chosen = set(self.query_one(ChoiceList).selected)
         kept = {k: v for k, v in self.sources.items() if keep_files and v.path is not None}
-        self.sources = {**kept, **{f"lib:{s.entry.path}": s for s in sources if s.entry is not None},
+        self.sources = {**kept, **{f"lib:{s.library}": s for s in sources if s.library is not None},
                         **{f"file:{s.path}": s for s in sources if s.path is not None}}  # fmt: skip
         self.query_one(ChoiceList).set_choices([(s.label, key) for key, s in self.sources.items()], chosen)
         if not self.sources:
@@ -142,7 +161,7 @@ class FlashScreen(KioskScreen):
             self.say("plan-result", f"No .bin files on {', '.join(map(str, sticks))}. "
                      + " ".join(problems), "problem")  # fmt: skip
             return
-        library = [s for s in self.sources.values() if s.entry is not None]
+        library = [s for s in self.sources.values() if s.library is not None]
         self._show_sources([*library, *files])
         self.say("plan-result", f"{len(files)} module file(s) from the USB stick added to the list.", "note")
 
@@ -166,7 +185,7 @@ class FlashScreen(KioskScreen):
         flash.label, flash.variant, flash.disabled = "Flash", "success", True
 
     @property
-    def transport(self) -> Transport:
+    def transport(self) -> str:
         pressed = self.query_one(RadioSet).pressed_button
         key = (pressed.id or "").removeprefix("transport-") if pressed else DEFAULT_TRANSPORT
         return TRANSPORTS.get(key, TRANSPORTS[DEFAULT_TRANSPORT])[0]
@@ -181,21 +200,27 @@ class FlashScreen(KioskScreen):
         self._check(self.slot, chosen, self.transport)
 
     @work(thread=True, exclusive=True, group="check")
-    def _check(self, slot: int, chosen: list[Source], transport: Transport) -> None:
+    def _check(self, slot: int, chosen: list[Source], transport: str) -> None:
+        params = {"slot": slot, "modules": [s.to_json() for s in chosen], "transport": transport}
         try:
-            result = self.app.backend.plan_manual(slot, chosen, transport)
-        except (ValueError, SlotBusyError) as exc:
-            self.app.call_from_thread(self.say, "plan-result", f"✘ {exc}", "problem")
+            result = self.app.link.call("flash.plan", params)
+        except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
+            self.app.call_from_thread(self._refused, exc)
             return
         self.app.call_from_thread(self._show_check, result)
 
-    def _show_check(self, result: ManualPlan) -> None:
-        if result.slot != self.slot:
+    def _refused(self, exc: Exception) -> None:
+        self.say("plan-result", f"✘ {exc}", "problem")
+        if getattr(exc, "code", None) == NOT_ALLOWED:
+            self.app.refused(exc)
+
+    def _show_check(self, result: dict[str, Any]) -> None:
+        if result["slot"] != self.slot:
             return
-        if result.refused:
+        if result["refused"]:
             self.checked = None
             # the planner's own suggestion: a transport it tried on the same device and modules, and it planned
-            plans_with = next((key for key, (t, _) in TRANSPORTS.items() if t is result.suggestion), None)
+            plans_with = next((key for key, (t, _) in TRANSPORTS.items() if t == result["suggestion"]), None)
             self.say("plan-result", describe_refusal(result, plans_with), "problem")
             return
         self.checked = result
@@ -214,12 +239,20 @@ class FlashScreen(KioskScreen):
         if self.checked is None:
             self.say("plan-result", "Tap CHECK first: the plan is checked before anything is written.", "problem")
             return
-        plan, slot = self.checked.plan, self.slot
+        plan, slot = self.checked, self.slot
         self.checked = None  # a plan is written once; the next flash is checked again
-        self.app.set_state(slot, fresh_run(self.app.states[slot], "manual flash"))
-        self.say("plan-result", f"Flashing slot {slot}: {len(plan.steps)} step(s)…", "note")
-        device_id = self.app.states[slot].device_id
-        self.app.spawn(lambda: self.app.backend.flash(slot, plan, device_id), f"flash-{slot}")
+        before = self.app.states[slot]
+        self.app.set_state(slot, fresh_run(before, "manual flash"))
+        self.say("plan-result", f"Flashing slot {slot}: {len(plan['steps'])} step(s)…", "note")
+
+        def flash() -> None:
+            try:
+                self.app.link.call("flash.start", {"plan_id": plan["plan_id"]})
+            except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
+                self.app.call_from_thread(self.app._put_back, slot, before)
+                self.app.call_from_thread(self._refused, exc)
+
+        self.app.spawn(flash, f"flash-{slot}")
 
     def slot_changed(self, slot: int, state: SlotState | None) -> None:
         """Called by the app whenever a slot's state changes: mirror this slot's progress and result."""

@@ -18,9 +18,9 @@ from textual import work
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, DataTable, Input, Static
 
+from kiosk.service.slots import VERDICTS
 from kiosk.tui.screens.base import KioskScreen
 from kiosk.tui.screens.library import CELL_PADDING, TouchTable, column_budget
-from kiosk.tui.state import VERDICTS
 from kiosk.tui.widgets.touch_button import TouchButton
 
 DEVICE_ID_LENGTH = 24
@@ -177,16 +177,18 @@ class HistoryScreen(KioskScreen):
 
     @work(thread=True, exclusive=True, group="history")
     def _load(self, wanted: DeviceFilter) -> None:
-        journal = self.app.backend.journal
-        if journal is None:
-            self.app.call_from_thread(self.say, "history-message", "This kiosk keeps no journal.", "problem")
+        from kiosk.tui.link import ServiceError, ServiceUnavailable
+
+        # the service looks through the newest runs for a part of an id (the journal looks up whole ids only)
+        params = {"device_id": wanted.exact, "part": wanted.part or None, "head": wanted.head or None,
+                  "tail": wanted.tail or None, "limit": SHOWN}  # fmt: skip
+        try:
+            found = self.app.link.call("history.runs", {k: v for k, v in params.items() if v is not None})
+        except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
+            self.app.call_from_thread(self.say, "history-message", f"The history could not be read: {exc}",
+                                      "problem")  # fmt: skip
             return
-        if wanted.everything or wanted.exact:
-            runs, capped = journal.runs(device_id=wanted.exact, limit=SHOWN), False
-        else:  # the journal looks up whole ids only: look through the newest runs for the part
-            newest = journal.runs(limit=SCANNED)
-            runs, capped = [r for r in newest if wanted.matches(r.get("device_id"))], len(newest) >= SCANNED
-        self.app.call_from_thread(self._show, wanted, runs[:SHOWN], capped)
+        self.app.call_from_thread(self._show, wanted, found["runs"][:SHOWN], bool(found.get("capped")))
 
     def _show(self, wanted: DeviceFilter, runs: list[dict[str, Any]], capped: bool = False) -> None:
         self._shown = (wanted, runs, capped)

@@ -9,7 +9,9 @@ of their own that scrolls (wheel, or drag its wide scrollbar).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from rich.text import Text
 from textual import events, work
@@ -17,8 +19,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.coordinate import Coordinate
 from textual.widgets import Button, DataTable, Input, Static
 
-from firmware.library import ImportReport, LibraryEntry, LibraryError, Quarantined
-from kiosk.service.engine import removable_media
+from firmware.library import ImportReport, LibraryEntry, Quarantined
+from kiosk.tui.link import ServiceError, ServiceUnavailable
+from kiosk.tui.media import removable_media
 from kiosk.tui.screens.base import KioskScreen
 from kiosk.tui.widgets.touch_button import TouchButton
 
@@ -88,6 +91,23 @@ class TouchTable(DataTable):
             self.cursor_coordinate = Coordinate(row, max(column, 0))
 
 
+def entry_from_json(data: dict[str, Any]) -> LibraryEntry:
+    """A library file as the service's library.list sends it (the library itself lives in the service)."""
+    values = {k: v for k, v in data.items() if k in _ENTRY_FIELDS}
+    values["dependencies"] = tuple(tuple(d) for d in values.get("dependencies", ()))
+    return LibraryEntry(**values)
+
+
+def report_from_json(data: dict[str, Any]) -> ImportReport:
+    return ImportReport([entry_from_json(e) for e in data.get("added", [])],
+                        [entry_from_json(e) for e in data.get("unchanged", [])],
+                        [Quarantined(**q) for q in data.get("quarantined", [])],
+                        [(s["source"], s["reason"]) for s in data.get("skipped", [])])  # fmt: skip
+
+
+_ENTRY_FIELDS = frozenset(f.name for f in fields(LibraryEntry))
+
+
 def entry_cells(entry: LibraryEntry) -> tuple[str, ...]:
     """One library file as table cells, in full (``fit_widths`` and ``ellipsize`` cut them to the screen)."""
     version = f"{entry.function} {entry.index} v{entry.version}" if entry.kind == "module" else entry.kind
@@ -144,13 +164,14 @@ class LibraryScreen(KioskScreen):
 
     @work(thread=True, exclusive=True, group="library")
     def _refresh(self) -> None:
-        library = self.app.backend.library
         try:
-            entries, quarantined = library.entries(), library.quarantined()
-        except LibraryError as exc:
+            found = self.app.link.call("library.list")
+            entries = [entry_from_json(e) for e in found["entries"]]
+            quarantined = [Quarantined(**q) for q in found["quarantined"]]
+        except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
             self.app.call_from_thread(self.say, "library-message", f"The library cannot be read: {exc}", "problem")
             return
-        self.app.call_from_thread(self._show, str(library.root), entries, quarantined)
+        self.app.call_from_thread(self._show, found["root"], entries, quarantined)
 
     def _show(self, root: str, entries: list[LibraryEntry], quarantined: list[Quarantined]) -> None:
         self._entries = sorted(entries, key=lambda e: (e.platform, e.release or "", e.function or "", e.index or 0))
@@ -234,8 +255,8 @@ class LibraryScreen(KioskScreen):
     @work(thread=True, exclusive=True, group="import")
     def _import(self, path: Path) -> None:
         try:
-            report = self.app.backend.library.import_path(path)
-        except (LibraryError, OSError) as exc:
+            report = report_from_json(self.app.link.call("library.import", {"path": str(path)}))
+        except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
             self.app.call_from_thread(self.say, "library-message", f"Import failed: {exc}", "problem")
             return
         words, kind = import_summary(path, report)

@@ -12,9 +12,10 @@ from textual import work
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Button, Input, Label, Markdown, Static, TabbedContent, TabPane
 
-from kiosk.journal import HISTORY_FIELDS, JournalError
-from kiosk.report import HISTORY_LABELS, build_report, render_json, render_markdown
-from kiosk.service.engine import removable_media
+from kiosk.journal import HISTORY_FIELDS  # the questions (constants; the journal itself is the service's)
+from kiosk.report import HISTORY_LABELS
+from kiosk.tui.link import ServiceError, ServiceUnavailable
+from kiosk.tui.media import removable_media
 from kiosk.tui.screens.base import KioskScreen
 from kiosk.tui.widgets.qr import QrCode
 from kiosk.tui.widgets.touch_button import TouchButton
@@ -63,6 +64,7 @@ class ReportScreen(KioskScreen):
         self.slot = slot
         self.device_id = device_id
         self.report: dict[str, Any] | None = None
+        self.rendered: dict[str, str] = {}  # the service renders the report: "markdown" and "json"
 
     def body(self) -> Iterable:
         with Vertical(classes="body"):
@@ -87,29 +89,29 @@ class ReportScreen(KioskScreen):
 
     @work(thread=True, exclusive=True, group="report")
     def _load(self) -> None:
-        journal = self.app.backend.journal
-        if journal is None:
-            self.app.call_from_thread(self.say, "report-message", "This kiosk keeps no journal.", "problem")
-            return
+        link = self.app.link
         run_id = self.run_id
-        if run_id is None:
-            # the device now in the slot first; else whatever this slot last recovered (the header names it)
-            run_id = journal.latest_run_id(slot=self.slot, device_id=self.device_id) if self.device_id else None
-            run_id = run_id or journal.latest_run_id(slot=self.slot)
-            if run_id is None:
-                whose = f"slot {self.slot}" if self.slot is not None else "this kiosk"
-                words = f"No run recorded for {whose} yet: press RECOVER on it, then come back."
-                self.app.call_from_thread(self.say, "report-message", words, "problem")
-                return
         try:
-            report = build_report(journal, run_id)
-            history = journal.device_history(report["device"]["device_id"]) if report["device"]["device_id"] else None
-        except JournalError as exc:
+            if run_id is None:
+                # the device now in the slot first; else whatever this slot last recovered (the header names it)
+                if self.device_id:
+                    run_id = link.call("history.latest", {"slot": self.slot, "device_id": self.device_id})["run_id"]
+                if run_id is None:
+                    run_id = link.call("history.latest", {"slot": self.slot} if self.slot else {})["run_id"]
+                if run_id is None:
+                    whose = f"slot {self.slot}" if self.slot is not None else "this kiosk"
+                    words = f"No run recorded for {whose} yet: press RECOVER on it, then come back."
+                    self.app.call_from_thread(self.say, "report-message", words, "problem")
+                    return
+            answer = link.call("report", {"run_id": run_id})
+        except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
             self.app.call_from_thread(self.say, "report-message", f"No report for run {run_id}: {exc}", "problem")
             return
-        self.app.call_from_thread(self._show, run_id, report, history or {})
+        self.app.call_from_thread(self._show, run_id, answer)
 
-    def _show(self, run_id: int, report: dict[str, Any], history: dict[str, Any]) -> None:
+    def _show(self, run_id: int, answer: dict[str, Any]) -> None:
+        report, history = answer["report"], answer.get("history") or {}
+        self.rendered = {"markdown": answer["markdown"], "json": answer["json"]}
         self.run_id, self.report = run_id, report
         device = report["device"].get("device_id") or "device id not found"
         verdict = report["verdict"].get("verdict") or report["run"].get("status")
@@ -119,7 +121,7 @@ class ReportScreen(KioskScreen):
                  "note")  # fmt: skip
         for name in HISTORY_FIELDS:
             self.query_one(f"#history-{name}", Input).value = history.get(name) or ""
-        self.query_one("#preview", Markdown).update(render_markdown(report))
+        self.query_one("#preview", Markdown).update(self.rendered["markdown"])
         self.query_one(QrCode).texts = qr_texts(report)
         self.call_after_refresh(self._fit_qr)
 
@@ -152,13 +154,17 @@ class ReportScreen(KioskScreen):
 
     @work(thread=True, exclusive=True, group="report-save")
     def _save_answers(self, device_id: str, answers: dict[str, str | None]) -> None:
-        self.app.backend.journal.set_device_history(device_id, **answers)
+        try:
+            self.app.link.call("device.history.set", {"device_id": device_id, "answers": answers})
+        except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
+            self.app.call_from_thread(self.say, "report-message", f"Not saved: {exc}", "problem")
+            return
         self.app.call_from_thread(self.say, "report-message", "Answers saved with the device's history.", "good")
         self._load()
 
     def _text(self) -> tuple[str, str]:
         fmt = self.app.settings.report_format
-        return (render_json(self.report), "json") if fmt == "json" else (render_markdown(self.report), "md")
+        return (self.rendered["json"], "json") if fmt == "json" else (self.rendered["markdown"], "md")
 
     def pressed_to_stick(self) -> None:
         if self.report is None:

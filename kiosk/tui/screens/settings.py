@@ -48,12 +48,12 @@ class SettingsScreen(KioskScreen):
         yield TouchButton("Save", id="save", variant="primary")
 
     def _facts(self) -> str:
-        backend = self.app.backend
+        info = self.app.bench_info  # what the bench service said of itself
         lines = [f"bench: {self.app.bench_words}"]
-        if backend is not None:
-            lines.append(f"journal: {backend.journal_path}")
-            if backend.library is not None:
-                lines.append(f"library: {backend.library.root}")
+        if info.get("journal"):
+            lines.append(f"journal: {info['journal']}")
+        if info.get("library"):
+            lines.append(f"library: {info['library']}")
         return "\n".join(lines)
 
     @staticmethod

@@ -1,6 +1,6 @@
 """One slot's card: device, live LED, the ladder, flash progress, the verdict and one big Recover/Stop button.
 
-Every part renders from a :class:`~kiosk.tui.state.SlotState` and nothing else, so the card shows the same
+Every part renders from a :class:`~kiosk.service.slots.SlotState` and nothing else, so the card shows the same
 whether the state came from a live device or from fixed events in a snapshot test. Colour is never the
 only signal: every colour has a word and a symbol beside it.
 """
@@ -15,8 +15,8 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from kiosk.advice import AGAIN_TOUCHSCREEN, instruction
+from kiosk.service.slots import RUNG_STATES, RUNGS, USB_MODES, VERDICTS, SlotState, kib
 from kiosk.tui.guard import guard_handlers
-from kiosk.tui.state import RUNG_STATES, RUNGS, USB_MODES, VERDICTS, SlotState, kib
 from kiosk.tui.widgets.touch_button import TouchButton
 
 #: LED colour names -> the swatch's colour on screen (bright enough to read on black).

@@ -1,9 +1,9 @@
-"""What one slot's card shows, as plain data, and how each event changes it.
+"""What one slot's card shows, as plain data, how each event changes it, and how it travels as JSON.
 
 The card is a pure function of a :class:`SlotState`; :func:`apply` folds a ladder or flash event into
-it. Workers never touch widgets: they post messages carrying these events, the app applies them on the
-UI thread. Snapshot tests feed fixed events through the same function, so what they show is what a
-real run would show.
+it. The bench service keeps one per slot, reduced from its engine's events, and sends each new one to its
+clients as JSON (:func:`to_json`, :func:`from_json`): a touchscreen that (re)connects draws what every slot
+does now, and never needs the ladder's event types. Nothing here imports Textual or the drivers.
 
     >>> from kiosk.ladder import RungStarted
     >>> state = SlotState(1, "slot 1")
@@ -14,7 +14,7 @@ real run would show.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -229,6 +229,8 @@ def apply(state: SlotState, event: Event, at: float) -> SlotState:
 
 
 def _run_started(state: SlotState, e: RunStarted, at: float) -> SlotState:
+    if state.activity == "idle":  # the run's first event came before the engine said the slot is busy
+        state = fresh_run(state)
     return replace(state, activity="running", device_id=e.device_id or state.device_id,
                    platform=e.platform or state.platform)  # fmt: skip
 
@@ -341,3 +343,29 @@ def finish(state: SlotState, verdict: str | None, detail: str | None, run_id: in
     if state.verdict is None and verdict is not None:
         state = replace(state, verdict=verdict, verdict_detail=detail or "")
     return replace(state, activity="idle", progress=None, run_id=None, last_run_id=run_id or state.last_run_id)
+
+
+def started(state: SlotState, busy_with: str, run_id: int | None) -> SlotState:
+    """A recovery or a manual flash has begun (the card is fresh unless the run's first events came first)."""
+    if state.activity == "idle":
+        state = fresh_run(state, busy_with)
+    activity = state.activity if state.activity == "stopping" else "running"
+    return replace(state, activity=activity, busy_with=busy_with, run_id=run_id if run_id is not None else state.run_id)
+
+
+def to_json(state: SlotState) -> dict[str, Any]:
+    """The state as plain JSON values (what the bench service sends)."""
+    return asdict(state)
+
+
+_FIELDS = frozenset(f.name for f in fields(SlotState))
+_PROGRESS_FIELDS = frozenset(f.name for f in fields(FlashProgress))
+
+
+def from_json(data: dict[str, Any]) -> SlotState:
+    """The state a service sent; keys this version does not know are left out (a newer service may add some)."""
+    values = {k: v for k, v in data.items() if k in _FIELDS}
+    progress = values.get("progress")
+    if isinstance(progress, dict):
+        values["progress"] = FlashProgress(**{k: v for k, v in progress.items() if k in _PROGRESS_FIELDS})
+    return SlotState(**values)

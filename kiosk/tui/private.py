@@ -1,0 +1,62 @@
+"""A private bench service for one simulated bench: ``kiosk tui --simulate ...`` (and ``make demo``, and
+``kiosk serve --simulate``) start one on a temporary socket and stop it on exit, so one command still runs
+the whole kiosk. It is a real ``kiosk service`` process: the screen is its client, as on a real bench.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+STOP_TIMEOUT_S = 30.0  # a stopping service waits for each run to end, buttons released
+
+
+class PrivateService:
+    """``kiosk service ARGS --socket <temporary>`` as a child process."""
+
+    def __init__(self, bench_args: list[str]) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="kiosk-bench-"))
+        self.socket_path = self.folder / "bench.sock"
+        self._log = open(self.folder / "service.log", "w+b")  # noqa: SIM115 (open until close())
+        command = [sys.executable, "-m", "kiosk.cli", "service", *bench_args, "--socket", str(self.socket_path)]
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
+                                        start_new_session=True)  # fmt: skip
+        self._closing = threading.Event()
+
+    def watch(self, failed: Callable[[str], None]) -> None:
+        """Tell ``failed`` (from a thread) what the service said if it ends before ``close()``."""
+
+        def wait() -> None:
+            status = self.process.wait()
+            if not self._closing.is_set():
+                failed(self.last_words() or f"the bench service ended (status {status})")
+
+        threading.Thread(target=wait, name="private-service", daemon=True).start()
+
+    def last_words(self) -> str:
+        with contextlib.suppress(OSError):
+            self._log.flush()
+            text = (self.folder / "service.log").read_text(errors="replace").strip()
+            lines = [line.removeprefix("kiosk: ") for line in text.splitlines() if line.strip()]
+            return lines[-1] if lines else ""
+        return ""
+
+    def close(self) -> None:
+        """SIGTERM (every run stopped cleanly), then wait; SIGKILL only when it does not end in time."""
+        self._closing.set()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5.0)
+        self._log.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
