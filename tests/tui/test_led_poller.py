@@ -9,7 +9,7 @@ import time
 from kiosk import bench as bench_module
 from kiosk.service import engine as backend_module
 from kiosk.service.engine import KioskBackend
-from kiosk.tui.messages import LedSeen
+from kiosk.service.posts import LedSeen
 
 
 def test_a_steady_led_is_classified_once_its_window_is_whole_and_a_blinking_one_again_and_again(monkeypatch):

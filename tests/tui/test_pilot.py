@@ -11,8 +11,8 @@ from firmware.builder import build_module
 from firmware.platforms import Function
 from kiosk.cli import main
 from kiosk.events import PlanStarted, StepStarted
-from kiosk.tui.screens.flash import FlashScreen
 from kiosk.service.slots import SlotState
+from kiosk.tui.screens.flash import FlashScreen
 from kiosk.tui.widgets.slot_card import CardBody, SlotCard
 from kiosk.tui.widgets.touch_button import TouchButton
 from tests.tui.conftest import ready, wait_until
@@ -127,7 +127,8 @@ async def test_stop_mid_flash_ends_at_once_with_buttons_released_and_power_on(ki
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
         flashing = []
-        app.test_engine.bus.subscribe(lambda e: flashing.append(e) if isinstance(e, StepStarted | PlanStarted) else None)
+        engine = app.test_engine
+        engine.bus.subscribe(lambda e: flashing.append(e) if isinstance(e, StepStarted | PlanStarted) else None)
         await pilot.click("#act-1")
         await wait_until(pilot, lambda: any(isinstance(e, StepStarted) for e in flashing), 60, "a flash step")
         seen = record(app, 1)

@@ -148,10 +148,14 @@ async def test_a_fault_in_a_screen_worker_is_shown_and_the_app_goes_on(kiosk, mo
     async with app.run_test(size=(80, 24)) as pilot:
         await ready(pilot)
 
-        def broken(*_args):
-            raise RuntimeError("planner crashed")
+        call = app.link.call
 
-        monkeypatch.setattr(app.backend, "plan_manual", broken)
+        def broken(method, *args, **kwargs):  # the screen's own code fails (not the service: it answers errors)
+            if method == "flash.plan":
+                raise RuntimeError("planner crashed")
+            return call(method, *args, **kwargs)
+
+        monkeypatch.setattr(app.link, "call", broken)
         await pilot.press("m")
         await wait_until(pilot, lambda: bool(app.screen.sources), 20, "the library's modules")
         tick_module(app, "tinker")

@@ -22,9 +22,9 @@ from hw.led_signals import SOS_CODES
 from kiosk.events import PlanStarted, Progress, StepStarted
 from kiosk.journal import Journal
 from kiosk.ladder import Observation, RungFinished, RungStarted, Verdict
-from kiosk.tui.messages import BenchEvent, DeviceSeen, LedSeen
+from kiosk.service.posts import BenchEvent, DeviceSeen, LedSeen, SlotBusy
 from kiosk.tui.settings import TuiSettings
-from tests.tui.conftest import make_app, ready, wait_until
+from tests.tui.conftest import make_app, ready, synced, wait_until
 
 FOLDER = Path("/tmp/kiosk-tui-snapshots")  # fixed: the settings screen shows where things are
 BENCH = "app-crash@boron,corrupt-system@photon,missing-bootloader@boron,frozen@p2"
@@ -67,23 +67,23 @@ def app_on(folder: Path, spec: str = BENCH):
 
 def feed(app, slot: int, *events, at: float = 0.0) -> None:
     for n, event in enumerate(events):
-        app.on_bench_event(BenchEvent(event, at + n * 0.5))
+        app.test_service.board.post(BenchEvent(event, at + n * 0.5))
 
 
 def plugged_in(app) -> None:
     modes = {1: "normal", 2: "dfu", 3: None, 4: "normal"}
     for slot, mode in modes.items():
         platform = {1: "boron", 2: "photon", 4: "p2"}.get(slot)
-        app.on_device_seen(DeviceSeen(slot, IDS.get(slot), platform if mode else None, mode))
-    app.on_led_seen(LedSeen(1, "red", led("red", "sos", sos=1)))
-    app.on_led_seen(LedSeen(2, "yellow", led("yellow", "blink-normal", hz=5.0)))
-    app.on_led_seen(LedSeen(3, "off", led(None, "off")))
-    app.on_led_seen(LedSeen(4, "cyan", led("cyan", "solid")))
+        app.test_service.board.post(DeviceSeen(slot, IDS.get(slot), platform if mode else None, mode))
+    app.test_service.board.post(LedSeen(1, "red", led("red", "sos", sos=1)))
+    app.test_service.board.post(LedSeen(2, "yellow", led("yellow", "blink-normal", hz=5.0)))
+    app.test_service.board.post(LedSeen(3, "off", led(None, "off")))
+    app.test_service.board.post(LedSeen(4, "cyan", led("cyan", "solid")))
 
 
 def mid_recovery(app) -> None:
     for slot in (1, 2, 4):
-        app.set_state(slot, _busy(app.states[slot]))
+        app.test_service.board.post(SlotBusy(slot, "recovery", None))
     feed(app, 1, RungStarted(1, "identify"), Observation(1, "led", led("red", "sos", sos=1)),
          RungFinished(1, "identify", "observed"), RungStarted(1, "safe-mode"))  # fmt: skip
     feed(app, 2, RungStarted(2, "identify"), RungFinished(2, "identify", "observed"), RungStarted(2, "update"),
@@ -105,17 +105,11 @@ def verdicts(app) -> None:
                  "3V3 rail", 20.5, 19.0))  # fmt: skip
     feed(app, 4, Verdict(4, "stopped", None, "stopped by the technician; buttons released, power on", 4.2, 3.0))
     for slot in (1, 2, 3, 4):
-        app.on_slot_idle(_idle(slot))
-
-
-def _busy(state):
-    from kiosk.service.slots import fresh_run
-
-    return fresh_run(state)
+        app.test_service.board.post(_idle(slot))
 
 
 def _idle(slot: int):
-    from kiosk.tui.messages import SlotIdle
+    from kiosk.service.posts import SlotIdle
 
     return SlotIdle(slot, None, None, slot)
 
@@ -148,11 +142,13 @@ async def _main(pilot, prepare=None) -> None:
     plugged_in(pilot.app)
     if prepare is not None:
         prepare(pilot.app)
+    await synced(pilot)  # what was fed to the service's board, drawn from its notifications
     await pilot.pause()
 
 
-def _close(backend) -> None:
-    backend.close()
+def _close(harness) -> None:
+    harness.link.close()
+    harness.close()
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -200,7 +196,8 @@ def test_manual_flash_refused(snap_compare, folder, size):
 
     async def before(pilot):
         await ready(pilot)
-        app.on_device_seen(DeviceSeen(1, IDS[1], "boron", "normal"))
+        app.test_service.board.post(DeviceSeen(1, IDS[1], "boron", "normal"))
+        await synced(pilot)
         await pilot.press("m")
         await pilot.click("#stick")
         await pilot.pause()
@@ -300,7 +297,7 @@ def needs_you_verdicts(app) -> None:
     from kiosk.ladder import CHECKLIST, CHECKLIST_ACTION, PROTECTED_ACTION, PROTECTED_FOUND
 
     for slot in (1, 2, 3, 4):
-        app.set_state(slot, _busy(app.states[slot]))
+        app.test_service.board.post(SlotBusy(slot, "recovery", None))
     feed(app, 1, RungStarted(1, "identify"), RungFinished(1, "identify", "observed"), RungStarted(1, "cold-boot"),
          RungFinished(1, "cold-boot", "failed"), Verdict(1, "needs-technician", None, "power did not go: a battery "
          "keeps the device running", 11.8, 11.8, "Unplug its battery", True))  # fmt: skip
@@ -316,7 +313,7 @@ def needs_you_verdicts(app) -> None:
          RungFinished(4, "update", "healthy"), Verdict(4, "recovered", "update", "Device OS update and Tinker "
          "(dependencies order)", 9.0, 8.3, "", False, 24))  # fmt: skip
     for slot in (1, 2, 3, 4):
-        app.on_slot_idle(_idle(slot))
+        app.test_service.board.post(_idle(slot))
 
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
@@ -341,20 +338,21 @@ def test_one_slot_bench_uses_its_room(snap_compare, folder, size):
     def dead(app) -> None:
         from kiosk.ladder import CHECKLIST, CHECKLIST_ACTION
 
-        app.on_device_seen(DeviceSeen(1, None, None, None))
-        app.on_led_seen(LedSeen(1, "off", led(None, "off")))
-        app.set_state(1, _busy(app.states[1]))
+        app.test_service.board.post(DeviceSeen(1, None, None, None))
+        app.test_service.board.post(LedSeen(1, "off", led(None, "off")))
+        app.test_service.board.post(SlotBusy(1, "recovery", None))
         feed(app, 1, RungStarted(1, "identify"), RungFinished(1, "identify", "observed"), RungStarted(1, "cold-boot"),
              RungFinished(1, "cold-boot", "failed"), RungStarted(1, "swd-restore"),
              RungFinished(1, "swd-restore", "damaged"),
              Verdict(1, "damaged-hardware", None, "nothing answers over USB or SWD: the SWD debugger sees no target "
                      "voltage, though the slot powers the device; check: " + "; ".join(CHECKLIST), 11.3, 11.0,
                      CHECKLIST_ACTION))  # fmt: skip
-        app.on_slot_idle(_idle(1))
+        app.test_service.board.post(_idle(1))
 
     async def before(pilot):
         await ready(pilot)
         dead(pilot.app)
+        await synced(pilot)
         await pilot.pause()
 
     try:

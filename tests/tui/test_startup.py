@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
+from pathlib import Path
 
 from kiosk.tui.widgets.slot_card import SlotCard
 from tests.tui.conftest import make_app, ready, wait_until
@@ -35,7 +35,7 @@ from kiosk.commands.tui_cmd import build_app
 folder = Path(sys.argv[1])
 args = argparse.Namespace(simulate="app-crash@boron,corrupt-system@photon,frozen@p2", speed=3.0,
                           config=folder / "none.toml", journal=folder / "j.sqlite", library=None)
-app, backend = build_app(args)
+app, link = build_app(args)
 seen = {}
 display = app._display
 def first_frame(screen, renderable):
@@ -50,7 +50,7 @@ async def pilot(p):
     seen["error"] = app.bench_error
     p.app.exit()
 app.run(headless=True, size=(80, 24), auto_pilot=pilot)
-backend.close()
+link.close()
 print(json.dumps(seen))
 """
 
@@ -68,32 +68,31 @@ def test_the_first_frame_is_the_main_screen_drawn_before_the_backend_is_imported
     assert seen["error"] is None  # and then the bench did open
 
 
-async def test_the_cards_show_before_the_bench_is_open_and_recover_waits_for_it(tmp_path):
-    app, backend = make_app(tmp_path, "app-crash@boron,healthy@p2")
-    gate = threading.Event()
+async def test_the_cards_show_before_the_service_answers_and_recover_waits_for_it(tmp_path):
+    app, harness = make_app(tmp_path, "app-crash@boron,healthy@p2", start=False)
     told: list[str] = []
     notify = app.notify
     app.notify = lambda message, **kw: (told.append(str(message)), notify(message, **kw))[1]
-    open_bench = backend._open_bench
-    backend._open_bench = lambda: gate.wait(30) and open_bench()
     try:
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.pause()
             assert [c.id for c in app.main_screen.query(SlotCard)] == ["slot-1", "slot-2"]
             assert "Slot 2 · p2" in card_text(app, 2)
             assert "looking for a device" in card_text(app, 1)
-            assert "2 slots" in app.title_text()
-            await pilot.click("#act-1")  # before the bench is open: nothing starts, the technician is told
+            await pilot.click("#act-1")  # before the service answers: nothing starts, the technician is told
             await pilot.pause()
-            assert not app.states[1].running and backend.runner is None
+            assert not app.states[1].running and harness.engine.runner is None
             assert any("still opening" in words for words in told)
-            gate.set()
+            await wait_until(pilot, lambda: app.offline_words is not None, 10, "the link to say it cannot connect")
+            assert "not answering" in app.title_text()
+            harness.start()
             await ready(pilot)
             assert [c.id for c in app.main_screen.query(SlotCard)] == ["slot-1", "slot-2"]  # the same cards
             assert app.states[2].platform_hint == "p2" and app.states[1].led_sensor
+            assert "not answering" not in app.title_text() and "2 slots" in app.title_text()
     finally:
-        gate.set()
-        backend.close()
+        harness.link.close()
+        harness.close()
 
 
 def test_the_touchscreens_simulated_bench_fits_the_benchs_limit():
@@ -104,20 +103,23 @@ def test_the_touchscreens_simulated_bench_fits_the_benchs_limit():
 
 
 async def test_a_bench_that_cannot_open_replaces_the_first_frames_cards_with_why(tmp_path):
-    app, backend = make_app(tmp_path, "app-crash@boron,healthy@p2")
+    import argparse
 
-    def broken():
-        raise RuntimeError("no usable GPIO on this machine")
+    from kiosk.commands.tui_cmd import build_app
 
-    backend._open_bench = broken
+    # a private service (as `kiosk tui --simulate` starts) that cannot open its journal ends at once, saying why
+    args = argparse.Namespace(simulate="app-crash@boron,healthy@p2", speed=None, config=tmp_path / "none.toml",
+                              journal=Path("/proc/no-such-folder/journal.sqlite"), library=None, socket=None,
+                              remote=False)  # fmt: skip
+    app, link = build_app(args)
     try:
         async with app.run_test(size=(80, 24)) as pilot:
-            await wait_until(pilot, app.bench_ready.is_set, 30, "the bench to fail")
-            assert app.bench_error == "no usable GPIO on this machine"
+            await wait_until(pilot, app.bench_ready.is_set, 60, "the bench to fail")
+            assert app.bench_error and "could not be opened" in app.bench_error
             assert not app.main_screen.query(SlotCard) and not app.states
-            assert "no usable GPIO" in str(app.main_screen.query_one("#opening").render())
+            assert "could not be opened" in str(app.main_screen.query_one("#opening").render())
             assert "slots" not in app.title_text()
             await pilot.press("r", "m")  # nothing to recover, no other screen
             assert app.screen is app.main_screen
     finally:
-        backend.close()
+        link.close()
