@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, NamedTuple
@@ -159,6 +159,9 @@ class LedReading:
     watched_s: float
     needs_more_s: float | None
     colours_seen: tuple[str, ...] = ()
+    #: A red SOS whose code is not read yet: seconds past the last sample before which no cycle of any code that
+    #: fits can have been watched whole, so reading again sooner cannot read the code (None otherwise).
+    sos_whole_in_s: float | None = None
 
     @property
     def sure(self) -> bool:
@@ -503,14 +506,21 @@ def _whole(ts: list[float], vs: list[int], runs: list[_Run], fits: list[_SosFit]
     return code, confidence
 
 
-def _sos_ready_at(fits: Iterable[_SosFit], t_first_ok: float) -> float:
-    """When (seconds from the first sample) the next cycle of every candidate would have been seen whole."""
-    ready = 0.0
-    for fit in fits:
-        cycle = sos_cycle_ms(fit.code) / 1000
-        k = math.ceil((t_first_ok - fit.origin) / cycle)
-        ready = max(ready, fit.origin + k * cycle + sos_readable_ms(fit.code) / 1000)
-    return ready
+def _sos_ready_at(fits: Iterable[_SosFit], t_first_ok: float, pick: Callable[..., float] = max) -> float:
+    """When (seconds from the first sample) the next cycle of every candidate would have been seen whole
+    (``pick=min``: of the first candidate to be)."""
+    return pick((_sos_cycle_end(fit, t_first_ok) for fit in fits), default=0.0)
+
+
+def _sos_cycle_end(fit: _SosFit, t_first_ok: float) -> float:
+    cycle = sos_cycle_ms(fit.code) / 1000
+    k = math.ceil((t_first_ok - fit.origin) / cycle)
+    return max(0.0, fit.origin + k * cycle + sos_readable_ms(fit.code) / 1000)
+
+
+def _sos_whole_in(fits: Sequence[_SosFit], watched: float) -> float | None:
+    """LedReading.sos_whole_in_s: how long past the last sample the first fitting cycle ends (None: no fit)."""
+    return max(0.0, _sos_ready_at(fits, _SOS_SEEN_BEFORE_S, min) - watched) if fits else None
 
 
 # --- deciding ---------------------------------------------------------------------------------------------
@@ -634,9 +644,11 @@ def classify(samples: Sequence[LedSample], *, threshold: float = DEFAULT_THRESHO
     more = max(max(c.ready_at for c in live) - watched, MIN_MORE_S)
     fit = 1 - min(1.0, best.unexplained / (allowed + 1))
     confidence = round(0.6 * fit / len(live), 3)
+    whole_in = None
     if pattern == "sos":
         colour_name = SOS_COLOUR
-    return LedReading(colour_name, pattern, frequency, None, None, None, confidence, watched, more)
+        whole_in = _sos_whole_in(sos.fits, watched)
+    return LedReading(colour_name, pattern, frequency, None, None, None, confidence, watched, more, (), whole_in)
 
 
 def _sos_reading(whole: tuple[int, float], watched: float) -> LedReading:
@@ -665,7 +677,8 @@ def _mixed(ts: list[float], codes: list[int], counts: list[int], watched: float)
         flashes = sum(1 for r in runs if r.value == 1 and r.start is not None and r.end is not None)
         if sos.fits and flashes >= 3 and sos.unexplained <= _allowance(sos.samples):
             more = max(_sos_ready_at(sos.fits, _SOS_SEEN_BEFORE_S) + SETTLE_S - watched, MIN_MORE_S)
-            return LedReading(SOS_COLOUR, "sos", None, None, None, None, 0.3, watched, more, seen)
+            return LedReading(SOS_COLOUR, "sos", None, None, None, None, 0.3, watched, more, seen,
+                              _sos_whole_in(sos.fits, watched))
     return _unknown(watched, seen)
 
 

@@ -194,15 +194,23 @@ def identify(dev: usb.core.Device) -> ParticleUsbDevice | None:
     )
 
 
-def find_particle_devices(backend: usb.backend.IBackend | None = None) -> list[ParticleUsbDevice]:
-    """Every Particle device on USB, sorted by port path; an empty list when there is none.
+def find_particle_devices(backend: usb.backend.IBackend | None = None, port: str | None = None
+                          ) -> list[ParticleUsbDevice]:  # fmt: skip
+    """Every Particle device on USB (only the one at port path ``port``, if given), sorted by port path; an
+    empty list when there is none.
 
     ``backend`` is a pyusb backend (None: libusb). Raises UsbAccessError without permissions or libusb.
+    With ``port`` the other ports' devices are never opened: their strings are not read, so a look at one
+    slot sends nothing to a device another slot is flashing.
     """
-    try:
-        candidates = list(
-            usb.core.find(find_all=True, backend=backend, custom_match=lambda d: d.idVendor in PARTICLE_VIDS)
+
+    def wanted(d: usb.core.Device) -> bool:
+        return d.idVendor in PARTICLE_VIDS and (
+            port is None or port_path(d.bus, getattr(d, "port_numbers", None)) == port
         )
+
+    try:
+        candidates = list(usb.core.find(find_all=True, backend=backend, custom_match=wanted))
     except usb.core.NoBackendError as exc:
         raise UsbAccessError(_NO_BACKEND_HELP) from exc
     except usb.core.USBError as exc:

@@ -446,8 +446,15 @@ class Ladder:
                 # any SOS code (what is seen by then is what there is).
                 limit = started + minimum_watch_s("sos") + 5.0
 
+                not_before = [started]
+
                 def settled() -> bool:
-                    seen.led = classify(self.slot.led.samples_since(started))
+                    if self.clock.now() < not_before[0]:
+                        return False  # no SOS cycle can have been watched whole yet: a reading now reads no code
+                    samples = self.slot.led.samples_since(started)
+                    seen.led = classify(samples)
+                    if seen.led.sos_whole_in_s is not None and samples:
+                        not_before[0] = samples[-1].t + seen.led.sos_whole_in_s
                     return self._settled(seen.led)
 
                 self.clock.wait_for(settled, max(0.0, limit - self.clock.now()), self.cancel, poll=LED_REREAD_S)

@@ -77,10 +77,7 @@ class ModeResult:
 
 def devices_on(slot: Slot) -> list[ParticleUsbDevice]:
     """Particle devices on this slot's port (every one, when the slot names no port)."""
-    found = find_particle_devices(backend=slot.usb_backend)
-    if slot.usb_port is None:
-        return found
-    return [d for d in found if d.port_path == slot.usb_port]
+    return find_particle_devices(backend=slot.usb_backend, port=slot.usb_port)
 
 
 def wait_for_device(slot: Slot, timeout: float, mode: str | None = None, cancel: ClockEvent | None = None,

@@ -281,3 +281,26 @@ def test_random_traces_are_never_read_wrong(target, fraction, rate, noise, seed)
         assert target.expects(reading), _explain(target, reading)
     if target.code and reading.sos_code is not None:
         assert reading.sos_code == target.code
+
+
+
+@pytest.mark.parametrize("code", sorted(SOS_CODES))
+def test_no_sos_code_is_read_before_the_reading_said_one_could_be(code):
+    """``sos_whole_in_s`` lets the ladder skip re-reading an SOS until a cycle can be whole: a window that ends
+    just before that moment must read no code, whatever phase the watch began in (noise included)."""
+    rng = _rng("whole-in", code)
+    cycle_s = sos_cycle_ms(code) / 1000
+    program = sos(code, 0.0, cycles=4)
+    bounded = 0
+    for _ in range(3):
+        t0 = rng.uniform(-1.0, cycle_s)
+        samples = sample(program, t0, 2 * cycle_s + 2.0, 50.0, jitter_s=JITTER_S, flip_rate=NOISE_RATE, rng=rng)
+        first = [s for s in samples if s.t < t0 + 2.0]
+        reading = classify(first)
+        if reading.sos_code is not None or reading.sos_whole_in_s is None:
+            continue
+        bounded += 1
+        not_before = first[-1].t + reading.sos_whole_in_s
+        just_before = classify([s for s in samples if s.t < not_before - 0.03])
+        assert just_before.sos_code is None, (t0, not_before, just_before)
+    assert bounded, "no watch gave a bound to check"

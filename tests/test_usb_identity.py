@@ -338,3 +338,28 @@ def test_docstring_examples(module):
     import importlib
 
     assert doctest.testmod(importlib.import_module(module)).failed == 0
+
+
+def test_a_look_at_one_port_sends_nothing_to_the_devices_on_the_others(bus):
+    """The ladder looks at its own slot's port many times a second; a device another slot is flashing must not
+    be opened and asked for its strings in between its own transfers."""
+
+    class Recording(SimUsbBackend):
+        def __init__(self, bus):
+            super().__init__(bus)
+            self.asked: list[str] = []
+
+        def open_device(self, dev):
+            self.asked.append(dev.descriptor.port_path)
+            return super().open_device(dev)
+
+    plug(bus, "boron", port="1-1.2")
+    plug(bus, "p2", "dfu", port="1-1.3")
+    backend = Recording(bus)
+    [found] = find_particle_devices(backend, port="1-1.2")
+    assert found.port_path == "1-1.2" and found.platform.name == "boron"
+    assert set(backend.asked) == {"1-1.2"}
+    assert find_particle_devices(backend, port="1-1.9") == []
+    assert set(backend.asked) == {"1-1.2"}
+    assert [p.port_path for p in find_particle_devices(backend)] == ["1-1.2", "1-1.3"]
+    assert set(backend.asked) == {"1-1.2", "1-1.3"}  # without a port every device is asked, as before

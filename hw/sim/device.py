@@ -200,6 +200,7 @@ class SimDevice:
         self.usb_mode: str | None = None  # "normal", "dfu" or None (not on the bus)
         self.usb_responsive = False
         self.usb_generation = 0  # bumps on every (re-)enumeration, so the bus gives a new address
+        self._usb_descriptor_cache: tuple[tuple, SimUsbDescriptor] | None = None
         self.log: list[tuple[float, str]] = []
         self._vbus = False
         self._en_low = False
@@ -849,10 +850,17 @@ class SimDevice:
         return self.usb_generation
 
     def usb_descriptor(self) -> SimUsbDescriptor:
+        dfu = self.usb_mode == "dfu" and self.dfu is not None
+        alts = self.dfu.alt_strings() if dfu else None
+        key = (self.platform.name, self.usb_mode, self.device_id, self.usb_port_path, alts)
+        cached = self._usb_descriptor_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]  # the same object: the bus sees at a glance that nothing changed
         descriptor = particle_descriptor(self.platform, self.usb_mode or "normal", self.device_id, self.usb_port_path)
-        if self.usb_mode == "dfu" and self.dfu is not None:
+        if dfu:
             # a protected bootloader reports its segments erase-only
-            descriptor = replace(descriptor, interfaces=(dfu_interface(self.dfu.alt_strings()),))
+            descriptor = replace(descriptor, interfaces=(dfu_interface(key[-1]),))
+        self._usb_descriptor_cache = (key, descriptor)
         return descriptor
 
     def usb_string(self, index: int) -> str | None:

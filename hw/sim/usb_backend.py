@@ -485,19 +485,23 @@ class SimUsbBus:
         """Bring enumerations up to date with what the peers say now; return the live ones."""
         with self.lock:
             for peer in self._peers:
-                e = self._current.get(id(peer))
-                if not peer.usb_attached():
-                    self._drop(peer)
-                    continue
-                descriptor = peer.usb_descriptor()
-                session = _session_of(peer)
-                if e is not None and e.descriptor == descriptor and e.session == session:
-                    continue
-                self._drop(peer)  # a changed descriptor or a restarted USB stack: the host sees a new device
-                counter = self._next_address.setdefault(descriptor.bus, itertools.count())
-                address = 2 + next(counter) % 126  # 1 is the root hub; 127 is the last address
-                self._current[id(peer)] = _Enumeration(peer, descriptor, session, address, _render(descriptor))
+                self._refresh_peer(peer)
             return [self._current[id(p)] for p in self._peers if id(p) in self._current]
+
+    def _refresh_peer(self, peer: SimUsbPeer) -> None:
+        """One peer's enumeration brought up to date (a transfer to it needs no look at the others)."""
+        e = self._current.get(id(peer))
+        if not peer.usb_attached():
+            self._drop(peer)
+            return
+        descriptor = peer.usb_descriptor()
+        session = _session_of(peer)
+        if e is not None and e.session == session and (e.descriptor is descriptor or e.descriptor == descriptor):
+            return
+        self._drop(peer)  # a changed descriptor or a restarted USB stack: the host sees a new device
+        counter = self._next_address.setdefault(descriptor.bus, itertools.count())
+        address = 2 + next(counter) % 126  # 1 is the root hub; 127 is the last address
+        self._current[id(peer)] = _Enumeration(peer, descriptor, session, address, _render(descriptor))
 
     def _drop(self, peer: SimUsbPeer) -> None:
         e = self._current.pop(id(peer), None)
@@ -505,7 +509,11 @@ class SimUsbBus:
             e.alive = False
 
     def _check_alive(self, e: _Enumeration) -> None:
-        self.refresh()
+        with self.lock:
+            if any(p is e.peer for p in self._peers):
+                self._refresh_peer(e.peer)
+            else:
+                self._drop(e.peer)
         if not e.alive:
             raise _usb_error(_LIBUSB_ERRORS[SimUsbGone])
 
