@@ -412,8 +412,13 @@ class VirtualClock:
                 return
             self._step_to(when)
 
+    def _anchor(self) -> None:
+        """Pace from here: device time ``speed`` x the real time from now on."""
+        self._real_start, self._virtual_start = time.monotonic(), self._now
+
     def _ensure_pacer(self) -> None:
         if self._pacer is None or not self._pacer.is_alive():
+            self._anchor()
             self._pacer = threading.Thread(target=self._pace, name="clock-pacer", daemon=True)
             self._pacer.start()
 
@@ -426,12 +431,15 @@ class VirtualClock:
                 if self._closed:
                     self._pacer = None
                     return
-                when = None if self._holding_back() else self._next_event()
+                held = self._holding_back()  # an actor at work: its host time counts against the pace
+                when = None if held else self._next_event()
                 if when is None:
                     if not self._waiters and time.monotonic() - idle_since > 1.0:
                         self._pacer = None
                         return
                     self._pacer_cond.wait(_REAL_GUARD)
+                    if not held:
+                        self._anchor()  # nothing to happen: idle time banks no credit to run ahead with later
                     continue
                 idle_since = time.monotonic()
                 allowed = self._virtual_start + (time.monotonic() - self._real_start) * self._speed

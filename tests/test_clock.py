@@ -215,3 +215,16 @@ def test_a_pacer_behind_its_pace_still_lets_others_take_the_lock():
     finally:
         stop.set()
         clock.close()
+
+
+def test_a_paced_clock_left_idle_does_not_run_ahead_afterwards():
+    """Time that stood still because nothing was to happen (a bench open, nobody recovering) is no credit: the
+    next wait still takes its device time / speed of real time (kiosk serve keeps its asked speed)."""
+    clock = VirtualClock(speed=10.0)
+    clock.sleep(0.1)  # the pacer runs; then nothing is to happen for a while
+    time.sleep(0.6)  # 6 device seconds' worth of real time with nobody waiting
+    started = time.monotonic()
+    with clock.actor():
+        clock.sleep(2.0)
+    assert time.monotonic() - started >= 0.15, "the clock ran ahead on credit from its idle time"
+    clock.close()
