@@ -255,8 +255,9 @@ class KioskApp(App[None]):
         if self.bench_ready.is_set() and not self.may_act:
             hint = "VIEW ONLY" + (": tap a button to enter the PIN" if self.bench_info.get("control") == "pin" else "")
         if self.offline_words is not None and self.bench_error is None:
-            start = "" if self.demo or (self.link is not None and self.link.private is not None) else f" ({START_IT})"
-            return f"⚠ {NOT_ANSWERING}{start} · {self.offline_words}"
+            if self.demo or (self.link is not None and self.link.private is not None):
+                return f"⚠ {NOT_ANSWERING} · {self.offline_words}"
+            return f"⚠ {NOT_ANSWERING} · {START_IT}"  # a real bench: what to do comes first
         return f"PARTICLE BENCH KIOSK · {self.bench_words}{slots} · {hint}"
 
     def action_help_quit(self) -> None:

@@ -58,7 +58,9 @@ class MainScreen(Screen):
         self.show_title()
 
     def show_title(self) -> None:
-        self.query_one("#titlebar", Static).update(self.app.title_text())
+        title = self.query_one("#titlebar", Static)
+        title.set_class(self.app.offline_words is not None and self.app.bench_error is None, "offline")
+        title.update(self.app.title_text())
 
     def show_problem(self, text: str) -> None:
         """The bench could not be opened: the cards give way to what went wrong and what to do."""
