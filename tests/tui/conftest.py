@@ -27,11 +27,21 @@ class Harness:
         self.service = BenchService(engine_for(args), self.folder / "bench.sock", pollers=pollers, policy=policy)
         self.engine = self.service.engine
 
+        self.link = None  # the app's link to it, set by make_app
+
+    @property
+    def bus(self):
+        """The engine's event bus (what a test or a benchmark listens to behind the screen)."""
+        return self.engine.bus
+
     def start(self) -> None:
         self.service.start()
 
     def close(self) -> None:
+        """Close the app's link, then the service (every run stopped), then the socket's folder."""
         try:
+            if self.link is not None:
+                self.link.close()
             self.service.close()
         finally:
             shutil.rmtree(self.folder, ignore_errors=True)
