@@ -18,6 +18,14 @@ from pathlib import Path
 STOP_TIMEOUT_S = 30.0  # a stopping service waits for each run to end, buttons released
 
 
+def _stop_with_parent() -> None:
+    """(In the child, before exec.) Linux: SIGTERM when the parent dies (prctl PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
 class PrivateService:
     """``kiosk service ARGS --socket <temporary>`` as a child process."""
 
@@ -26,8 +34,10 @@ class PrivateService:
         self.socket_path = self.folder / "bench.sock"
         self._log = open(self.folder / "service.log", "w+b")  # noqa: SIM115 (open until close())
         command = [sys.executable, "-m", "kiosk.cli", "service", *bench_args, "--socket", str(self.socket_path)]
+        # in this process's session (a kill of its process group takes the service too), and told to stop (SIGTERM,
+        # every run stopped cleanly) when this process dies without closing it
         self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-                                        start_new_session=True)  # fmt: skip
+                                        preexec_fn=_stop_with_parent)  # fmt: skip
         self._closing = threading.Event()
 
     def watch(self, failed: Callable[[str], None]) -> None:
