@@ -35,6 +35,7 @@ import json
 import logging
 import re
 import select
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -203,13 +204,46 @@ class SerialLike(Protocol):
     def close(self) -> None: ...
 
 
+#: Who wants to hear that the kiosk just did something to a port (by path): a simulated device, so that it
+#: looks at its line at once rather than polling it. Real ports have none; nothing here knows the simulator.
+_activity_listeners: dict[str, list[Callable[[], None]]] = {}
+_listeners_lock = threading.Lock()
+
+
+def listen_for_host_activity(path: str, listener: Callable[[], None]) -> Callable[[], None]:
+    """Call ``listener`` (from the kiosk's thread, right after the act) whenever the kiosk opens ``path``,
+    writes to it, changes its rate or closes it; returns the function that stops it."""
+    with _listeners_lock:
+        _activity_listeners.setdefault(path, []).append(listener)
+
+    def stop() -> None:
+        with _listeners_lock:
+            listeners = _activity_listeners.get(path, [])
+            if listener in listeners:
+                listeners.remove(listener)
+            if not listeners:
+                _activity_listeners.pop(path, None)
+
+    return stop
+
+
+def host_activity(path: str | None) -> None:
+    """Tell the listeners of ``path`` (if any) that the kiosk acted on it."""
+    with _listeners_lock:
+        listeners = list(_activity_listeners.get(path, ())) if path else []
+    for listener in listeners:
+        listener()
+
+
 def open_port(path: str, baud: int = CONSOLE_BAUD) -> serial.Serial:
     """``path`` opened with pyserial at ``baud``: reads never block, writes give up after 5 s.
 
     Raises :class:`SerialPortError` saying what to do (e.g. the udev rule when permission is denied).
     """
     try:
-        return serial.Serial(path, baud, timeout=0, write_timeout=WRITE_TIMEOUT_S)
+        port = serial.Serial(path, baud, timeout=0, write_timeout=WRITE_TIMEOUT_S)
+        host_activity(path)
+        return port
     except (serial.SerialException, OSError) as exc:
         code = getattr(exc, "errno", None)
         if code == errno.EACCES:
@@ -229,11 +263,13 @@ def _trigger(path: str, baud: int, clock: Clock | None, hold: float, cancel: Clo
         # open, so a magic rate left on the tty would fire again whenever anyone opens the port. By now the
         # device has acted on the magic rate (Device OS handles SET_LINE_CODING at once), so this undoes nothing.
         port.baudrate = CONSOLE_BAUD
+        host_activity(path)
     except (serial.SerialException, OSError):
         pass  # the device may already have left the bus (DFU re-enumerates): that is the point
     finally:
         with contextlib.suppress(serial.SerialException, OSError):
             port.close()
+        host_activity(path)
 
 
 def trigger_dfu(
@@ -290,6 +326,7 @@ class SerialLink:
         if self._owned:
             with contextlib.suppress(serial.SerialException, OSError):
                 self.port.close()
+            host_activity(self.name)
 
     def read_available(self) -> bytes:
         """Whatever the port has now (possibly nothing); never blocks."""
@@ -309,6 +346,7 @@ class SerialLink:
             self.port.write(data)
         except (serial.SerialException, OSError) as exc:
             raise SerialPortError(f"writing to {self.name} failed (unplugged?): {exc}") from exc
+        host_activity(self.name)
 
     def fill(self) -> bool:
         """Move what the port has into ``pending``; True if anything came."""

@@ -65,6 +65,7 @@ from hw.serial_console import (
     IDENTIFY_LABELS_HEAD,
     STORE_TO_LETTER,
     SystemInfo,
+    listen_for_host_activity,
 )
 from hw.ymodem import ACK, CA, CRC_REQUEST, EOT, NAK, PARTICLE_PROMPT, REFUSED_TEXT, SOH, STX, SUCCESS_TEXT
 
@@ -77,7 +78,7 @@ _TERMIOS2 = struct.Struct("=4IB19s2I")
 _SPEEDS = {getattr(termios, name): int(name[1:]) for name in dir(termios) if name[:1] == "B" and name[1:].isdigit()}
 
 ACTIVE_TICK_S = 0.002  # device seconds between looks at the line while bytes flow
-IDLE_TICK_S = 0.05  # ... and when nothing has happened for ACTIVE_FOR_S
+IDLE_TICK_S = 0.5  # ... and when nothing has happened for ACTIVE_FOR_S (the kiosk's own acts wake it at once)
 ACTIVE_FOR_S = 0.5
 NAK_TIMEOUT_S = 5.0  # the device waits this long for each byte of a transfer
 MAX_ERRORS = 5  # more errors than this and the device cancels (CA CA)
@@ -336,7 +337,8 @@ class SimSerialPort:
         attrs[4] = attrs[5] = termios.B9600
         termios.tcsetattr(self._slave, termios.TCSANOW, attrs)
         os.set_blocking(self._master, False)
-        self._stop = clock.event()
+        self._stop = clock.event()  # set by close() and by the kiosk's acts on the port: the thread looks now
+        self._unlisten = listen_for_host_activity(self.path, self._stop.set)
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"sim-serial {self.path}", daemon=True)
         self._thread.start()
@@ -359,6 +361,7 @@ class SimSerialPort:
             for timer in self._timers:
                 timer.cancel()
             self._stop.set()
+        self._unlisten()
         if threading.current_thread() is not self._thread:
             self._thread.join(5.0)
         for fd in (self._master, self._slave):
@@ -449,12 +452,18 @@ class SimSerialPort:
                     except Exception as exc:  # a provider or callback bug: keep the port alive, keep the error
                         log.exception("simulated serial port %s", self.path)
                         self.failure = exc
-                    active = self.clock.now() - self._last_activity < ACTIVE_FOR_S or self._busy or self._rx
+                    active = (self.clock.now() - self._last_activity < ACTIVE_FOR_S or self._busy or self._rx
+                              or self._outbox)  # fmt: skip
                 tick = ACTIVE_TICK_S if active else min(tick * 2, IDLE_TICK_S)
                 try:
                     self.clock.sleep(tick, self._stop, background=True)  # a look at the line: no reason for time
-                except Cancelled:
-                    break
+                except Cancelled:  # closed, or the kiosk opened, wrote to, re-rated or closed the port
+                    with self.lock:
+                        if self._closed:
+                            break
+                        self._stop.clear()
+                        self._last_activity = self.clock.now()
+                    tick = ACTIVE_TICK_S
 
     def _step(self) -> None:
         baud = line_speed(self._master)

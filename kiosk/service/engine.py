@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kiosk.service.posts import BenchEvent, DeviceSeen, LedSeen, Notice, SlotBusy, SlotIdle
+from kiosk.service.posts import BenchEvent, DeviceSeen, Notice, SlotBusy, SlotIdle
 
 if TYPE_CHECKING:
     from firmware.library import FirmwareLibrary, LibraryEntry
@@ -33,9 +33,6 @@ if TYPE_CHECKING:
     from kiosk.runner import RecoveryRunner
 
 USB_POLL_S = 1.0  # real seconds between looks at each idle slot's USB port
-LED_POLL_S = 0.05  # real seconds between LED samples for the swatch (it posts only on change)
-LED_CLASSIFY_S = 2.0  # real seconds between classifications of the recent LED samples
-LED_WINDOW_S = 15.0  # device seconds of samples a classification reads: long enough for SOS codes up to 8
 PROGRESS_EVERY_S = 0.1  # real seconds between progress messages per slot (the last one always goes)
 MAX_MODULE_BYTES = 32 * 1024 * 1024
 
@@ -310,40 +307,11 @@ class KioskBackend:
             stop.wait(USB_POLL_S)
 
     def poll_led(self, stop: threading.Event) -> None:
-        """Until ``stop``: the colour each slot's LED shows now (on change) and a classification now and then."""
-        from hw.led_classifier import classify
-        from hw.led_signals import COLOUR_NAMES
+        """Until ``stop``: each slot's LED swatch (on change) and a classification now and then
+        (kiosk.service.led_watch)."""
+        from kiosk.service.led_watch import watch_leds
 
-        slots = [s for s in self.bench.slots if s.led.available]
-        for slot in slots:
-            slot.led.start()
-        shown: dict[int, str | None] = {}
-        steady: dict[int, tuple[bool, bool, bool]] = {}  # slots read steady over a whole window, and their state
-        next_classify = 0.0
-        while not stop.is_set() and not self.closed:
-            classify_now = time.monotonic() >= next_classify
-            if classify_now:
-                next_classify = time.monotonic() + LED_CLASSIFY_S
-            for slot in slots:
-                now = slot.clock.now()
-                recent = slot.led.samples_since(now - 0.2)
-                lit = COLOUR_NAMES.get((recent[-1].r, recent[-1].g, recent[-1].b)) if recent else None
-                reading = None
-                if classify_now:
-                    samples = slot.led.samples_since(now - LED_WINDOW_S)
-                    state = _steady_over_window(samples, LED_WINDOW_S)
-                    if state is not None and steady.get(slot.index) == state:
-                        pass  # unchanged over a whole window since it was read: the reading stands
-                    elif len(samples) >= 20:
-                        reading = classify(samples).to_json()
-                        if state is not None:
-                            steady[slot.index] = state
-                        else:
-                            steady.pop(slot.index, None)
-                if lit != shown.get(slot.index, "") or reading is not None:
-                    shown[slot.index] = lit
-                    self.post(LedSeen(slot.index, lit, reading))
-            stop.wait(LED_POLL_S)
+        watch_leds(self.bench.slots, self.post, stop, lambda: self.closed)
 
     # -- manual flash ------------------------------------------------------------------------------
     def library_sources(self, platform: str | None) -> list[Source]:
@@ -531,11 +499,3 @@ def flash_words(report: ExecutionReport) -> str:
 def modes_word(mode: str | None) -> str:
     return {"normal": "running", "dfu": "in DFU mode", "listening": "listening"}.get(mode or "", "not on USB")
 
-
-def _steady_over_window(samples: list, window_s: float) -> tuple[bool, bool, bool] | None:
-    """The LED's (r, g, b) when ``samples`` span the whole window and all show it; None otherwise. A classification
-    of such a window is final (solid or off, as sure as it gets), so the poller need not read it again."""
-    if not samples or samples[-1].t - samples[0].t < window_s * 0.95:
-        return None
-    first = (samples[0].r, samples[0].g, samples[0].b)
-    return first if all((s.r, s.g, s.b) == first for s in samples) else None
