@@ -343,3 +343,20 @@ def test_closing_leaks_no_fds_or_threads():
                     assert console.claimed()
     assert threading.active_count() == before_threads
     assert set(os.listdir("/proc/self/fd")) == before_fds
+
+
+def test_an_idle_simulated_port_sees_the_kiosk_open_it_at_once(sim):
+    """An idle simulated port looks at its line only every IDLE_TICK_S; the kiosk's own acts on the port wake it,
+    so a device acts on the 14400 baud trick as a real one does (Device OS handles SET_LINE_CODING at once), not
+    up to half a second later."""
+    from hw.serial_console import open_port
+    from hw.sim import serial_device
+
+    sim.clock.sleep(5 * serial_device.IDLE_TICK_S)  # long idle: the port's thread is in its longest sleep
+    port = open_port(sim.port.path, 14400)
+    try:
+        opened = sim.clock.now()
+        assert sim.clock.wait_for(lambda: sim.seen.bauds == [14400], 1.0, poll=0.001)
+        assert sim.clock.now() - opened <= 2 * serial_device.ACTIVE_TICK_S
+    finally:
+        port.close()
