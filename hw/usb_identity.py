@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import errno
 import re
-from dataclasses import dataclass, field
+import weakref
+from dataclasses import dataclass, field, replace
 
 import usb.backend
 import usb.core
@@ -217,8 +218,30 @@ def find_particle_devices(backend: usb.backend.IBackend | None = None, port: str
         if _is_access_error(exc):
             raise UsbAccessError(_access_help("USB devices")) from exc
         raise
-    found = [p for p in (identify(dev) for dev in candidates) if p is not None]
+    found = [p for p in (_identify_known(backend, dev) for dev in candidates) if p is not None]
     return sorted(found, key=_port_order)
+
+
+#: What each enumeration was found to be, per backend (None: libusb): a device keeps its bus and address, and its
+#: strings, until it enumerates again, so a look every second need not open it and ask again.
+_known: weakref.WeakKeyDictionary[object, dict[tuple, ParticleUsbDevice]] = weakref.WeakKeyDictionary()
+_LIBUSB = type("_Libusb", (), {})()  # stands for backend None (libusb) in _known
+_KNOWN_MAX = 256  # enumerations remembered per backend (a bench has a few slots; old ones are forgotten first)
+
+
+def _identify_known(backend: usb.backend.IBackend | None, dev: usb.core.Device) -> ParticleUsbDevice | None:
+    key = (dev.bus, dev.address, dev.idVendor, dev.idProduct, dev.bcdDevice,
+           tuple(getattr(dev, "port_numbers", None) or ()))  # fmt: skip
+    known = _known.setdefault(backend if backend is not None else _LIBUSB, {})
+    hit = known.get(key)
+    if hit is not None:
+        return replace(hit, usb_device=dev)  # the same enumeration: pyusb's new object, the strings read before
+    found = identify(dev)
+    if found is not None and found.error is None:
+        if len(known) >= _KNOWN_MAX:
+            del known[next(iter(known))]
+        known[key] = replace(found, usb_device=None)
+    return found
 
 
 def _port_order(p: ParticleUsbDevice) -> tuple[int, tuple[int, ...], int]:

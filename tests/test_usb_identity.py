@@ -363,3 +363,28 @@ def test_a_look_at_one_port_sends_nothing_to_the_devices_on_the_others(bus):
     assert set(backend.asked) == {"1-1.2"}
     assert [p.port_path for p in find_particle_devices(backend)] == ["1-1.2", "1-1.3"]
     assert set(backend.asked) == {"1-1.2", "1-1.3"}  # without a port every device is asked, as before
+
+
+def test_a_device_is_opened_once_per_enumeration(bus):
+    """The pollers look at every idle slot each second: a device already identified at its bus and address is not
+    opened and asked for its strings again; once it enumerates anew (a mode change, a replug) it is."""
+
+    class Recording(SimUsbBackend):
+        opened = 0
+
+        def open_device(self, dev):
+            Recording.opened += 1
+            return super().open_device(dev)
+
+    peer = plug(bus, "boron", port="1-1.2")
+    backend = Recording(bus)
+    first = find_particle_devices(backend, port="1-1.2")
+    opened = Recording.opened
+    again = find_particle_devices(backend, port="1-1.2")
+    assert again == first and Recording.opened == opened
+    assert again[0].usb_device is not None and again[0].usb_device is not first[0].usb_device  # pyusb's new object
+    peer.descriptor = particle_descriptor(platform_by_name("boron"), "dfu", device_id_for(platform_by_name("boron")),
+                                          "1-1.2")  # fmt: skip
+    [dfu] = find_particle_devices(backend, port="1-1.2")
+    assert dfu.mode == "dfu" and Recording.opened > opened
+    assert find_particle_devices(Recording(bus), port="1-1.2")[0].mode == "dfu"  # another backend asks afresh
