@@ -47,7 +47,13 @@ class Harness:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
+#: Device seconds per real second of the tests' simulated benches unless a test asks for another: the screens are
+#: tested, not a person's patience (a test that must act mid-flash asks for 1.0).
+TEST_SPEED = 4.0
+
+
 def bench_args(folder: Path, spec: str, speed: float | None) -> argparse.Namespace:
+    speed = TEST_SPEED if speed is None else speed
     return argparse.Namespace(simulate=spec, speed=speed, config=folder / "none.toml",
                               journal=folder / "journal.sqlite", library=folder / "library")  # fmt: skip
 

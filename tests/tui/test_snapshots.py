@@ -60,7 +60,7 @@ async def settle(pilot) -> None:
 
 
 def app_on(folder: Path, spec: str = BENCH):
-    app, backend = make_app(folder, spec, live=False)
+    app, backend = make_app(folder, spec, speed=1.0, live=False)  # the title says "1x", as in the demo
     app.settings = TuiSettings(report_folder=str(folder / "reports"))
     return app, backend
 
