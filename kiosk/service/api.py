@@ -89,6 +89,7 @@ class Api:
             "bench.state": Method(self.bench_state, False),
             "slot.recover": Method(self.recover, True),
             "slot.stop": Method(self.stop, True),
+            "recovery.result": Method(self.recovery_result, False),
             "slot.inspect": Method(self.inspect, True),
             "flash.plan": Method(self.flash_plan, True),
             "flash.start": Method(self.flash_start, True),
@@ -212,6 +213,9 @@ class Api:
         self.board.stopping(slot)
         return {"stopping": bool(self.engine.stop(slot))}
 
+    def recovery_result(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        return self.engine.recovery_result(param(params, "run_id", int))
+
     def inspect(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         return self.engine.inspect(self._slot(params))
 
@@ -290,7 +294,8 @@ class Api:
         head = (param(params, "head", str, required=False) or "").lower()
         tail = (param(params, "tail", str, required=False) or "").lower()
         if exact or not (part or head or tail):
-            return {"runs": journal.runs(device_id=exact, limit=limit), "capped": False}
+            return {"runs": journal.runs(device_id=exact, limit=limit), "capped": False,
+                    "total": journal.count_runs(device_id=exact)}  # fmt: skip
         newest = journal.runs(limit=MAX_SCAN)
 
         def matches(device: str | None) -> bool:

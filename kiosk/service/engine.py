@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 USB_POLL_S = 1.0  # real seconds between looks at each idle slot's USB port
 PROGRESS_EVERY_S = 0.1  # real seconds between progress messages per slot (the last one always goes)
 MAX_MODULE_BYTES = 32 * 1024 * 1024
+RESULTS_KEPT = 256  # recoveries whose whole result document (as `kiosk recover --json` prints it) stays asked for
 
 Post = Callable[[Any], Any]
 
@@ -100,6 +101,8 @@ class KioskBackend:
         self._workers: dict[int, threading.Thread] = {}  # per slot: the thread watching a run or writing a flash
         self._last_progress: dict[int, float] = {}
         self._closed = threading.Event()
+        self._results: dict[int, dict[str, Any]] = {}  # run id -> the recovery's result document, newest last
+        self._results_lock = threading.Lock()
 
     # -- life ------------------------------------------------------------------------------------
     def open(self) -> Bench:
@@ -212,7 +215,24 @@ class KioskBackend:
             self._workers.pop(slot, None)
         verdict = run.result.verdict if run.result else "error"
         detail = run.result.detail if run.result else (run.error or "the ladder ended without a verdict")
+        if run.run_id is not None:  # kept before SlotIdle: a client that hears the verdict may ask for it at once
+            document = {"slot": slot, "run_id": run.run_id, **run.result.to_json()} if run.result else \
+                {"slot": slot, "run_id": run.run_id, "verdict": "error", "detail": detail}
+            with self._results_lock:
+                self._results[run.run_id] = document
+                while len(self._results) > RESULTS_KEPT:
+                    del self._results[next(iter(self._results))]
         self.post(SlotIdle(slot, verdict, detail, run.run_id))
+
+    def recovery_result(self, run_id: int) -> dict[str, Any]:
+        """A finished recovery's whole result, as ``kiosk recover --json`` prints it (the CLI through the
+        service prints this); LookupError for a run this service did not finish (or forgot: 256 are kept)."""
+        with self._results_lock:
+            document = self._results.get(run_id)
+        if document is None:
+            raise LookupError(f"no finished recovery {run_id} in this service (it keeps the newest {RESULTS_KEPT}); "
+                              "`kiosk report` shows any run in the journal")  # fmt: skip
+        return document
 
     def recover(self, slot: int) -> None:
         """Start the ladder on ``slot`` and wait (in this thread) until it ends."""
