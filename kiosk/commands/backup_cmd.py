@@ -118,6 +118,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _restore(args: argparse.Namespace) -> int:
+    if not args.simulate:  # the bench and its journal are the service's while one runs: say so first
+        from kiosk.commands.through_service import refuse_if_served
+
+        refuse_if_served(args)
     journal = _journal(args)
     try:
         backups = journal.backups(run_id=args.run_id)

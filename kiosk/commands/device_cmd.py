@@ -36,6 +36,9 @@ def add_bench_options(parser: argparse.ArgumentParser, *, slot: bool = True) -> 
     if slot:
         parser.add_argument("--slot", type=int, default=1, help="which slot (1-based; default 1)")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    from kiosk.commands.through_service import add_socket_option
+
+    add_socket_option(parser)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,7 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 @contextlib.contextmanager
 def open_bench(args: argparse.Namespace) -> Iterator[Bench]:
-    """The bench the arguments ask for; CommandError with exit 2 or 3 when it cannot be had."""
+    """The bench the arguments ask for; CommandError with exit 2 or 3 when it cannot be had, and exit 2 when a
+    bench service owns the real bench (this command must not drive it behind the service's back)."""
+    if not args.simulate:
+        from kiosk.commands.through_service import refuse_if_served
+
+        refuse_if_served(args)
     try:
         if args.simulate:
             bench = simulated_bench(args.simulate, args.speed)
@@ -227,7 +235,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     """Control request 90 where the device answers it; the listening-mode ``s`` table where it listens.
     Each module's hash (where the device reports one) is compared with the library's."""
     from kiosk import inspect as inspection
+    from kiosk.commands import through_service
 
+    client = through_service.connect(args)
+    if client is not None:
+        with client:
+            through_service.announce(client, "kiosk inspect")
+            found = through_service.inspect(args, client)
+        text = found.pop("text", "")
+        if args.json:
+            emit(found)
+        else:
+            print(text)
+            for problem in found.get("library_problems") or ():
+                print(f"library: {problem}")
+        return EXIT_OK if found.get("ok") else EXIT_FAILED
     with open_bench(args) as bench:
         slot = _slot(bench, args.slot)
         try:

@@ -19,6 +19,7 @@ from kiosk.advice import again_cli, instruction
 from kiosk.commands.common import EXIT_FAILED, EXIT_OK, CommandError, emit
 from kiosk.commands.device_cmd import add_bench_options, open_bench
 from kiosk.commands.flash_cmd import LIBRARY_HELP, _library
+from kiosk.commands.through_service import ServiceJournal, add_socket_option, announce, connect, service_journal
 from kiosk.events import EventBus
 from kiosk.ladder import RungStarted, Verdict
 from kiosk.runner import RecoveryRunner
@@ -78,6 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                            "older ones there are); 0: all of them")  # fmt: skip
     hist.add_argument("--journal", type=Path, help=f"the journal (default {default_journal()})")
     hist.add_argument("--json", action="store_true", help="print one JSON document")
+    add_socket_option(hist)
     hist.set_defaults(handler=cmd_history)
 
     rep = sub.add_parser("report", help="the support-ticket bundle of one run (Markdown or JSON)",
@@ -92,6 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--format", choices=("md", "json"), default="md")
     rep.add_argument("--out", type=Path, help="write it to this file instead of printing it")
     rep.add_argument("--journal", type=Path, help=f"the journal (default {default_journal()})")
+    add_socket_option(rep)
     rep.set_defaults(handler=cmd_report)
 
     dev = sub.add_parser("device-history", help="show, or set, what the support ticket asks about a device")
@@ -100,6 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         dev.add_argument(f"--{name}", help=text)
     dev.add_argument("--journal", type=Path, help=f"the journal (default {default_journal()})")
     dev.add_argument("--json", action="store_true", help="print one JSON document")
+    add_socket_option(dev)
     dev.set_defaults(handler=cmd_device_history)
 
 
@@ -116,6 +120,19 @@ def _printer(json_out: bool):
 
 
 def cmd_recover(args: argparse.Namespace) -> int:
+    """The ladder on the slots: in the bench service when one runs (it owns the bench), else on a bench this
+    command opens (``--simulate``: always a private simulated one). The same output and exit status either way."""
+    from kiosk.commands import through_service
+
+    client = connect(args, subscribe=True)
+    if client is not None:
+        with client:
+            announce(client, "kiosk recover")
+            return _finish(args, through_service.recover(args, client, through_service.event_printer(args.json)))
+    return _recover_alone(args)
+
+
+def _recover_alone(args: argparse.Namespace) -> int:
     from kiosk.journal import Journal, JournalError
 
     path = args.journal or default_journal()
@@ -154,6 +171,11 @@ def cmd_recover(args: argparse.Namespace) -> int:
                          "detail": detail})  # fmt: skip
             continue
         docs.append({"slot": slot.index, "run_id": run.run_id, **run.result.to_json()})
+    return _finish(args, docs)
+
+
+def _finish(args: argparse.Namespace, docs: list[dict[str, Any]]) -> int:
+    """Print the slots' result documents (``--json``: one, or the list with ``--all``); the exit status."""
     if args.json:
         emit(docs if args.all else docs[0])
     else:
@@ -218,6 +240,12 @@ def _open_journal(args: argparse.Namespace):
         raise CommandError(f"{path} is not a kiosk journal ({exc})", 2) from None
 
 
+def _journal_for(args: argparse.Namespace):
+    """The journal the journal commands read: the bench service's (asked over its socket) when one runs and
+    ``--journal`` names no other file, else the file itself."""
+    return service_journal(args) or _open_journal(args)
+
+
 def _no_runs(path: object, whose: str = "") -> str:
     """What `kiosk history` and `kiosk report` say when the journal has no run to show: the same words."""
     hint = "`kiosk history` lists the runs there are" if whose else "run `kiosk recover` first"
@@ -273,7 +301,7 @@ def history_lines(runs: list[dict[str, Any]]) -> list[str]:
 
 def cmd_history(args: argparse.Namespace) -> int:
     """The journal's runs, newest first: when each started (UTC), how long it took (device clock), verdict."""
-    journal = _open_journal(args)
+    journal = _journal_for(args)
     try:
         limit = args.limit or None
         runs = journal.runs(device_id=args.device, limit=limit)
@@ -322,11 +350,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     from kiosk.journal import UnknownRecordError
     from kiosk.report import build_report, render_json, render_markdown
 
-    journal = _open_journal(args)
+    journal = _journal_for(args)
     try:
         run_id, how = _chosen_run(args, journal)
         status = journal.run(run_id)["status"] if how else None
-        report = build_report(journal, run_id)
+        if isinstance(journal, ServiceJournal):  # the service builds it from its journal, the same renderers
+            answer = journal.report(run_id)
+            text = answer["markdown"] if args.format == "md" else answer["json"]
+        else:
+            report = build_report(journal, run_id)
+            text = render_markdown(report) if args.format == "md" else render_json(report)
     except UnknownRecordError as exc:
         raise CommandError(f"{exc} in {journal.path}: `kiosk history` lists the runs there are", 2) from None
     finally:
@@ -334,7 +367,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     if status in ("running", "interrupted"):
         how += ", still running" if status == "running" else ", interrupted"
     which = f"report of run {run_id}" + (f" ({how})" if how else "")
-    text = render_markdown(report) if args.format == "md" else render_json(report)
     if args.out:
         args.out.write_text(text)
         print(f"{which} written to {args.out}", file=sys.stderr)
@@ -348,7 +380,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_device_history(args: argparse.Namespace) -> int:
     from kiosk.journal import Journal
 
-    journal = Journal(args.journal or default_journal())
+    journal = service_journal(args) or Journal(args.journal or default_journal())
     given = {k.replace("-", "_"): getattr(args, k.replace("-", "_")) for k in HISTORY_OPTIONS}
     given = {k: v for k, v in given.items() if v is not None}
     if given:

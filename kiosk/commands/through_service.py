@@ -1,0 +1,339 @@
+"""The CLI through the bench service: when `kiosk service` runs, it owns the bench, and the commands ask it.
+
+Two programs must never drive the same slot, so a command that would open the real bench (no ``--simulate``)
+first looks for a bench service on its socket (``--socket``, else ``$KIOSK_SOCKET``, else
+/run/particle-kiosk/bench.sock). When one answers, `kiosk recover`, `inspect`, `history`, `report` and
+`device-history` go through it (the same output, text or ``--json``, and the same exit status as when they
+open the bench themselves); the other bench commands refuse, saying so, rather than move buttons behind the
+service's back. When none answers, they open the bench as before. ``--simulate`` always means a private
+simulated bench of the command's own: it never touches the service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kiosk.commands.common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_REFUSED, CommandError
+
+SOCKET_ENV = "KIOSK_SOCKET"
+PROBE_TIMEOUT_S = 2.0
+STOP_WAIT_S = 60.0  # after Ctrl+C or the hour: how long the stopped runs get to release buttons and end
+START_HINT = "sudo systemctl stop particle-kiosk-bench"
+
+
+def add_socket_option(parser: argparse.ArgumentParser) -> None:
+    from kiosk.service.wire import DEFAULT_SOCKET
+
+    parser.add_argument("--socket", type=Path, default=None,
+                        help=f"the bench service's socket: when a service answers there, the command goes through "
+                             f"it (default ${SOCKET_ENV}, else {DEFAULT_SOCKET})")  # fmt: skip
+
+
+def socket_path(args: argparse.Namespace) -> Path:
+    """Where this command looks for the bench service."""
+    from kiosk.service.wire import DEFAULT_SOCKET
+
+    return Path(getattr(args, "socket", None) or os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET)
+
+
+def _probe(path: Path) -> str:
+    """``"none"`` (no socket, or nobody listens: a service that died), ``"denied"`` (a socket this user may not
+    use: a service may well run), or ``"up"`` (something listens)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(PROBE_TIMEOUT_S)
+    try:
+        sock.connect(str(path))
+    except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+        return "none"
+    except PermissionError:
+        return "denied"
+    except OSError:
+        return "none"
+    finally:
+        sock.close()
+    return "up"
+
+
+def command_name(args: argparse.Namespace) -> str:
+    sub = getattr(args, "backup_command", None)
+    return f"kiosk {args.command}" + (f" {sub}" if sub else "") if getattr(args, "command", None) else "kiosk"
+
+
+def connect(args: argparse.Namespace, *, subscribe: bool = False):
+    """A connected BenchClient when a bench service answers (and this command should use it), else None.
+
+    ``subscribe``: notifications go to the client's ``events`` queue as (method, params), from the subscription
+    on. A socket this user may not open is a refusal, not "no service": the bench may be the service's."""
+    if getattr(args, "simulate", None):
+        return None
+    from kiosk.service.client import BenchClient, ServiceUnavailable
+
+    path = socket_path(args)
+    found = _probe(path)
+    if found == "none":
+        return None
+    if found == "denied":
+        raise CommandError(f"a bench service's socket {path} is there, but this user may not use it: the service "
+                           "may own the bench, so the kiosk does not open it behind its back. Join the kiosk's "
+                           "group (see deploy/README.md), or name another socket with --socket",
+                           EXIT_REFUSED)  # fmt: skip
+    events: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue()
+    client = BenchClient(path, client=command_name(args), role="cli", subscribe=subscribe,
+                         on_notification=lambda method, params: events.put((method, params)))  # fmt: skip
+    client.events = events  # type: ignore[attr-defined]
+    try:
+        client.connect(PROBE_TIMEOUT_S)
+    except ServiceUnavailable as exc:
+        raise CommandError(f"something listens on {path} but is not a bench service that answers ({exc}); "
+                           "the kiosk does not open the bench beside it", EXIT_FAILED) from None  # fmt: skip
+    return client
+
+
+def refuse_if_served(args: argparse.Namespace) -> None:
+    """For the bench commands that cannot go through the service: refuse while one runs (it owns the bench)."""
+    client = connect(args)
+    if client is None:
+        return
+    with client:
+        words = (client.hello or {}).get("bench") or "the bench"
+    raise CommandError(
+        f"the bench service on {client.socket_path} owns the bench ({words}); `{command_name(args)}` does not go "
+        "through it, and it does not open the bench behind the service's back (two programs must never drive "
+        "the same slot). Use the touchscreen, or `kiosk recover` / `kiosk inspect` (they go through the "
+        f"service), or stop the service first ({START_HINT})",
+        EXIT_REFUSED,
+    )
+
+
+def announce(client, what: str) -> None:
+    print(f"{what}: through the bench service on {client.socket_path} "
+          f"({(client.hello or {}).get('bench') or 'the bench'})", file=sys.stderr)  # fmt: skip
+
+
+def _same(mine: Path | None, theirs: str | None) -> bool:
+    return mine is None or (theirs is not None and Path(mine).expanduser().resolve() == Path(theirs).resolve())
+
+
+def check_same_files(args: argparse.Namespace, state: dict[str, Any]) -> None:
+    """``--journal`` and ``--library`` name the service's own, or are refused: the service uses its own."""
+    for option, key in (("journal", "journal"), ("library", "library")):
+        mine = getattr(args, option, None)
+        if not _same(mine, state.get(key)):
+            raise CommandError(f"--{option} {mine}: the bench service on {socket_path(args)} uses its own {option}, "
+                               f"{state.get(key)}; leave --{option} out, or stop the service first "
+                               f"({START_HINT})", EXIT_REFUSED)  # fmt: skip
+
+
+def failure(exc: Exception, *, refused_status: int = EXIT_FAILED) -> CommandError:
+    """A service's error (or a lost service) as the CLI's error, with the exit status the CLI gives alone."""
+    from kiosk.service import wire
+    from kiosk.service.client import ServiceError, ServiceUnavailable
+
+    if isinstance(exc, ServiceError):
+        if exc.code in (wire.BUSY, wire.NOT_ALLOWED, wire.INVALID_PARAMS):
+            return CommandError(exc.message, EXIT_REFUSED)
+        if exc.code == wire.NOT_FOUND:
+            return CommandError(exc.message, EXIT_REFUSED)
+        if exc.code == wire.REFUSED:
+            return CommandError(exc.message, refused_status)
+        return CommandError(f"the bench service failed: {exc.message}", EXIT_FAILED)
+    if isinstance(exc, ServiceUnavailable):
+        return CommandError(f"the bench service went away: {exc}", EXIT_FAILED)
+    return CommandError(str(exc), EXIT_FAILED)
+
+
+# -- kiosk recover -----------------------------------------------------------------------------------------------
+def recover(args: argparse.Namespace, client, show) -> list[dict[str, Any]]:
+    """Start the ladder on the slots in the service, tell the progress as the service publishes it, wait for
+    every verdict, and give each slot's result document (as `kiosk recover --json` prints it alone)."""
+    from kiosk.runner import RUN_TIMEOUT_S
+    from kiosk.service.client import ServiceError, ServiceUnavailable
+
+    events: queue.Queue = client.events
+    try:
+        state = client.call("bench.state", timeout=10)
+    except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
+        raise failure(exc) from None
+    check_same_files(args, state)
+    slots = [s["index"] for s in state["slots"]] if args.all else [args.slot]
+    runs: dict[int, int] = {}  # slot -> its run id
+    docs: dict[int, dict[str, Any]] = {}
+    for slot in slots:
+        try:
+            runs[slot] = client.call("slot.recover", {"slot": slot}, timeout=30)["run_id"]
+        except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
+            if not args.all or isinstance(exc, ServiceUnavailable):
+                _stop(client, runs, events, docs)
+                raise failure(exc) from None
+            docs[slot] = {"slot": slot, "run_id": None, "verdict": "error", "detail": str(exc)}
+    deadline = time.monotonic() + RUN_TIMEOUT_S + STOP_WAIT_S
+    try:
+        _wait(client, runs, events, docs, show, deadline)
+    except KeyboardInterrupt:
+        _stop(client, runs, events, docs)  # what this command started is this command's to stop
+        raise
+    if len(docs) < len(slots) and client.connected:  # the hour is over: stop what overran, as alone
+        _stop(client, runs, events, docs)
+    for slot, run_id in runs.items():
+        if slot not in docs:
+            detail = "the run did not finish in time"
+            if not client.connected:
+                detail = (f"the connection to the bench service was lost; the run goes on there: `kiosk report "
+                          f"{run_id}` shows it later")  # fmt: skip
+            docs[slot] = {"slot": slot, "run_id": run_id, "verdict": "error", "detail": detail}
+    return [docs[slot] for slot in slots]
+
+
+def _wait(client, runs: dict[int, int], events: queue.Queue, docs: dict[int, dict[str, Any]], show,
+          deadline: float) -> None:  # fmt: skip
+    """Until every run in ``runs`` has its document in ``docs`` (or the deadline, or the service is lost)."""
+    from kiosk.service.client import ServiceError, ServiceUnavailable
+
+    while any(slot not in docs for slot in runs) and time.monotonic() < deadline:
+        try:
+            method, params = events.get(timeout=0.5)
+        except queue.Empty:
+            if not client.connected:
+                return
+            continue
+        slot = params.get("slot")
+        if slot not in runs or slot in docs:
+            continue  # another slot, or a run this command has seen end
+        if method == "slot.event":  # the slot was idle when this command started it: its events are this run's
+            show(params.get("event") or {})
+        elif method == "slot.idle" and params.get("run_id") == runs[slot]:
+            run_id = runs[slot]
+            try:
+                docs[slot] = client.call("recovery.result", {"run_id": run_id}, timeout=10)
+            except (ServiceError, ServiceUnavailable, TimeoutError):
+                docs[slot] = {"slot": slot, "run_id": run_id, "verdict": params.get("verdict") or "error",
+                              "detail": params.get("detail") or ""}  # fmt: skip
+
+
+def _stop(client, runs: dict[int, int], events: queue.Queue, docs: dict[int, dict[str, Any]]) -> None:
+    """Stop this command's unfinished runs in the service and wait (a while) for their verdicts."""
+    unfinished = {slot: run_id for slot, run_id in runs.items() if slot not in docs}
+    for slot in unfinished:
+        try:
+            client.call("slot.stop", {"slot": slot}, timeout=10)
+        except Exception:  # the service may be gone: nothing more to stop from here
+            return
+    _wait(client, unfinished, events, docs, lambda _event: None, time.monotonic() + STOP_WAIT_S)
+
+
+def event_printer(json_out: bool):
+    """The progress lines `kiosk recover` prints, from the service's event JSON (kiosk.events to_json)."""
+
+    def show(event: dict[str, Any]) -> None:
+        if json_out:
+            return
+        if event.get("event") == "RungStarted":
+            print(f"  slot {event.get('slot')}: {event.get('rung')}", file=sys.stderr)
+        elif event.get("event") == "Verdict":
+            print(f"  slot {event.get('slot')}: {event.get('verdict')} ({float(event.get('elapsed_s') or 0):.1f} s)",
+                  file=sys.stderr)  # fmt: skip
+
+    return show
+
+
+# -- kiosk inspect -------------------------------------------------------------------------------------------------
+def inspect(args: argparse.Namespace, client) -> dict[str, Any]:
+    """The service's inspection of the slot's device (it talks to the device; the CLI prints)."""
+    from kiosk.service.client import ServiceError, ServiceUnavailable
+
+    try:
+        check_same_files(args, client.call("bench.state", timeout=10))
+        return client.call("slot.inspect", {"slot": args.slot}, timeout=120)
+    except ServiceError as exc:
+        not_there = exc.message.lower().startswith("no ") or "not found" in exc.message.lower()
+        raise failure(exc, refused_status=EXIT_NOT_FOUND if not_there else EXIT_FAILED) from None
+    except (ServiceUnavailable, TimeoutError) as exc:
+        raise failure(exc) from None
+
+
+# -- the journal: history, report, device-history ----------------------------------------------------------------
+def service_journal(args: argparse.Namespace) -> ServiceJournal | None:
+    """The bench service's journal when a service runs and ``--journal`` names no other file (another file is
+    no one's bench: the command reads it itself); None to open the file."""
+    client = connect(args)
+    if client is None:
+        return None
+    journal = ServiceJournal(client)
+    if not _same(getattr(args, "journal", None), journal.path):
+        journal.close()
+        return None
+    return journal
+
+
+class ServiceJournal:
+    """The service's journal, asked over the socket, with the few methods the journal commands use."""
+
+    def __init__(self, client) -> None:
+        self.client = client
+        try:
+            state = self.ask("bench.state")
+        except BaseException:
+            client.close()
+            raise
+        if state.get("journal") is None:
+            client.close()
+            raise CommandError(f"the bench service on {client.socket_path} keeps no journal", EXIT_FAILED)
+        self.path = state["journal"]
+        self._total: int | None = None
+
+    def ask(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        from kiosk.service.client import ServiceError, ServiceUnavailable
+
+        try:
+            return self.client.call(method, params or {}, timeout=60)
+        except ServiceError as exc:
+            from kiosk.service import wire
+
+            if exc.code == wire.NOT_FOUND:
+                from kiosk.journal import UnknownRecordError
+
+                raise UnknownRecordError(exc.message) from None
+            raise failure(exc) from None
+        except (ServiceUnavailable, TimeoutError) as exc:
+            raise failure(exc) from None
+
+    def runs(self, device_id: str | None = None, limit: int | None = 50) -> list[dict[str, Any]]:
+        from kiosk.service.api import MAX_RUNS
+
+        params: dict[str, Any] = {"limit": min(limit or MAX_RUNS, MAX_RUNS)}
+        if device_id:
+            params["device_id"] = device_id
+        found = self.ask("history.runs", params)
+        self._total = found.get("total")
+        return found["runs"]
+
+    def count_runs(self, device_id: str | None = None) -> int:
+        if self._total is None:
+            self.runs(device_id, 1)
+        return int(self._total or 0)
+
+    def latest_run_id(self, *, slot: int | None = None, device_id: str | None = None) -> int | None:
+        params = {k: v for k, v in (("slot", slot), ("device_id", device_id)) if v is not None}
+        return self.ask("history.latest", params)["run_id"]
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        return self.ask("history.run", {"run_id": run_id})
+
+    def report(self, run_id: int) -> dict[str, Any]:
+        return self.ask("report", {"run_id": run_id})
+
+    def device_history(self, device_id: str) -> dict[str, Any] | None:
+        return self.ask("device.history.get", {"device_id": device_id})["history"] or None
+
+    def set_device_history(self, device_id: str, **answers: str) -> None:
+        self.ask("device.history.set", {"device_id": device_id, "answers": answers})
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,198 @@
+"""The CLI through the bench service: with a service running, `kiosk recover`, `inspect`, `history`, `report`
+and `device-history` ask it (the same documents and exit statuses as alone), the other bench commands refuse
+instead of driving the bench behind its back, ``--simulate`` keeps to a private bench, and Ctrl+C on a
+`kiosk recover` stops the run it started in the service."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from kiosk.cli import main
+from kiosk.journal import Journal
+from kiosk.service.client import BenchClient
+from tests.test_service import ROOT, service_on, wait_for
+
+
+@pytest.fixture
+def short_dir():
+    """A folder with a short path: a socket's path has room for 108 bytes, pytest's tmp_path may not fit."""
+    folder = Path(tempfile.mkdtemp(prefix="kc-", dir="/tmp"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    status = main(list(argv))
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture
+def service(short_dir, monkeypatch):
+    """A simulated bench service on a temporary socket, which KIOSK_SOCKET names for every command."""
+    started = service_on(short_dir, "app-crash@boron,healthy@p2", speed=50.0)
+    monkeypatch.setenv("KIOSK_SOCKET", str(started.socket_path))
+    yield started
+    started.close()
+
+
+def test_recover_through_the_service_prints_the_document_it_prints_alone(service, capsys, tmp_path):
+    status, out, err = cli(capsys, "recover", "--slot", "1", "--json")
+    assert status == 0, err
+    served = json.loads(out)
+    assert "through the bench service on" in err
+    status, out, _ = cli(capsys, "recover", "--simulate", "app-crash@boron", "--json", "--journal",
+                         str(tmp_path / "alone.sqlite"))  # fmt: skip
+    assert status == 0
+    alone = json.loads(out)
+    assert served.keys() == alone.keys()
+    assert (served["slot"], served["verdict"], served["rung"]) == (alone["slot"], alone["verdict"], alone["rung"])
+    assert [s["rung"] for s in served["steps"]] == [s["rung"] for s in alone["steps"]]
+    run = Journal(service.engine.journal_path).run(served["run_id"])  # the service's journal kept it
+    assert (run["status"], run["verdict"]) == ("finished", "recovered")
+
+
+def test_recover_through_the_service_streams_progress_and_says_what_to_do(service, capsys):
+    status, out, err = cli(capsys, "recover", "--slot", "1")
+    assert status == 0
+    assert "  slot 1: identify" in err and "  slot 1: safe-mode" in err and "  slot 1: recovered (" in err
+    assert out.startswith("slot 1: recovered by safe-mode: ") and "  what to do: " in out
+
+
+def test_recover_all_through_the_service_and_a_slot_another_client_runs(service, capsys):
+    with BenchClient(service.socket_path, client="touchscreen", role="touchscreen").connect() as screen:
+        screen.call("slot.recover", {"slot": 1})  # the touchscreen recovers slot 1 now
+        status, _, err = cli(capsys, "recover", "--slot", "1")
+        assert status == 2 and "busy" in err  # refused: the slot is the touchscreen's run
+        status, out, _ = cli(capsys, "recover", "--all", "--json")
+    docs = json.loads(out)
+    assert status == 1  # one slot could not be recovered by this command
+    assert [(d["slot"], d["verdict"]) for d in docs] == [(1, "error"), (2, "healthy")]
+    assert "busy" in docs[0]["detail"] and docs[0]["run_id"] is None
+
+
+def test_a_journal_or_library_other_than_the_services_is_refused_for_recover(service, capsys, tmp_path):
+    status, _, err = cli(capsys, "recover", "--slot", "2", "--journal", str(tmp_path / "mine.sqlite"))
+    assert status == 2 and "uses its own journal" in err
+    status, _, err = cli(capsys, "recover", "--slot", "2", "--library", str(tmp_path / "lib"))
+    assert status == 2 and "uses its own library" in err
+    journal = str(service.engine.journal_path)
+    assert cli(capsys, "recover", "--slot", "2", "--journal", journal)[0] == 0  # its own journal, named: fine
+
+
+def test_bench_commands_that_cannot_go_through_the_service_refuse_while_it_runs(service, capsys, short_dir):
+    for argv in (["flash", "tinker"], ["update"], ["list"], ["dfu"], ["led"], ["backup", "restore", "1"]):
+        status, _, err = cli(capsys, *argv, "--config", str(short_dir / "none.toml"))
+        assert status == 2, argv
+        assert "owns the bench" in err and "systemctl stop particle-kiosk-bench" in err, argv
+    # no service on the socket: the command opens the bench itself (here: no config, exit 3 as ever)
+    status, _, err = cli(capsys, "list", "--socket", str(short_dir / "nobody.sock"), "--config",
+                         str(short_dir / "none.toml"))  # fmt: skip
+    assert status == 3 and "owns the bench" not in err
+
+
+def test_simulate_keeps_to_a_private_bench_beside_a_running_service(service, capsys, tmp_path):
+    status, out, err = cli(capsys, "recover", "--simulate", "healthy", "--json", "--journal",
+                           str(tmp_path / "mine.sqlite"))  # fmt: skip
+    assert status == 0 and json.loads(out)["verdict"] == "healthy" and "bench service" not in err
+    assert Journal(service.engine.journal_path).runs() == []  # the service's bench and journal were not used
+    assert len(Journal(tmp_path / "mine.sqlite").runs()) == 1
+
+
+def test_history_report_and_device_history_through_the_service_match_the_journal_read_alone(service, capsys):
+    status, out, _ = cli(capsys, "recover", "--slot", "1", "--json")
+    run_id = json.loads(out)["run_id"]
+    journal = str(service.engine.journal_path)
+    answers = {}
+    for argv in (["history", "--json"], ["history"], ["report", str(run_id)], ["report", "--slot", "1"],
+                 ["report", "--format", "json"]):  # fmt: skip
+        served = cli(capsys, *argv)
+        alone = cli(capsys, *argv, "--journal", journal, "--socket", "/nonexistent/bench.sock")
+        assert served[0] == alone[0] == 0, argv
+        assert served[1] == alone[1], argv  # the same bytes on stdout
+        answers[tuple(argv)] = served
+    device = json.loads(answers[("history", "--json")][1])[0]["device_id"]
+    status, out, _ = cli(capsys, "device-history", device, "--powered-by", "LiPo", "--json")
+    assert status == 0 and json.loads(out)["powered_by"] == "LiPo"
+    assert Journal(journal).device_history(device)["powered_by"] == "LiPo"  # set in the service's journal
+    assert "LiPo" in cli(capsys, "report", str(run_id))[1]
+    assert cli(capsys, "report", "999")[0] == 2
+
+
+def test_history_of_another_journal_file_reads_that_file(service, capsys, tmp_path):
+    other = tmp_path / "other.sqlite"
+    assert cli(capsys, "recover", "--simulate", "healthy", "--journal", str(other))[0] == 0
+    status, out, _ = cli(capsys, "history", "--json", "--journal", str(other))
+    assert status == 0 and [r["platform"] for r in json.loads(out)] == ["boron"]
+
+
+def test_inspect_through_the_service_matches_inspect_alone(service, capsys):
+    served_status, out, err = cli(capsys, "inspect", "--slot", "2", "--json")
+    assert "through the bench service" in err
+    served = json.loads(out)
+    library = str(service.engine.library.root)
+    status, out, _ = cli(capsys, "inspect", "--slot", "2", "--json", "--simulate", "app-crash@boron,healthy@p2",
+                         "--library", library)  # fmt: skip
+    alone = json.loads(out)
+    assert served_status == status and served.keys() == alone.keys() and served["library"] == library
+
+    def checks(doc: dict) -> list:
+        return [(m["function"], m["index"], m["ok"], m["library"]) for m in doc["modules"]]
+
+    assert checks(served) == checks(alone) and len(served["modules"]) == 5
+    status, out, _ = cli(capsys, "inspect", "--slot", "2")
+    assert status == served_status and "Integrity: PASS" in out
+    assert cli(capsys, "inspect", "--slot", "9")[0] == 2  # no such slot: refused, as alone
+
+
+def test_ctrl_c_on_a_recover_through_the_service_stops_the_run_it_started(short_dir):
+    """The real command in its own process, against a service in this one, interrupted mid-run."""
+    service = service_on(short_dir, "app-crash@boron", speed=1.0)
+    heard: list[tuple[str, dict]] = []
+    try:
+        watcher = BenchClient(service.socket_path, client="test", role="cli", subscribe=True,
+                              on_notification=lambda m, p: heard.append((m, p))).connect()  # fmt: skip
+        env = {**os.environ, "KIOSK_SOCKET": str(service.socket_path), "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen([sys.executable, "-m", "kiosk.cli", "recover", "--slot", "1"], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            wait_for(lambda: any(m == "slot.busy" for m, _ in heard), 30, "the recovery to start in the service")
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGINT)
+            _out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        assert proc.returncode == 1 and "stopped" in err
+        wait_for(lambda: any(m == "slot.idle" for m, _ in heard), 30, "the run's end")
+        idle = next(p for m, p in heard if m == "slot.idle")
+        assert idle["verdict"] == "stopped"
+        watcher.close()
+    finally:
+        service.close()
+
+
+def test_no_service_and_no_simulate_means_the_bench_of_the_config(capsys, short_dir, monkeypatch):
+    """The old path is untouched when nobody answers on the socket (a stale socket file included)."""
+    import socket
+
+    stale = short_dir / "stale.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(stale))
+    sock.close()  # a file nobody listens on: a service that died
+    monkeypatch.setenv("KIOSK_SOCKET", str(stale))
+    status, _, err = cli(capsys, "recover", "--slot", "1", "--config", str(short_dir / "none.toml"),
+                         "--journal", str(short_dir / "j.sqlite"))  # fmt: skip
+    assert status == 3 and "bench service" not in err
+    assert Path(stale).exists()
