@@ -10,7 +10,8 @@
 # What it does: apt packages (cage, foot, libusb, the lgpio build tools); a `kiosk` system user in the groups
 # gpio, plugdev, dialout, video and input; a virtual environment in /opt/particle-kiosk/venv (Bookworm refuses
 # system-wide pip) with the kiosk and lgpio (gpiozero's only pin factory that works on a Pi 5); the udev rules;
-# the PAM service and the systemd unit of the touchscreen session; /usr/local/bin/kiosk; the example config as
+# the PAM service and the systemd units of the bench service (it owns the bench; socket /run/particle-kiosk/
+# bench.sock, the kiosk group's) and of the touchscreen session, its client; /usr/local/bin/kiosk; the example config as
 # /etc/particle-kiosk/kiosk.toml (never over an edited one); /var/lib/particle-kiosk for the journal and the
 # firmware library. See deploy/BUILD-A-BENCH.md.
 set -euo pipefail
@@ -26,6 +27,7 @@ readonly CONFIG=$ETC/kiosk.toml
 readonly STATE=/var/lib/particle-kiosk
 readonly UNIT=/etc/systemd/system/$APP.service
 readonly TOUCH_UNIT=/etc/systemd/system/$APP-touch.service
+readonly BENCH_UNIT=/etc/systemd/system/$APP-bench.service
 readonly PAM=/etc/pam.d/$APP
 readonly RULES=/etc/udev/rules.d/60-particle-kiosk.rules
 readonly SLOT_RULES=/etc/udev/rules.d/61-particle-kiosk-slots.rules
@@ -257,12 +259,13 @@ install_kiosk() {
     system udevadm control --reload-rules
     system udevadm trigger --subsystem-match=usb --subsystem-match=tty --subsystem-match=gpio
 
-    say "== the touchscreen session"
+    say "== the bench service and the touchscreen session"
+    put "$HERE/systemd/particle-kiosk-bench.service" "$BENCH_UNIT" 0644
     put "$HERE/pam/particle-kiosk" "$PAM" 0644
     put "$HERE/systemd/particle-kiosk.service" "$UNIT" 0644
     put "$HERE/systemd/particle-kiosk-touch.service" "$TOUCH_UNIT" 0644
     system systemctl daemon-reload
-    system systemctl enable "$APP.service" "$APP-touch.service"
+    system systemctl enable "$APP-bench.service" "$APP.service" "$APP-touch.service"
     system systemctl set-default graphical.target
     if [[ -n $ROOT ]]; then
         say "would run: systemctl disable display-manager.service (only if a desktop's display manager is enabled)"
@@ -276,14 +279,16 @@ install_kiosk() {
     say "Installed. Next:"
     say "  1. edit $CONFIG to match the wiring (deploy/WIRING.md), then: sudo $0 (updates the slot names)"
     say "  2. check the bench: sudo -u $KIOSK_USER kiosk doctor   (with devices in the slots: --active)"
+    say "     the bench service owns the bench once it runs (sudo systemctl start $APP-bench); a technician's"
+    say "     \`kiosk recover\` goes through it: add them to the $KIOSK_USER group (sudo usermod -aG $KIOSK_USER NAME)"
     say "  3. import firmware: sudo -u $KIOSK_USER kiosk firmware import RELEASE.zip"
     say "  4. reboot: the kiosk starts on the touchscreen (logs: journalctl -u $APP -b)"
 }
 
 uninstall_kiosk() {
-    say "== stopping the touchscreen session"
-    system systemctl disable --now "$APP.service" "$APP-touch.service"
-    remove "$UNIT" "$TOUCH_UNIT" "$PAM"
+    say "== stopping the touchscreen session and the bench service"
+    system systemctl disable --now "$APP.service" "$APP-touch.service" "$APP-bench.service"
+    remove "$UNIT" "$TOUCH_UNIT" "$BENCH_UNIT" "$PAM"
     system systemctl daemon-reload
     system systemctl start getty@tty1.service
 

@@ -28,6 +28,7 @@ TUI = "/opt/particle-kiosk/venv/bin/kiosk tui --config /etc/particle-kiosk/kiosk
 INSTALLED = {
     "etc/systemd/system/particle-kiosk.service": ("systemd/particle-kiosk.service", 0o644),
     "etc/systemd/system/particle-kiosk-touch.service": ("systemd/particle-kiosk-touch.service", 0o644),
+    "etc/systemd/system/particle-kiosk-bench.service": ("systemd/particle-kiosk-bench.service", 0o644),
     "etc/pam.d/particle-kiosk": ("pam/particle-kiosk", 0o644),
     "etc/udev/rules.d/60-particle-kiosk.rules": ("udev/60-particle-kiosk.rules", 0o644),
     "etc/particle-kiosk/kiosk.toml": ("kiosk.example.toml", 0o644),
@@ -93,7 +94,7 @@ def test_system_steps_are_printed_not_run(installed):
     assert f"--groups {','.join(KIOSK_GROUPS)}" in useradd and "--home-dir /var/lib/particle-kiosk" in useradd
     assert any(re.fullmatch(r"/opt/particle-kiosk/venv/bin/python -m pip install lgpio evdev /\S+", s) for s in steps)
     for step in ("udevadm control --reload-rules", "systemctl daemon-reload",
-                 "systemctl enable particle-kiosk.service particle-kiosk-touch.service",
+                 "systemctl enable particle-kiosk-bench.service particle-kiosk.service particle-kiosk-touch.service",
                  "chown -R kiosk:kiosk /var/lib/particle-kiosk"):  # fmt: skip
         assert step in steps, step
     apt = next(s for s in steps if "apt-get install" in s)
@@ -127,7 +128,9 @@ def test_uninstall_removes_what_was_installed_and_keeps_the_journal(tmp_path):
     assert tree(tmp_path) == {"var/lib/particle-kiosk/journal.sqlite": tree(tmp_path)[
         "var/lib/particle-kiosk/journal.sqlite"]}  # fmt: skip
     assert not (tmp_path / "opt/particle-kiosk").exists() and not (tmp_path / "etc/particle-kiosk").exists()
-    assert "would run: systemctl disable --now particle-kiosk.service particle-kiosk-touch.service" in proc.stdout
+    assert ("would run: systemctl disable --now particle-kiosk.service particle-kiosk-touch.service "
+            "particle-kiosk-bench.service") in proc.stdout
+    assert not (tmp_path / "etc/systemd/system/particle-kiosk-bench.service").exists()
     assert "would run: userdel kiosk" in proc.stdout
 
 
@@ -371,3 +374,41 @@ def test_build_a_bench_covers_parts_wiring_install_and_first_boot():
     for section in ("### Parts", "### Wiring", "### Install", "### First boot"):
         assert section in text
     assert "sudo deploy/install.sh" in text and "kiosk doctor" in text
+
+
+def test_the_bench_service_unit_owns_the_bench_with_a_group_only_socket_and_starts_before_the_touchscreen():
+    bench = unit_entries((DEPLOY / "systemd/particle-kiosk-bench.service").read_text())
+    exec_start = bench[("Service", "ExecStart")][0]
+    assert exec_start == ("/opt/particle-kiosk/venv/bin/kiosk service --config /etc/particle-kiosk/kiosk.toml "
+                          "--socket /run/particle-kiosk/bench.sock")
+    from kiosk.service.wire import DEFAULT_SOCKET
+
+    assert exec_start.endswith(DEFAULT_SOCKET)  # where every client looks by default
+    assert bench[("Service", "User")] == ["kiosk"] and bench[("Service", "Group")] == ["kiosk"]
+    groups = bench[("Service", "SupplementaryGroups")][0].split()
+    assert {"plugdev", "dialout", "gpio"} <= set(groups)  # the groups the udev rules give the devices to
+    rules = (DEPLOY / "udev/60-particle-kiosk.rules").read_text()
+    assert {g for g in re.findall(r'GROUP="(\w+)"', rules)} <= set(groups)
+    assert bench[("Service", "RuntimeDirectory")] == ["particle-kiosk"]
+    assert bench[("Service", "RuntimeDirectoryMode")] == ["0750"]  # the socket's folder: the kiosk group only
+    assert bench[("Service", "Restart")] == ["on-failure"]
+    assert bench[("Service", "RestartPreventExitStatus")] == ["2"]  # a refusal (bad config, bench taken) stays
+    assert bench[("Service", "EnvironmentFile")] == ["/etc/particle-kiosk/environment"]  # the same journal
+    assert bench[("Unit", "Before")] == ["particle-kiosk.service"]
+    touch = unit_entries((DEPLOY / "systemd/particle-kiosk.service").read_text())
+    assert "particle-kiosk-bench.service" in touch[("Unit", "Wants")]
+    assert "particle-kiosk-bench.service" in " ".join(touch[("Unit", "After")])
+
+
+def test_the_bench_service_unit_passes_systemd_analyze_verify(installed, tmp_path):
+    if not _have("systemd-analyze", "systemd"):
+        pytest.skip("systemd-analyze is not installed and cannot be here (make tools installs it)")
+    root, _ = installed
+    text = (root / "etc/systemd/system/particle-kiosk-bench.service").read_text()
+    # verify checks that ExecStart's program exists: this venv's kiosk stands in for the installed one
+    unit = tmp_path / "particle-kiosk-bench.service"
+    unit.write_text(text.replace("/opt/particle-kiosk/venv/bin/kiosk", str(Path(sys.executable).parent / "kiosk"))
+                    .replace("EnvironmentFile=", "EnvironmentFile=-"))  # fmt: skip
+    proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "particle-kiosk-bench.service" not in proc.stderr, proc.stderr
