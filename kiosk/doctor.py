@@ -11,6 +11,11 @@ simulated bench the same questions are asked of the simulated twins: the simulat
 pseudo-terminals, the simulated probes. Checks about the host only (udev rules, ModemManager) are skipped
 there, with the reason.
 
+When a bench service runs (``kiosk service``, particle-kiosk-bench.service), it owns the bench: the doctor
+asks it for the slots' devices, the journal and the library, and skips what would open the bench (GPIO lines,
+serial ports, buttons, power, LED, SWD) rather than reach behind its back. When none runs, it says so and how
+to start it, and checks the bench itself.
+
 Nothing here moves a pin unless ``active`` is set; the active test goes through the slot's drivers, so the
 hazard guard (MODE hold limits, no double click, the power drain time) applies as everywhere else.
 """
@@ -88,6 +93,7 @@ class DoctorOptions:
     library: Path | None = None
     platforms: tuple[str, ...] = ()
     system_root: Path = Path("/")
+    socket: Path | None = None  # the bench service's (None: $KIOSK_SOCKET, else /run/particle-kiosk/bench.sock)
 
 
 @dataclass
@@ -104,6 +110,7 @@ class Doctor:
     devices: list[Any] = field(default_factory=list)  # hw.usb_identity.ParticleUsbDevice seen on USB
     usb_error: str | None = None
     libusb_missing: bool = False
+    service: dict[str, Any] | None = None  # a running bench service's hello and bench.state: it owns the bench
     results: list[CheckResult] = field(default_factory=list)
 
     @property
@@ -165,6 +172,56 @@ def check_config(doc: Doctor) -> CheckResult:
         return CheckResult("config", FAIL, str(exc), fix)
     slots = ", ".join(f"{s.index + 1}: {s.name}" for s in doc.config.slots)
     return CheckResult("config", OK, f"{opts.config} is valid: {len(doc.config.slots)} slot(s) ({slots})")
+
+
+SERVICE_UNIT = "particle-kiosk-bench"
+SERVICE_OWNS = "the bench service owns the bench"
+
+
+def _socket_path(doc: Doctor) -> Path:
+    from kiosk.service.wire import DEFAULT_SOCKET
+
+    return Path(doc.options.socket or os.environ.get("KIOSK_SOCKET") or DEFAULT_SOCKET)
+
+
+def check_service(doc: Doctor) -> CheckResult:
+    """Whether the bench service answers (hello, bench.state) on its socket: it, not the doctor, owns the bench."""
+    if doc.simulated:
+        return CheckResult("service", SKIP, "--simulate: the doctor's own simulated bench; the bench service is "
+                           "not asked")  # fmt: skip
+    from kiosk.commands.through_service import _probe
+    from kiosk.service.client import BenchClient, ServiceError, ServiceUnavailable
+
+    path = _socket_path(doc)
+    start = f"sudo systemctl start {SERVICE_UNIT} (the touchscreen and `kiosk recover` go through it)"
+    found = _probe(path)
+    if found == "none":
+        why = "its socket does not exist" if not path.exists() else "nobody listens on its socket (it stopped)"
+        return CheckResult("service", WARN, f"the bench service is not running: {why} ({path}); the doctor checks "
+                           "the bench itself", start)  # fmt: skip
+    if found == "denied":
+        return CheckResult("service", FAIL, f"{path} is there, but this user may not use it", "join the kiosk's "
+                           "group: sudo usermod -aG kiosk $USER, then log in again")  # fmt: skip
+    try:
+        with BenchClient(path, client="kiosk doctor", role="cli").connect(3.0) as client:
+            state = client.call("bench.state", timeout=10)
+            hello = client.hello or {}
+    except (ServiceError, ServiceUnavailable, TimeoutError, OSError) as exc:
+        return CheckResult("service", FAIL, f"something listens on {path} but does not answer as the bench service: "
+                           f"{exc}", f"sudo systemctl restart {SERVICE_UNIT}; journalctl -u {SERVICE_UNIT} -b says "
+                           "what it did")  # fmt: skip
+    doc.service = {"hello": hello, **state}
+    busy = [s["index"] for s in state.get("slots", []) if s.get("activity") not in (None, "idle")]
+    doing = f"; slot(s) {', '.join(map(str, busy))} busy now" if busy else ""
+    return CheckResult("service", OK, f"the bench service runs (pid {hello.get('pid', '?')}, {state.get('bench')}, "
+                       f"{len(state.get('slots', []))} slot(s){doing}) on {path}: it owns the bench, so the checks "
+                       "that would open the bench are skipped")  # fmt: skip
+
+
+def _owned(doc: Doctor, name: str, what: str = "") -> CheckResult:
+    """A check the running bench service makes moot: the doctor does not open the bench behind its back."""
+    extra = f"; {what}" if what else ""
+    return CheckResult(name, SKIP, f"{SERVICE_OWNS} (see service): not opened behind its back{extra}")
 
 
 def _gpio_chips(doc: Doctor) -> list[Path]:
@@ -259,6 +316,9 @@ def _line_users(doc: Doctor, pins: list[int]) -> dict[int, str]:
 
 
 def check_gpio_lines(doc: Doctor) -> CheckResult:
+    if doc.service is not None:
+        doc.lines_error = SERVICE_OWNS
+        return _owned(doc, "gpio-lines", "its lines are claimed by it")
     if doc.simulated:
         if doc.bench is None:
             return CheckResult("gpio-lines", SKIP, "no simulated bench (see config)")
@@ -304,6 +364,9 @@ def _bench(doc: Doctor) -> Any:
     """The bench (built once); None with ``bench_error`` saying why when it cannot be had."""
     if doc.bench is not None or doc.bench_error is not None:
         return doc.bench
+    if doc.service is not None:
+        doc.bench_error = f"{SERVICE_OWNS}; to test it here, stop it first (sudo systemctl stop {SERVICE_UNIT})"
+        return None
     if doc.simulated:
         doc.bench_error = doc.config_error or "no simulated bench"
         return None
@@ -369,8 +432,23 @@ def _devices(doc: Doctor, backend: Any) -> list[Any]:
     return find_particle_devices(backend)
 
 
+def _service_devices(doc: Doctor) -> CheckResult:
+    """The slots' devices as the bench service sees them (its USB poller looks at every idle slot)."""
+    doc.usb_error = SERVICE_OWNS
+    slots = doc.service.get("slots", [])
+    seen = [f"slot {s['index']}: {s.get('platform') or '?'} {s['device_id']} ({s.get('usb_mode') or '?'} mode)"
+            for s in slots if s.get("device_id") and s.get("present") is not False]  # fmt: skip
+    if not seen:
+        return CheckResult("usb-devices", WARN, "the bench service sees no Particle device in any slot",
+                           "plug a device into a slot (one with no LED at all needs SWD: see swd-probe)")
+    return CheckResult("usb-devices", OK, "; ".join(seen) + " (as the bench service sees them)")
+
+
 def check_usb_devices(doc: Doctor) -> CheckResult:
     from hw.usb_identity import UsbAccessError
+
+    if doc.service is not None:
+        return _service_devices(doc)
 
     backend = doc.bench.slots[0].usb_backend if doc.simulated and doc.bench is not None else None
     if doc.simulated and backend is None:
@@ -722,6 +800,8 @@ def _serial_ports_open(doc: Doctor) -> CheckResult:
 
 
 def check_serial_ports(doc: Doctor) -> CheckResult:
+    if doc.service is not None:
+        return _owned(doc, "serial-ports", "it opens them")
     if doc.usb_error:
         return CheckResult("serial-ports", SKIP, "USB devices could not be listed (see usb-devices)")
     return _serial_ports_open(doc)
@@ -933,7 +1013,7 @@ def _slot_checks(doc: Doctor, kind: str) -> list[CheckResult]:
         return [
             CheckResult(
                 f"slots-{kind}",
-                SKIP if doc.config is None and not doc.simulated else FAIL,
+                SKIP if (doc.config is None and not doc.simulated) or doc.service is not None else FAIL,
                 f"no bench to check: {doc.bench_error}",
                 "fix the problems above first",
             )
@@ -1008,6 +1088,9 @@ def _library(doc: Doctor) -> tuple[Any, str]:
 
     if doc.options.library is not None:
         return FirmwareLibrary(doc.options.library), str(doc.options.library)
+    if doc.service is not None and doc.service.get("library"):  # the library the bench service recovers with
+        root = doc.service["library"]
+        return FirmwareLibrary(Path(root)), f"{root} (the bench service's)"
     if doc.simulated and doc.bench is not None:
         from kiosk.demo_library import demo_library
 
@@ -1082,6 +1165,14 @@ def _journal_path(doc: Doctor) -> Path:
 
 
 def check_journal(doc: Doctor) -> CheckResult:
+    if doc.options.journal is None and doc.service is not None:
+        path = doc.service.get("journal")
+        if path is None:
+            return CheckResult("journal", FAIL, "the bench service keeps no journal", f"journalctl -u {SERVICE_UNIT} "
+                               "-b says why; sudo systemctl restart it")  # fmt: skip
+        interrupted = doc.service.get("interrupted") or []
+        note = f"; runs {', '.join(map(str, interrupted))} were interrupted by a previous service" * bool(interrupted)
+        return CheckResult("journal", OK, f"the bench service writes {path} (it has it open){note}")
     path = _journal_path(doc)
     if path.exists():
         try:
@@ -1132,6 +1223,7 @@ def check_disk(doc: Doctor) -> CheckResult:
 
 CHECKS: tuple[Check, ...] = (
     Check("config", "the bench config is valid (or the simulated bench can be built)", check_config),
+    Check("service", "whether the bench service runs (then it owns the bench, and the doctor asks it)", check_service),
     Check(
         "pin-factory", "gpiozero's lgpio pin factory works here (the only one that works on a Pi 5)", check_pin_factory
     ),

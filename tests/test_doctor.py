@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from kiosk.doctor import FAIL, OK, SKIP, WARN, CheckResult, Doctor, DoctorOption
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "deploy" / "kiosk.example.toml"
 RULES = REPO / "deploy" / "udev" / "60-particle-kiosk.rules"
-HOST_ONLY = {"udev-rules", "modemmanager"}  # skipped on the simulated bench, with the reason
+HOST_ONLY = {"udev-rules", "modemmanager", "service"}  # skipped on the simulated bench, with the reason
 
 
 def run_json(capsys, *argv: str) -> tuple[int, dict]:
@@ -43,7 +45,8 @@ def test_every_check_passes_on_the_simulated_bench(capsys):
         assert checks[name]["status"] == OK, checks[name]
     assert "1-1.1 = slot 1" in checks["usb-devices"]["summary"]
     assert "boron" in checks["library"]["summary"]
-    assert doc["counts"] == {"ok": len(doc["checks"]) - 2, "warn": 0, "fail": 0, "skip": 2}
+    assert doc["counts"] == {"ok": len(doc["checks"]) - 3, "warn": 0, "fail": 0, "skip": 3}
+    assert "bench service is not asked" in checks["service"]["summary"]
 
 
 def test_active_test_presses_and_cold_boots_every_slot(capsys):
@@ -297,3 +300,57 @@ def test_disk_check_reports_the_real_free_space(tmp_path):
     result = doctor.check_disk(_doc(tmp_path, journal=tmp_path / "journal.sqlite"))
     free_gib = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize / 1024**3
     assert f"{free_gib:.1f} GiB free" in result.summary
+
+
+def test_no_bench_service_is_said_with_how_to_start_it_and_the_doctor_checks_the_bench_itself(capsys, tmp_path):
+    import socket
+
+    stale = Path(tempfile.mkdtemp(prefix="kd-", dir="/tmp")) / "bench.sock"
+    try:
+        for path, why in ((tmp_path / "none.sock", "does not exist"), (stale, "nobody listens")):
+            if path == stale:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.bind(str(stale))
+                sock.close()  # a socket file a dead service left
+            _status, doc = run_json(capsys, "--config", str(EXAMPLE), "--socket", str(path))
+            service = by_name(doc)["service"]
+            assert service["status"] == WARN and "not running" in service["summary"] and why in service["summary"]
+            assert "sudo systemctl start particle-kiosk-bench" in service["fix"]
+            assert "owns the bench" not in by_name(doc)["gpio-lines"]["summary"]  # it looked itself
+    finally:
+        shutil.rmtree(stale.parent, ignore_errors=True)
+
+
+def test_with_the_bench_service_running_the_doctor_asks_it_and_never_opens_the_bench(capsys, monkeypatch):
+    from tests.test_service import service_on, wait_for
+
+    opened: list[str] = []
+    import hw.serial_console
+    import kiosk.bench
+
+    monkeypatch.setattr(kiosk.bench, "hardware_bench", lambda *a, **k: opened.append("bench"))
+    monkeypatch.setattr(doctor, "_line_users", lambda *a, **k: opened.append("gpio lines") or {})
+    monkeypatch.setattr(hw.serial_console, "open_port", lambda *a, **k: opened.append("serial"))
+    folder = Path(tempfile.mkdtemp(prefix="kd-", dir="/tmp"))
+    service = service_on(folder, "healthy@boron,healthy@p2")
+    try:
+        wait_for(lambda: all(s.device_id for s in (service.board.state(1), service.board.state(2))), 30,
+                 "the service's USB poller to see both devices")  # fmt: skip
+        for active in ((), ("--active",)):
+            _status, doc = run_json(capsys, "--config", str(EXAMPLE), "--socket", str(service.socket_path), *active)
+            checks = by_name(doc)
+            assert checks["service"]["status"] == OK and f"pid {os.getpid()}" in checks["service"]["summary"]
+            for name in ("gpio-lines", "serial-ports", "slots-buttons", "slots-power", "slots-led", "swd-probe"):
+                found = checks[name]
+                assert found["status"] == SKIP and "bench service owns the bench" in found["summary"], name
+            devices = checks["usb-devices"]
+            assert devices["status"] == OK
+            assert "slot 1: boron" in devices["summary"] and "slot 2: p2" in devices["summary"]
+            journal = checks["journal"]
+            assert journal["status"] == OK and str(service.engine.journal_path) in journal["summary"]
+            assert "the bench service's" in checks["library"]["summary"]
+        assert opened == []  # nothing of the bench was opened behind the service's back
+        assert not any(service.board.state(i).running for i in (1, 2))  # --active pressed nothing
+    finally:
+        service.close()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -48,6 +48,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         journal=args.journal,
         library=args.library,
         platforms=tuple(args.platform),
+        socket=args.socket,
     )
     results = run_checks(options)
     counts = summary(results)
