@@ -10,6 +10,7 @@ server's only queue a frame (a full queue drops that client, never stalls the be
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
@@ -121,7 +122,9 @@ class Board:
     def _tell(self, method: str, params: dict[str, Any], state: SlotState) -> None:
         """(Under the lock.) Number the change and hand it to every listener, with the slot's new state."""
         self.seq += 1
-        params = {**params, "seq": self.seq, "state": slot_states.to_json(state)}
+        # sent_at: when the service folded it (in the publishing thread): a client on this host compares it with
+        # its own time.monotonic() (CLOCK_MONOTONIC is system-wide on Linux) for the engine-to-client latency
+        params = {**params, "seq": self.seq, "state": slot_states.to_json(state), "sent_at": time.monotonic()}
         frame = notification(method, params)
         for listener in list(self._listeners):
             listener(method, params, frame)
