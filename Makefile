@@ -60,6 +60,7 @@ bench: $(STAMP) tools
 	$(BIN)/python -m tests.benchmarks.recovery_bench
 	$(BIN)/python -m tests.benchmarks.sim_bench
 	$(BIN)/python -m tests.benchmarks.tui_bench --ledger
+	$(BIN)/python -m tests.benchmarks.service_bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache
