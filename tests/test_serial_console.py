@@ -310,6 +310,7 @@ def test_magic_baud_rates_are_seen_on_the_pty(sim):
     trigger_dfu(sim.port.path, sim.clock)
     # 14400 seen while the port was held open; 9600 the moment the trigger set it again, before it closed (the
     # kiosk's acts on a port wake its simulated device, as SET_LINE_CODING reaches Device OS at once)
+    sim.clock.sleep(0.001)  # the woken device thread holds time until it has looked: any wait sees it done
     assert sim.seen.bauds == [14400, 9600]
     sim.clock.sleep(0.1)
     assert sim.seen.bauds == [14400, 9600]

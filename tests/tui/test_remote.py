@@ -22,7 +22,7 @@ def remote_on(harness, folder, spec: str):
 
 
 async def test_a_remote_screen_is_refused_until_the_pin_unlocks_it_and_its_recover_shows_on_another_client(tmp_path):
-    _touch, harness = make_app(tmp_path, "app-crash@boron", policy=RemotePolicy("pin", "4711"))
+    _touch, harness = make_app(tmp_path, "app-crash@boron", speed=1.0, policy=RemotePolicy("pin", "4711"))
     app, link = remote_on(harness, tmp_path, "app-crash@boron")
     heard: list[tuple[str, dict]] = []
     other = BenchClient(harness.service.socket_path, client="touchscreen", role="touchscreen", subscribe=True,
