@@ -8,7 +8,8 @@ that stays near nothing while nothing changes.
 - The last ``LED_WINDOW_S`` device seconds are classified every ``CLASSIFY_EVERY_S`` real seconds, unless a
   steady LED or a steady blink shows the same shape as the window last classified (the same states, the same
   one or two kinds of run between edges, colour and length): it would read the same again, so that reading
-  stands.
+  stands. A window that keeps changing shape but reading the same (a crash loop shows the same SOS over and over)
+  is read less and less often, down to every ``CLASSIFY_AT_MOST_S``; a different reading brings the pace back.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from typing import Any
 from kiosk.service.posts import LedSeen
 
 SWATCH_EVERY_S = 0.5  # real seconds between looks at each LED for its swatch
-CLASSIFY_EVERY_S = 2.0  # real seconds between classifications of a window that changed shape
+CLASSIFY_EVERY_S = 2.0  # real seconds between classifications of a window that changed shape ...
+CLASSIFY_AT_MOST_S = 8.0  # ... doubling up to this while each says what the last said (a crash loop's SOS)
 LED_WINDOW_S = 15.0  # device seconds of samples a classification reads: long enough for SOS codes up to 8
 #: Patterns that show steadily in their colour on the swatch once the classifier is sure of them.
 STEADY_ON_SWATCH = frozenset({"solid", "blink-fast", "blink-normal", "blink-slow", "breathing", "sos"})
@@ -71,30 +73,38 @@ def watch_leds(slots: Sequence[Any], post: Callable[[Any], Any], stop: threading
     shown: dict[int, str | None] = {}
     readings: dict[int, dict[str, Any]] = {}
     shapes: dict[int, Shape] = {}
-    next_classify = 0.0
+    every = {slot.index: CLASSIFY_EVERY_S for slot in slots}  # real seconds between this slot's classifications
+    due = {slot.index: 0.0 for slot in slots}
     while not stop.is_set() and not closed():
-        classify_now = time.monotonic() >= next_classify
-        if classify_now:
-            next_classify = time.monotonic() + CLASSIFY_EVERY_S
         for slot in slots:
             now = slot.clock.now()
             recent = slot.led.samples_since(now - 0.2)
             sampled = COLOUR_NAMES.get((recent[-1].r, recent[-1].g, recent[-1].b)) if recent else None
             reading = None
-            if classify_now:
+            if time.monotonic() >= due[slot.index]:
                 samples = slot.led.samples_since(now - LED_WINDOW_S)
                 shape = window_shape(samples, LED_WINDOW_S)
                 if shape is not None and shapes.get(slot.index) == shape:
                     pass  # the same shape as the window last read: that reading stands
                 elif len(samples) >= 20:
                     reading = classify(samples).to_json()
+                    same = _summary(reading) == _summary(readings.get(slot.index))
+                    every[slot.index] = min(every[slot.index] * 2, CLASSIFY_AT_MOST_S) if same else CLASSIFY_EVERY_S
                     readings[slot.index] = reading
                     if shape is not None:
                         shapes[slot.index] = shape
                     else:
                         shapes.pop(slot.index, None)
+                due[slot.index] = time.monotonic() + every[slot.index]
             lit = swatch_colour(sampled, readings.get(slot.index))
             if lit != shown.get(slot.index, "") or reading is not None:
                 shown[slot.index] = lit
                 post(LedSeen(slot.index, lit, reading))
         stop.wait(SWATCH_EVERY_S)
+
+
+def _summary(reading: dict[str, Any] | None) -> tuple | None:
+    """What a reading says, for telling whether the next one says anything new."""
+    if reading is None:
+        return None
+    return reading.get("colour"), reading.get("pattern"), reading.get("sos_code"), reading.get("sure")

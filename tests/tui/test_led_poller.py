@@ -4,6 +4,7 @@ same, at a cost); the swatch follows the LED, showing a pattern it is sure of st
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -15,8 +16,9 @@ from kiosk.service.led_watch import swatch_colour, window_shape
 from kiosk.service.posts import LedSeen
 
 
-def _watch(monkeypatch, spec: str, seconds: float) -> tuple[float, list[tuple[float, LedSeen]]]:
+def _watch(monkeypatch, spec: str, seconds: float, at_most_s: float = 0.4) -> tuple[float, list[tuple[float, LedSeen]]]:
     monkeypatch.setattr(led_watch, "CLASSIFY_EVERY_S", 0.1)  # real seconds: many classifications in the test
+    monkeypatch.setattr(led_watch, "CLASSIFY_AT_MOST_S", at_most_s)
     monkeypatch.setattr(led_watch, "SWATCH_EVERY_S", 0.02)
     posted: list[tuple[float, LedSeen]] = []
     with bench_module.simulated_bench(spec, speed=40.0) as bench:
@@ -56,6 +58,15 @@ def test_a_crash_loop_is_read_again_as_it_changes(monkeypatch):
     readings = [m.reading for _, m in posted if m.reading is not None]
     assert len(readings) >= 3  # the window's shape changes as the SOS and the reboots go by
     assert any(r["pattern"] == "sos" for r in readings)
+
+
+def test_a_crash_loop_that_reads_the_same_again_and_again_is_read_less_often(monkeypatch):
+    _, posted = _watch(monkeypatch, "app-crash@boron", 4.0, at_most_s=0.8)
+    times = [t for t, m in posted if m.reading is not None]
+    summaries = [(m.reading["pattern"], m.reading["sos_code"]) for _, m in posted if m.reading is not None]
+    assert summaries[-1] == ("sos", 1) and summaries[-2] == ("sos", 1)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert gaps[-1] >= 0.75  # backed off from every 0.1 s to the slowest pace while it said the same
 
 
 def test_window_shape_ignores_where_the_window_cuts_and_needs_a_whole_window():
