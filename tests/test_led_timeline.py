@@ -194,3 +194,15 @@ def test_device_simulator_usage():
     at, rgb = p.edges(40.0 + 1e-9, 40.0 + 30.0)[0]
     assert (at, rgb) == (40.15, DARK)
     assert p.duration_s == pytest.approx(18.8)
+
+
+def test_next_edge_is_the_first_of_the_edges_for_every_program_and_moment():
+    """The simulated device asks next_edge at every edge; it must agree with edges() everywhere."""
+    rng = random.Random(7)
+    programs = [steady("yellow", "blink-normal", 1.0), steady("cyan", "breathing", 0.3), steady("green", "solid", 2.0),
+                sos(1, 0.5), sos(8, 0.0, cycles=3), off(0.0)]  # fmt: skip
+    for program in programs:
+        for _ in range(200):
+            t0 = rng.uniform(-1.0, 40.0)
+            listed = program.edges(t0, t0 + 30.0)
+            assert program.next_edge(t0, 30.0) == (listed[0] if listed else None), (program, t0)

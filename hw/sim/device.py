@@ -911,9 +911,9 @@ class SimDevice:
     def _apply_led(self) -> None:
         now = self.clock.now()
         self._output(self._program.state_at(now))
-        upcoming = self._program.edges(now + 1e-9, now + 30.0)
+        upcoming = self._program.next_edge(now + 1e-9, 30.0)
         if upcoming:
-            at, _ = upcoming[0]
+            at, _ = upcoming
             self._led_timer = self.clock.call_later(max(0.0, at - now), self._apply_led)
 
     def _output(self, rgb: Rgb) -> None:

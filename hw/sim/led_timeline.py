@@ -170,6 +170,18 @@ class LedProgram:
         return out
 
 
+    def next_edge(self, t0: float, horizon_s: float) -> tuple[float, Rgb] | None:
+        """The first change of the LED in ``[t0, t0 + horizon_s)``, as ``edges`` would list it first; None if
+        none comes. (A simulated device asks this at every edge: listing 30 s of a 5 Hz blink each time would
+        cost 300 edges per edge.)"""
+        prev = self._rgb(self._lit_before(t0, inclusive=False))
+        for at, lit in self._transitions(t0, t0 + horizon_s):
+            rgb = self._rgb(lit)
+            if rgb != prev:
+                return at, rgb
+        return None
+
+
 def _colour(colour: str | Rgb) -> Rgb:
     if isinstance(colour, str):
         if colour not in COLOURS:
