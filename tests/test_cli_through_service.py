@@ -1,6 +1,6 @@
-"""The CLI through the bench service: with a service running, `kiosk recover`, `inspect`, `history`, `report`
-and `device-history` ask it (the same documents and exit statuses as alone), the other bench commands refuse
-instead of driving the bench behind its back, ``--simulate`` keeps to a private bench, and Ctrl+C on a
+"""The CLI through the bench service: with a service running, `kiosk recover`, `flash`, `update`, `inspect`,
+`history`, `report` and `device-history` ask it (the same documents and exit statuses as alone), the other bench
+commands refuse instead of driving the bench behind its back, ``--simulate`` keeps to a private bench, and Ctrl+C on a
 `kiosk recover` stops the run it started in the service."""
 
 from __future__ import annotations
@@ -40,8 +40,11 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
 @pytest.fixture
 def service(short_dir, monkeypatch):
     """A simulated bench service on a temporary socket, which KIOSK_SOCKET names for every command."""
+    from kiosk.commands import through_service
+
     started = service_on(short_dir, "app-crash@boron,healthy@p2", speed=50.0)
     monkeypatch.setenv("KIOSK_SOCKET", str(started.socket_path))
+    monkeypatch.setattr(through_service, "FLASH_WAIT_S", 60.0)  # a flash that never ends fails the test, soon
     yield started
     started.close()
 
@@ -91,7 +94,7 @@ def test_a_journal_or_library_other_than_the_services_is_refused_for_recover(ser
 
 
 def test_bench_commands_that_cannot_go_through_the_service_refuse_while_it_runs(service, capsys, short_dir):
-    for argv in (["flash", "tinker"], ["update"], ["list"], ["dfu"], ["led"], ["backup", "restore", "1"]):
+    for argv in (["restore", "--swd"], ["list"], ["dfu"], ["led"], ["backup", "restore", "1"]):
         status, _, err = cli(capsys, *argv, "--config", str(short_dir / "none.toml"))
         assert status == 2, argv
         assert "owns the bench" in err and "systemctl stop particle-kiosk-bench" in err, argv
@@ -196,3 +199,105 @@ def test_no_service_and_no_simulate_means_the_bench_of_the_config(capsys, short_
                          "--journal", str(short_dir / "j.sqlite"))  # fmt: skip
     assert status == 3 and "bench service" not in err
     assert Path(stale).exists()
+
+
+# -- kiosk flash and kiosk update through the service ------------------------------------------------------------
+SPEC = "app-crash@boron,healthy@p2"
+
+
+def alone(capsys, service, tmp_path, *argv: str) -> tuple[int, str, str]:
+    """The same command on a private simulated bench like the service's, with the service's library."""
+    return cli(capsys, *argv, "--simulate", SPEC, "--library", str(service.engine.library.root), "--journal",
+               str(tmp_path / "alone.sqlite"))  # fmt: skip
+
+
+def steps(doc: dict) -> list:
+    return [(Path(s["name"]).name, s["mechanism"]) for s in doc["plan"]["steps"]]
+
+
+def outcomes(doc: dict) -> list:
+    return [s["outcome"] for s in doc["steps"]]
+
+
+def test_flash_through_the_service_gives_the_document_flash_gives_alone(service, capsys, tmp_path):
+    status, out, err = cli(capsys, "flash", "tinker", "--slot", "1", "--json")
+    assert status == 0, err
+    assert "kiosk flash: through the bench service on" in err
+    served = json.loads(out)
+    a_status, a_out, _ = alone(capsys, service, tmp_path, "flash", "tinker", "--slot", "1", "--json")
+    by_itself = json.loads(a_out)
+    assert a_status == status and served.keys() == by_itself.keys()
+    assert (served["refused"], served["command"], served["platform"]) == (False, "flash", "boron")
+    assert steps(served) == steps(by_itself) and len(served["plan"]["steps"]) == 2
+    assert outcomes(served) == outcomes(by_itself) == ["written", "written"]
+    assert served["figures"].keys() == by_itself["figures"].keys() and served["final_usb_mode"] == "normal"
+    assert len(served["backups"]) == len(by_itself["backups"]) == 1  # the customer's app, kept first
+    journal = Journal(service.engine.journal_path)  # the service's journal kept it, as the command does alone
+    run = journal.run(served["run_id"])
+    assert (run["kind"], run["verdict"]) == ("manual flash", "flashed")
+    assert {"command": "flash"} in [o["data"] for o in run["observations"] if o["kind"] == "command"]
+    again = json.loads(cli(capsys, "flash", "tinker", "--slot", "1", "--json")[1])  # the device has it now
+    assert again["plan"]["steps"] == [] and [s["why"] for s in again["already_on_device"]] == [
+        "already on the device (same version and hash)"]  # fmt: skip
+
+
+def test_flash_of_a_file_through_the_service_tells_the_progress_and_the_result_as_alone(service, capsys, tmp_path,
+                                                                                       monkeypatch):  # fmt: skip
+    module = next((service.engine.library.root / "modules" / "p2" / "apps").glob("*.bin"))
+    monkeypatch.chdir(tmp_path)
+    Path("app.bin").write_bytes(module.read_bytes())  # a relative path: the service reads it from its own folder
+    status, out, err = cli(capsys, "flash", "app.bin", "--slot", "2")
+    assert status == 0, err
+    a_status, a_out, a_err = alone(capsys, service, tmp_path, "flash", "app.bin", "--slot", "2")
+    assert a_status == status
+    assert out.splitlines()[-1].startswith("slot 2: done (") and a_out.splitlines()[-1].startswith("slot 2: done (")
+    progress = [line for line in err.splitlines() if line.startswith("  ")]
+    assert progress and progress == [line for line in a_err.splitlines() if line.startswith("  ")]
+    assert any(line.startswith("  1/1 app.bin: dfu, ") for line in progress)
+    assert any(line.startswith("      written") for line in progress)
+
+
+def test_a_refused_flash_through_the_service_is_refused_in_the_words_alone(service, capsys, tmp_path):
+    served = cli(capsys, "flash", "--serial", "tinker", "--slot", "2")
+    by_itself = alone(capsys, service, tmp_path, "flash", "--serial", "tinker", "--slot", "2")
+    assert served[0] == by_itself[0] == 2
+    lines = served[2].splitlines()[1:]  # after the line that says it goes through the service
+    assert lines[0] == "Refused: nothing was written." and "no YModem" in lines[1]
+    assert lines[:2] == by_itself[2].splitlines()[:2]
+    assert lines[2].startswith("  It plans this way (checked): kiosk flash tinker --slot 2")  # --usb|auto planned
+    doc = json.loads(cli(capsys, "flash", "--serial", "tinker", "--slot", "2", "--json")[1])
+    alone_doc = json.loads(alone(capsys, service, tmp_path, "flash", "--serial", "tinker", "--slot", "2", "--json")[1])
+    assert doc["reasons"] == alone_doc["reasons"] and doc["refused"] is True
+    assert doc["suggestion"]["transport"] == alone_doc["suggestion"]["transport"]
+    for argv in (["flash", str(tmp_path / "missing.bin")], ["flash", "/etc/hostname"]):  # unreadable, no module
+        served, by_itself = cli(capsys, *argv), alone(capsys, service, tmp_path, *argv)
+        assert served[0] == by_itself[0] == 2, argv
+        assert served[2].splitlines()[-1] == by_itself[2].splitlines()[-1], argv
+    assert cli(capsys, "flash", "tinker", "--slot", "9")[0] == 2  # no such slot: refused, as alone
+    assert cli(capsys, "flash", "tinker", "--library", str(tmp_path))[0] == 2  # not the service's library
+
+
+def test_flash_on_a_slot_another_client_runs_is_refused(service, capsys):
+    with BenchClient(service.socket_path, client="touchscreen", role="touchscreen").connect() as screen:
+        screen.call("slot.recover", {"slot": 1})
+        status, _, err = cli(capsys, "flash", "tinker", "--slot", "1")
+        assert status == 2 and "busy" in err
+        status, _, err = cli(capsys, "update", "--slot", "1")
+        assert status == 2 and "busy" in err
+
+
+def test_update_through_the_service_gives_the_document_update_gives_alone(service, capsys, tmp_path):
+    status, out, err = cli(capsys, "update", "--slot", "2", "--json")
+    assert status == 0, err
+    served = json.loads(out)
+    a_status, a_out, _ = alone(capsys, service, tmp_path, "update", "--slot", "2", "--json")
+    by_itself = json.loads(a_out)
+    assert a_status == status and served.keys() == by_itself.keys()
+    for key in ("command", "device_os", "skipped", "lacks", "platform"):
+        assert served[key] == by_itself[key], key
+    assert steps(served) == steps(by_itself) and outcomes(served) == outcomes(by_itself)
+    status, _, err = cli(capsys, "update", "--slot", "2", "--device-os", "9.9.9")
+    a_status, _, a_err = alone(capsys, service, tmp_path, "update", "--slot", "2", "--device-os", "9.9.9")
+    assert status == a_status == 2 and err.splitlines()[-1] == a_err.splitlines()[-1]
+    status, _, err = cli(capsys, "update", "--slot", "2")
+    assert status == 0 and "Updating P2 / Photon 2 in slot 2 to Device OS " in err

@@ -286,7 +286,22 @@ def suggested_command(args: argparse.Namespace, transport: Transport | None) -> 
     return argv
 
 
+def _through_service(args: argparse.Namespace, *, update: bool) -> int | None:
+    """The command in the bench service when one runs (it owns the bench): its exit status; None: none runs."""
+    from kiosk.commands import through_service
+
+    client = through_service.connect(args, subscribe=True)
+    if client is None:
+        return None
+    with client:
+        through_service.announce(client, f"kiosk {'update' if update else 'flash'}")
+        return through_service.flash(args, client, update=update)
+
+
 def cmd_flash(args: argparse.Namespace) -> int:
+    served = _through_service(args, update=False)
+    if served is not None:
+        return served
     with open_bench(args) as bench:
         slot = _slot(bench, args.slot)
         device, facts = identify(slot)
@@ -297,6 +312,9 @@ def cmd_flash(args: argparse.Namespace) -> int:
 
 
 def cmd_update(args: argparse.Namespace) -> int:
+    served = _through_service(args, update=True)
+    if served is not None:
+        return served
     with open_bench(args) as bench:
         slot = _slot(bench, args.slot)
         device, facts = identify(slot)

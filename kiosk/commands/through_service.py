@@ -2,11 +2,12 @@
 
 Two programs must never drive the same slot, so a command that would open the real bench (no ``--simulate``)
 first looks for a bench service on its socket (``--socket``, else ``$KIOSK_SOCKET``, else
-/run/particle-kiosk/bench.sock). When one answers, `kiosk recover`, `inspect`, `history`, `report` and
-`device-history` go through it (the same output, text or ``--json``, and the same exit status as when they
-open the bench themselves); the other bench commands refuse, saying so, rather than move buttons behind the
-service's back. When none answers, they open the bench as before. ``--simulate`` always means a private
-simulated bench of the command's own: it never touches the service.
+/run/particle-kiosk/bench.sock). When one answers, `kiosk recover`, `flash`, `update`, `inspect`, `history`,
+`report` and `device-history` go through it (the same output, text or ``--json``, and the same exit status as
+when they open the bench themselves; a flash's files are read by the service, on the same host); the other
+bench commands refuse, saying so, rather than move buttons behind the service's back. When none answers, they
+open the bench as before. ``--simulate`` always means a private simulated bench of the command's own: it never
+touches the service.
 """
 
 from __future__ import annotations
@@ -106,8 +107,8 @@ def refuse_if_served(args: argparse.Namespace) -> None:
     raise CommandError(
         f"the bench service on {client.socket_path} owns the bench ({words}); `{command_name(args)}` does not go "
         "through it, and it does not open the bench behind the service's back (two programs must never drive "
-        "the same slot). Use the touchscreen, or `kiosk recover` / `kiosk inspect` (they go through the "
-        f"service), or stop the service first ({START_HINT})",
+        "the same slot). Use the touchscreen, or `kiosk recover` / `flash` / `update` / `inspect` (they go "
+        f"through the service), or stop the service first ({START_HINT})",
         EXIT_REFUSED,
     )
 
@@ -337,3 +338,187 @@ class ServiceJournal:
 
     def close(self) -> None:
         self.client.close()
+
+
+# -- kiosk flash, kiosk update -----------------------------------------------------------------------------------
+FLASH_WAIT_S = 3 * 3600.0  # a Device OS update over YModem at its slowest, and then some
+
+
+def flash(args: argparse.Namespace, client, *, update: bool = False) -> int:
+    """`kiosk flash FILE...` (or `kiosk update`) in the service: planned there (it reads the files: the same
+    host), refused in the words and with the exit status the command gives alone, else written there with the
+    progress told as the service publishes it, and the same result printed."""
+    from firmware.plan import Transport
+    from kiosk.commands import flash_cmd
+    from kiosk.commands.common import EXIT_OK, emit
+    from kiosk.service.client import ServiceError, ServiceUnavailable
+
+    events: queue.Queue = client.events
+    try:
+        check_same_files(args, client.call("bench.state", timeout=10))
+    except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
+        raise failure(exc) from None
+    command = "update" if update else "flash"
+    transport = Transport.AUTO if update else args.transport
+    params: dict[str, Any] = {"slot": args.slot, "transport": transport.value, "skip_installed": True}
+    if update:
+        params["update"] = {"device_os": _release(args.device_os)}
+    else:
+        params["modules"] = [_module(item) for item in args.files]
+    try:
+        planned = client.call("flash.plan", params, timeout=300)
+    except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
+        raise _plan_failure(exc) from None
+    extra: dict[str, Any] = {"command": command}
+    if update:
+        about = planned.get("update") or {}
+        extra.update({"device_os": about.get("device_os"), "skipped": list(about.get("skipped") or []),
+                      "lacks": list(about.get("lacks") or [])})  # fmt: skip
+        if not args.json:
+            print(f"Updating {planned.get('platform_display')} in slot {args.slot} to Device OS "
+                  f"{extra['device_os']}", file=sys.stderr)  # fmt: skip
+            for note in extra["skipped"]:
+                print(f"  skipped {note}", file=sys.stderr)
+            for lack in extra["lacks"]:
+                print(f"  the library lacks {lack}", file=sys.stderr)
+    if planned["refused"]:
+        suggestion = Transport(planned["suggestion"]) if planned.get("suggestion") else None
+        suggested = flash_cmd.suggested_command(args, suggestion)
+        refusals = [(r.get("file") or r["name"], r["reason"]) for r in planned["refusals"]]
+        if args.json:
+            emit({"slot": args.slot, "refused": True, "reasons": [{"file": f, "reason": r} for f, r in refusals],
+                  **extra, "suggestion": suggested and {"transport": suggestion.value, "argv": suggested}})  # fmt: skip
+        else:
+            print("Refused: nothing was written.", file=sys.stderr)
+            for name, reason in refusals:
+                print(f"  {name}: {reason}", file=sys.stderr)
+            if suggested:
+                print(f"  It plans this way (checked): {' '.join(suggested)}", file=sys.stderr)
+        return EXIT_REFUSED
+    already = planned.get("already_on_device") or []
+    if not args.json:
+        for step in already:
+            print(f"  {step['name']}: {step['why']}; skipped", file=sys.stderr)
+    try:
+        run_id = client.call("flash.start", {"plan_id": planned["plan_id"], "command": command}, timeout=30)["run_id"]
+    except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
+        raise failure(exc, refused_status=EXIT_REFUSED) from None
+    if run_id is None:
+        raise CommandError(f"the bench service on {client.socket_path} keeps no journal, so it cannot say how the "
+                           "flash went; it goes on there", EXIT_FAILED)  # fmt: skip
+    show = flash_event_printer(args.json)
+    idle: dict[int, dict[str, Any]] = {}
+    try:
+        _wait_flash(client, args.slot, run_id, events, idle, show, time.monotonic() + FLASH_WAIT_S)
+    except KeyboardInterrupt:  # what this command started is this command's to stop
+        try:
+            client.call("slot.stop", {"slot": args.slot}, timeout=10)
+            _wait_flash(client, args.slot, run_id, events, idle, lambda _e: None, time.monotonic() + STOP_WAIT_S)
+        except Exception:  # the service may be gone: nothing more to stop from here
+            pass
+        raise
+    if run_id not in idle:
+        if client.connected:
+            raise CommandError(f"the flash did not end in time; it goes on in the service: `kiosk report {run_id}` "
+                               "shows it later", EXIT_FAILED)  # fmt: skip
+        raise CommandError(f"the connection to the bench service was lost; the flash goes on there: `kiosk report "
+                           f"{run_id}` shows it later", EXIT_FAILED)  # fmt: skip
+    try:
+        result = client.call("flash.result", {"run_id": run_id}, timeout=10)
+    except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
+        raise failure(exc) from None
+    if "steps" not in result:  # the write itself failed in the service (alone: the command's own error)
+        raise CommandError(result.get("detail") or "the flash failed in the service", EXIT_FAILED)
+    report = {k: result[k] for k in ("ok", "detail", "final_usb_mode", "elapsed_s", "steps", "figures")}
+    plan = result["plan"]
+    if args.json:
+        emit({"slot": args.slot, "refused": False, "platform": result["platform"], **extra, "run_id": run_id,
+              "plan": plan, "already_on_device": already, "backups": result["backups"], **report})  # fmt: skip
+    else:
+        for warning in plan["warnings"]:
+            print(f"note: {warning}")
+        for b in result["backups"]:
+            print(f"backup: the app that was on the device is kept in {b['file']} (SHA-256 {b['sha256']}); "
+                  f"`kiosk backup restore {run_id}` puts it back")  # fmt: skip
+        verdict = "done" if report["ok"] else f"FAILED: {report['detail']}"
+        if report["ok"] and not plan["steps"]:
+            verdict = "nothing to write: the device already has every module (same version and hash)"
+        where = {"normal": "running Device OS", "dfu": "in DFU mode"}.get(report["final_usb_mode"] or "", "not on USB")
+        print(f"slot {args.slot}: {verdict} ({float(report['elapsed_s']):.1f} s; the device is {where})")
+    return EXIT_OK if report["ok"] else EXIT_FAILED
+
+
+def _module(item: str) -> dict[str, Any]:
+    """One FILE|NAME of `kiosk flash` as flash.plan takes it: a library name (tinker) unless such a file is
+    here, else the file by its absolute path (the service's working folder is not this one), labelled as given."""
+    from kiosk.commands.flash_cmd import LIBRARY_NAMES
+
+    if item.lower() in LIBRARY_NAMES and not Path(item).exists():
+        return {"tinker": True, "label": item}
+    return {"file": str(Path(item).expanduser().absolute()), "label": item}
+
+
+def _release(device_os: str | None) -> str | None:
+    """``--device-os`` as `kiosk update` reads it alone (a release name, or a module version number)."""
+    from firmware.versions import VersionError, parse_device_os, release_name
+
+    if not device_os:
+        return None
+    try:
+        number = parse_device_os(device_os)
+    except VersionError as exc:
+        raise CommandError(str(exc), EXIT_REFUSED) from None
+    return release_name(number) if device_os.isdigit() else device_os
+
+
+def _plan_failure(exc: Exception) -> CommandError:
+    """flash.plan's error in the words and with the exit status `kiosk flash` gives alone."""
+    from kiosk.service import wire
+    from kiosk.service.client import ServiceError
+
+    if isinstance(exc, ServiceError) and exc.code == wire.REFUSED and isinstance(exc.data, dict):
+        reason, name, error = exc.data.get("reason"), exc.data.get("file"), exc.data.get("error")
+        if reason == "no-device":
+            return CommandError(exc.message, EXIT_NOT_FOUND)
+        if reason == "unreadable":
+            return CommandError(f"cannot read {name}: {error}", EXIT_REFUSED)
+        if reason == "not-a-module":
+            return CommandError(f"{name}: {error}; nothing was written", EXIT_REFUSED)
+    return failure(exc, refused_status=EXIT_REFUSED)
+
+
+def _wait_flash(client, slot: int, run_id: int, events: queue.Queue, idle: dict[int, dict[str, Any]], show,
+                deadline: float) -> None:  # fmt: skip
+    """Tell the flash's events until its slot.idle (kept in ``idle``), the deadline, or the service is lost."""
+    while run_id not in idle and time.monotonic() < deadline:
+        try:
+            method, params = events.get(timeout=0.5)
+        except queue.Empty:
+            if not client.connected:
+                return
+            continue
+        if params.get("slot") != slot:
+            continue
+        if method == "slot.event":
+            show(params.get("event") or {})
+        elif method == "slot.idle" and params.get("run_id") == run_id:
+            idle[run_id] = params
+
+
+def flash_event_printer(json_out: bool):
+    """The progress lines `kiosk flash` prints, from the service's event JSON (kiosk.events to_json)."""
+
+    def show(event: dict[str, Any]) -> None:
+        if json_out:
+            return
+        kind = event.get("event")
+        if kind == "StepStarted":
+            print(f"  {event['index'] + 1}/{event['total']} {event['name']}: {event['mechanism']}, "
+                  f"{event['size']} bytes", file=sys.stderr)  # fmt: skip
+        elif kind == "Progress" and event.get("done") == event.get("total"):
+            print(f"      {event['phase']} done", file=sys.stderr)
+        elif kind == "StepFinished":
+            detail = event.get("detail")
+            print(f"      {event['outcome']}{': ' + detail if detail else ''}", file=sys.stderr)
+
+    return show

@@ -93,6 +93,7 @@ class Api:
             "slot.inspect": Method(self.inspect, True),
             "flash.plan": Method(self.flash_plan, True),
             "flash.start": Method(self.flash_start, True),
+            "flash.result": Method(self.flash_result, False),
             "library.list": Method(self.library_list, False),
             "library.import": Method(self.library_import, True),
             "history.runs": Method(self.history_runs, False),
@@ -122,8 +123,8 @@ class Api:
         except OSError as exc:
             words = f"{getattr(exc, 'filename', None) or ''} {exc.strerror or exc}".strip()
             raise RpcError(wire.REFUSED, words) from None
-        except ValueError as exc:
-            raise RpcError(wire.REFUSED, str(exc)) from None
+        except ValueError as exc:  # a PlanInputError's data says which input and why
+            raise RpcError(wire.REFUSED, str(exc), getattr(exc, "data", None) or None) from None
         except Exception as exc:
             if _is_refusal(exc):
                 raise RpcError(wire.REFUSED, str(exc)) from None
@@ -226,9 +227,17 @@ class Api:
         transport = param(params, "transport", str, required=False, default="auto")
         if transport not in TRANSPORTS:
             raise RpcError(wire.INVALID_PARAMS, f"transport must be one of {', '.join(TRANSPORTS)}")
-        modules = param(params, "modules", list)
-        sources = [self._source(m) for m in modules]
-        manual = self.engine.plan_manual(slot, sources, Transport(transport))
+        skip = param(params, "skip_installed", bool, required=False, default=False)
+        update = param(params, "update", dict, required=False)
+        if update is not None:  # a Device OS update: the library's release for the device's platform
+            release = update.get("device_os")
+            if release is not None and not isinstance(release, str):
+                raise RpcError(wire.INVALID_PARAMS, 'update is {"device_os": "6.1.1"} or {"device_os": null}')
+            manual = self.engine.plan_manual(slot, [], Transport(transport), skip_installed=skip, update=True,
+                                             release=release)  # fmt: skip
+        else:
+            sources = [self._source(m) for m in param(params, "modules", list)]
+            manual = self.engine.plan_manual(slot, sources, Transport(transport), skip_installed=skip)
         plan_id = None
         if not manual.refused:
             with self._plans_lock:
@@ -247,6 +256,8 @@ class Api:
             if entry is None:
                 raise RpcError(wire.NOT_FOUND, f"the library has no {wanted}")
             return Source(module.get("label") or entry.name, entry=entry)
+        if module.get("tinker") is True:
+            return Source(str(module.get("label") or "tinker"), tinker=True)
         if isinstance(module.get("file"), str):
             path = Path(module["file"])
             return Source(str(module.get("label") or path.name), path=path)
@@ -258,10 +269,14 @@ class Api:
             manual = self._plans.pop(plan_id, None)  # a plan is written once; the next flash is checked again
         if manual is None:
             raise RpcError(wire.NOT_FOUND, f"no checked plan {plan_id!r} (each is written once): tap CHECK again")
+        command = param(params, "command", str, required=False)
         state = self.board.state(manual.slot)
-        device_id = state.device_id if state is not None else None
-        run_id = self.engine.start_flash(manual.slot, manual.plan, device_id)
+        device_id = (state.device_id if state is not None else None) or manual.device_id
+        run_id = self.engine.start_flash(manual.slot, manual.plan, device_id, command=command and command[:40])
         return {"run_id": run_id, "slot": manual.slot}
+
+    def flash_result(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        return self.engine.flash_result(param(params, "run_id", int))
 
     # -- the library ------------------------------------------------------------------------------------------
     def library_list(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
@@ -362,5 +377,8 @@ def describe(manual: ManualPlan) -> dict[str, Any]:
             "steps": [{"name": Path(s.name).name, "mechanism": s.mechanism.value, "size": len(s.payload),
                        "device_mode": s.device_mode} for s in plan.steps] if plan is not None else [],
             "warnings": list(plan.warnings) if plan is not None else [],
-            "refusals": [{"name": Path(r.name).name, "reason": r.reason} for r in manual.refusals],
-            "suggestion": manual.suggestion.value if manual.suggestion is not None else None}  # fmt: skip
+            "refusals": [{"name": Path(r.name).name, "reason": r.reason, "file": r.name} for r in manual.refusals],
+            "suggestion": manual.suggestion.value if manual.suggestion is not None else None,
+            "platform": manual.platform, "platform_display": manual.platform_display,
+            "device_id": manual.device_id, "already_on_device": list(manual.already),
+            "update": manual.update}  # fmt: skip

@@ -17,7 +17,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,16 @@ class SlotBusyError(RuntimeError):
     """The slot is recovering or flashing already."""
 
 
+class PlanInputError(ValueError):
+    """A manual flash the service cannot plan because of what it was given or found: the words for the
+    touchscreen, and ``data`` (``reason``: "no-device", "unreadable", "not-a-module"; ``file``: the module's
+    label; ``error``: the cause) for a client that words it itself, as `kiosk flash` does alone."""
+
+    def __init__(self, words: str, **data: Any) -> None:
+        super().__init__(words)
+        self.data = data
+
+
 @dataclass(frozen=True)
 class Source:
     """A module the technician chose for a manual flash: from the library or a file (a USB stick)."""
@@ -51,6 +61,7 @@ class Source:
     label: str
     entry: LibraryEntry | None = None
     path: Path | None = None
+    tinker: bool = False  # the library's Tinker for the device's platform and Device OS (`kiosk flash tinker`)
 
 
 @dataclass
@@ -62,6 +73,11 @@ class ManualPlan:
     refusals: list[Refusal]
     device: str  # "Boron e00fce…0011, Device OS 6.1.1, running"
     suggestion: Transport | None = None  # refused: a transport the planner tried with the same modules, and it planned
+    platform: str | None = None  # the device's platform name ("boron")
+    platform_display: str | None = None  # and its display name ("Boron")
+    device_id: str | None = None
+    already: list[dict[str, Any]] = field(default_factory=list)  # steps left out: the device has them (JSON)
+    update: dict[str, Any] | None = None  # a Device OS update: {"device_os", "skipped", "lacks"}
 
     @property
     def refused(self) -> bool:
@@ -102,6 +118,7 @@ class KioskBackend:
         self._last_progress: dict[int, float] = {}
         self._closed = threading.Event()
         self._results: dict[int, dict[str, Any]] = {}  # run id -> the recovery's result document, newest last
+        self._flash_results: dict[int, dict[str, Any]] = {}  # run id -> the manual flash's result document
         self._results_lock = threading.Lock()
 
     # -- life ------------------------------------------------------------------------------------
@@ -234,6 +251,16 @@ class KioskBackend:
                               "`kiosk report` shows any run in the journal")  # fmt: skip
         return document
 
+    def flash_result(self, run_id: int) -> dict[str, Any]:
+        """A finished manual flash's whole result, as ``kiosk flash --json`` prints it after the plan (the plan,
+        the report, the backups kept); LookupError for a flash this service did not finish (or forgot)."""
+        with self._results_lock:
+            document = self._flash_results.get(run_id)
+        if document is None:
+            raise LookupError(f"no finished flash {run_id} in this service (it keeps the newest {RESULTS_KEPT}); "
+                              "`kiosk report` shows any run in the journal")  # fmt: skip
+        return document
+
     def recover(self, slot: int) -> None:
         """Start the ladder on ``slot`` and wait (in this thread) until it ends."""
         self.start_recovery(slot)
@@ -341,12 +368,16 @@ class KioskBackend:
         entries.sort(key=lambda e: (e.platform, e.release or "", e.name), reverse=True)
         return [Source(f"{e.platform} {e.release or ''} {e.name}".replace("  ", " "), entry=e) for e in entries]
 
-    def _load(self, sources: list[Source]) -> list[tuple[str, Module]]:
+    def _load(self, sources: list[Source], facts: Any = None) -> list[tuple[str, Module]]:
         from firmware.library import LibraryError
         from firmware.module import NotAModuleError, parse_module
 
         wanted = []
         for source in sources:
+            if source.tinker:  # LibraryError: the library's own words, a refusal
+                entry = self.library.tinker(facts.platform, facts.system_version)
+                wanted.append((f"{source.label} ({entry.path})", parse_module(self.library.read(entry))))
+                continue
             if source.entry is not None:
                 try:
                     data = self.library.read(source.entry)
@@ -361,55 +392,104 @@ class KioskBackend:
                                      "nothing was written. Choose the module file itself")  # fmt: skip
                 data = path.read_bytes()
             except OSError as exc:
-                raise ValueError(f"cannot read {path}: {exc.strerror or exc}. Is the USB stick still plugged in? "
-                                 "Nothing was written") from None  # fmt: skip
+                raise PlanInputError(f"cannot read {path}: {exc.strerror or exc}. Is the USB stick still plugged "
+                                     "in? Nothing was written", reason="unreadable", file=source.label,
+                                     error=str(exc.strerror or exc)) from None  # fmt: skip
             try:
-                wanted.append((path.name, parse_module(data)))
+                wanted.append((source.label, parse_module(data)))
             except NotAModuleError as exc:
-                raise ValueError(f"{path.name} is not a Particle module ({exc}). Nothing was written: choose a "
-                                 ".bin made for this device") from None  # fmt: skip
+                raise PlanInputError(f"{path.name} is not a Particle module ({exc}). Nothing was written: choose a "
+                                     ".bin made for this device", reason="not-a-module", file=source.label,
+                                     error=str(exc)) from None  # fmt: skip
         return wanted
 
-    def plan_manual(self, slot_number: int, sources: list[Source], transport: Transport) -> ManualPlan:
-        """Check a manual flash before anything is written: the plan, or every reason it is refused."""
+    def plan_manual(
+        self,
+        slot_number: int,
+        sources: list[Source],
+        transport: Transport,
+        *,
+        skip_installed: bool = False,
+        update: bool = False,
+        release: str | None = None,
+    ) -> ManualPlan:
+        """Check a manual flash before anything is written: the plan, or every reason it is refused.
+
+        ``skip_installed``: leave out what the device has already (same version and hash), as `kiosk flash`
+        does; ``update``: the modules are the library's Device OS ``release`` (None: the newest) for the
+        device's platform, as `kiosk update` takes them (``sources`` is then ignored)."""
         from firmware.plan import PlanRefused, plan_flash
+        from hw.usb_identity import UsbAccessError
         from kiosk import modes
+        from kiosk.executor import ALREADY_ON_DEVICE
+        from kiosk.executor import skip_installed as leave_out_installed
         from kiosk.facts import gather_facts
 
-        if not sources:
+        if not sources and not update:
             raise ValueError("choose at least one module first")
         bench = self.bench
         slot = bench.slot(slot_number)
         if self._busy.get(slot_number):
             raise SlotBusyError(f"slot {slot_number} is busy with a {self._busy[slot_number]}: wait, or press Stop")
-        wanted = self._load(sources)
         with bench.clock.actor():
             try:
                 device = modes.identify(slot)
-            except modes.DeviceNotFound as exc:
-                raise ValueError(str(exc)) from None
+            except (modes.DeviceNotFound, UsbAccessError) as exc:
+                raise PlanInputError(str(exc), reason="no-device") from None
             facts = gather_facts(slot, device)
+            if facts.mode == "dfu" and facts.system_version is None and not facts.protected:
+                from firmware.plan import DeviceFacts
+                from kiosk.commands.flash_cmd import _system_version_in_flash
+
+                version = _system_version_in_flash(slot, device)  # what the bootloader would find, read only
+                if version is not None:
+                    facts = DeviceFacts(facts.platform, version, facts.modules, facts.mode, facts.protected)
+        words_update = None
+        if update:
+            sources, words_update = self._update_sources(facts, release)
+        wanted = self._load(sources, facts)
         version = facts.system_version
         from firmware.versions import describe_system_version
 
         os_words = f"Device OS {describe_system_version(version)}" if version else "Device OS unknown"
         words = f"{facts.platform.display_name} {device.device_id or ''} · {os_words} · {modes_word(device.mode)}"
+        about = {"platform": facts.platform.name, "platform_display": facts.platform.display_name,
+                 "device_id": device.device_id, "update": words_update}  # fmt: skip
         try:
             plan = plan_flash(facts, wanted, transport)
         except PlanRefused as refused:
-            return ManualPlan(slot_number, None, list(refused.refusals), words, refused.suggestion)
-        return ManualPlan(slot_number, plan, [], words)
+            return ManualPlan(slot_number, None, list(refused.refusals), words, refused.suggestion, **about)
+        already: list[dict[str, Any]] = []
+        if skip_installed:
+            plan, skipped = leave_out_installed(plan, facts.modules)
+            already = [{**s.to_json(), "why": ALREADY_ON_DEVICE} for s in skipped]
+        return ManualPlan(slot_number, plan, [], words, **about, already=already)
 
-    def start_flash(self, slot_number: int, plan: FlashPlan, device_id: str | None = None) -> int | None:
-        """Begin writing a checked plan in a thread of its own; the journal's run id (None: no journal)."""
-        return self._begin_flash(slot_number, plan, device_id, background=True)
+    def _update_sources(self, facts: Any, release: str | None) -> tuple[list[Source], dict[str, Any]]:
+        """The library's Device OS ``release`` for the device, as sources (the encrypted parts left out: the
+        device installs them itself), and what `kiosk update` says of it."""
+        bundle = self.library.bundle(facts.platform, release)  # LibraryError: its words, a refusal
+        sources, skipped = [], []
+        for entry in bundle.entries:
+            if entry.encrypted:
+                skipped.append(f"{entry.name}: encrypted; the device installs it itself")
+                continue
+            sources.append(Source(entry.path, entry=entry))
+        return sources, {"device_os": bundle.release, "skipped": skipped, "lacks": list(bundle.lacks)}
+
+    def start_flash(self, slot_number: int, plan: FlashPlan, device_id: str | None = None, *,
+                    command: str | None = None) -> int | None:  # fmt: skip
+        """Begin writing a checked plan in a thread of its own; the journal's run id (None: no journal).
+        ``command``: the CLI command that asked ("flash", "update"), kept in the journal as it keeps it alone."""
+        return self._begin_flash(slot_number, plan, device_id, background=True, command=command)
 
     def flash(self, slot_number: int, plan: FlashPlan, device_id: str | None = None) -> None:
         """Write a checked plan (in this thread, as a clock actor); events show on the slot's card, and the
         journal keeps it as a run of its own (kind "manual flash"), each step written before and after."""
         self._begin_flash(slot_number, plan, device_id, background=False)
 
-    def _begin_flash(self, slot_number: int, plan: FlashPlan, device_id: str | None, *, background: bool) -> int | None:
+    def _begin_flash(self, slot_number: int, plan: FlashPlan, device_id: str | None, *, background: bool,
+                     command: str | None = None) -> int | None:  # fmt: skip
         bench = self.bench
         if slot_number not in self._slot_locks:
             raise LookupError(f"there is no slot {slot_number} on this bench")
@@ -427,6 +507,8 @@ class KioskBackend:
         try:
             run_id = journal.start_run(slot_number, device_id, plan.device.platform.name, slot.scenario,
                                        kind="manual flash") if journal is not None else None  # fmt: skip
+            if run_id is not None and command:
+                journal.observe(run_id, "command", {"command": command})
         except Exception:
             with lock:
                 self._busy.pop(slot_number, None)
@@ -482,11 +564,26 @@ class KioskBackend:
                     journal.finish_run(run_id, verdict, None, detail, report.elapsed_s if report else None, None,
                                        "stopped" if verdict == "stopped" else "finished",
                                        usb_errors=report.usb_errors if report else 0)  # fmt: skip
+            if run_id is not None:  # kept before SlotIdle: a client that hears the end may ask for it at once
+                self._keep_flash_result(slot_number, plan, run_id, verdict, detail, report)
             with lock:
                 self._busy.pop(slot_number, None)
                 self._flash_cancel.pop(slot_number, None)
                 self._workers.pop(slot_number, None)
             self.post(SlotIdle(slot_number, verdict, detail, run_id))
+
+    def _keep_flash_result(self, slot_number: int, plan: FlashPlan, run_id: int, verdict: str, detail: str,
+                           report: ExecutionReport | None) -> None:  # fmt: skip
+        backups: list[dict[str, Any]] = []
+        with contextlib.suppress(Exception):
+            backups = self.journal.backups(run_id)
+        document = {"slot": slot_number, "run_id": run_id, "platform": plan.device.platform.name, "verdict": verdict,
+                    "verdict_detail": detail, "plan": plan.to_json(), "backups": backups}  # fmt: skip
+        document.update(report.to_json() if report is not None else {"ok": False, "detail": detail})
+        with self._results_lock:
+            self._flash_results[run_id] = document
+            while len(self._flash_results) > RESULTS_KEPT:
+                del self._flash_results[next(iter(self._flash_results))]
 
 
 #: How each mechanism's write was verified, in the words of the result line.
