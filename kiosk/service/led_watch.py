@@ -9,7 +9,8 @@ that stays near nothing while nothing changes.
   steady LED or a steady blink shows the same shape as the window last classified (the same states, the same
   one or two kinds of run between edges, colour and length): it would read the same again, so that reading
   stands. A window that keeps changing shape but reading the same (a crash loop shows the same SOS over and over)
-  is read less and less often, down to every ``CLASSIFY_AT_MOST_S``; a different reading brings the pace back.
+  is read less and less often, down to every ``CLASSIFY_AT_MOST_S``; a different reading, or a colour lit that
+  the window read never showed, brings the pace back.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ SWATCH_EVERY_S = 0.5  # real seconds between looks at each LED for its swatch
 CLASSIFY_EVERY_S = 2.0  # real seconds between classifications of a window that changed shape ...
 CLASSIFY_AT_MOST_S = 8.0  # ... doubling up to this while each says what the last said (a crash loop's SOS)
 LED_WINDOW_S = 15.0  # device seconds of samples a classification reads: long enough for SOS codes up to 8
+DARK_MOMENT_S = 2.0  # device seconds: dark longer than any dark moment of a steady pattern is the LED going off
 #: Patterns that show steadily in their colour on the swatch once the classifier is sure of them.
 STEADY_ON_SWATCH = frozenset({"solid", "blink-fast", "blink-normal", "blink-slow", "breathing", "sos"})
 
@@ -50,10 +52,13 @@ def window_shape(samples: Sequence[Any], window_s: float) -> Shape | None:
     return frozenset(inner | {(state, 0) for state, _ in runs})
 
 
-def swatch_colour(sampled: str | None, reading: dict[str, Any] | None) -> str | None:
-    """What the swatch shows: the sure pattern's colour through its dark moments, else the colour sampled now."""
+def swatch_colour(sampled: str | None, reading: dict[str, Any] | None, lit_lately: bool = True) -> str | None:
+    """What the swatch shows: the sure pattern's colour through its dark moments (``lit_lately``: something was
+    lit within DARK_MOMENT_S), else the colour sampled now."""
     if reading is None or not reading.get("sure") or reading.get("pattern") not in STEADY_ON_SWATCH:
         return sampled
+    if sampled == "off" and not lit_lately:
+        return sampled  # dark for longer than the pattern ever is: the LED went off
     if reading["pattern"] == "sos" and reading.get("sos_code") is None:
         return sampled
     colour = reading.get("colour")
@@ -73,6 +78,7 @@ def watch_leds(slots: Sequence[Any], post: Callable[[Any], Any], stop: threading
     shown: dict[int, str | None] = {}
     readings: dict[int, dict[str, Any]] = {}
     shapes: dict[int, Shape] = {}
+    seen: dict[int, set[str | None]] = {}  # the colours in the window each slot's reading was made of
     every = {slot.index: CLASSIFY_EVERY_S for slot in slots}  # real seconds between this slot's classifications
     due = {slot.index: 0.0 for slot in slots}
     while not stop.is_set() and not closed():
@@ -91,12 +97,17 @@ def watch_leds(slots: Sequence[Any], post: Callable[[Any], Any], stop: threading
                     same = _summary(reading) == _summary(readings.get(slot.index))
                     every[slot.index] = min(every[slot.index] * 2, CLASSIFY_AT_MOST_S) if same else CLASSIFY_EVERY_S
                     readings[slot.index] = reading
+                    seen[slot.index] = {COLOUR_NAMES.get((x.r, x.g, x.b)) for x in samples}
                     if shape is not None:
                         shapes[slot.index] = shape
                     else:
                         shapes.pop(slot.index, None)
                 due[slot.index] = time.monotonic() + every[slot.index]
-            lit = swatch_colour(sampled, readings.get(slot.index))
+            lately = slot.led.samples_since(now - DARK_MOMENT_S) if sampled == "off" else ()
+            lit = swatch_colour(sampled, readings.get(slot.index), any(x.r or x.g or x.b for x in lately))
+            if sampled not in seen.get(slot.index, (sampled,)):  # a colour the window read never showed: read soon
+                due[slot.index] = min(due[slot.index], time.monotonic() + CLASSIFY_EVERY_S)
+                every[slot.index] = CLASSIFY_EVERY_S
             if lit != shown.get(slot.index, "") or reading is not None:
                 shown[slot.index] = lit
                 post(LedSeen(slot.index, lit, reading))
@@ -108,3 +119,4 @@ def _summary(reading: dict[str, Any] | None) -> tuple | None:
     if reading is None:
         return None
     return reading.get("colour"), reading.get("pattern"), reading.get("sos_code"), reading.get("sure")
+

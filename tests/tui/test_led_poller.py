@@ -92,3 +92,4 @@ def test_the_swatch_shows_a_sure_pattern_steadily_and_anything_else_as_sampled()
     assert swatch_colour("off", {"sure": True, "pattern": "sos", "colour": "red", "sos_code": 1}) == "red"
     assert swatch_colour("off", {"sure": True, "pattern": "off", "colour": None, "sos_code": None}) == "off"
     assert swatch_colour("green", None) == "green"
+    assert swatch_colour("off", blink, lit_lately=False) == "off"  # dark longer than the blink ever is: it went off
