@@ -1,4 +1,7 @@
-"""Test isolation: no test reads or writes the user's own kiosk library or config.
+"""Test isolation: no test reads or writes the user's own kiosk library or config, and no test talks to a bench
+service running on the host (a developer's kiosk, a CI runner's): KIOSK_SOCKET names a socket nobody listens on,
+so a command goes through a service only when its test started one and named its socket (``--socket`` or its own
+KIOSK_SOCKET, as tests/test_cli_through_service.py does).
 
 Hypothesis runs the "ci" profile unless ``KIOSK_FUZZ_PROFILE=long`` (``make test-long``): "ci" is derandomized (the
 same examples every run, so CI cannot fail at random) and has no deadline (a loaded machine is not a failure);
@@ -24,3 +27,5 @@ def _isolated_from_the_users_kiosk(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
     monkeypatch.delenv("PARTICLE_KIOSK_LIBRARY", raising=False)
+    # not /run/particle-kiosk/bench.sock, nor a KIOSK_SOCKET the developer's shell exports: no one listens here
+    monkeypatch.setenv("KIOSK_SOCKET", str(home / "no-service" / "bench.sock"))

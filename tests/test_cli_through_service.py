@@ -301,3 +301,17 @@ def test_update_through_the_service_gives_the_document_update_gives_alone(servic
     assert status == a_status == 2 and err.splitlines()[-1] == a_err.splitlines()[-1]
     status, _, err = cli(capsys, "update", "--slot", "2")
     assert status == 0 and "Updating P2 / Photon 2 in slot 2 to Device OS " in err
+
+
+def test_tests_talk_to_no_bench_service_of_the_host_unless_they_start_one(capsys, short_dir):
+    """tests/conftest.py names a socket nobody listens on: a service on the developer's or CI host (at
+    /run/particle-kiosk/bench.sock, or where the shell's KIOSK_SOCKET says) never answers a test's command."""
+    import argparse
+
+    from kiosk.commands import through_service
+    from kiosk.service.wire import DEFAULT_SOCKET
+
+    path = through_service.socket_path(argparse.Namespace())
+    assert path != Path(DEFAULT_SOCKET) and not path.exists() and through_service._probe(path) == "none"
+    status, _, err = cli(capsys, "list", "--config", str(short_dir / "none.toml"))
+    assert status == 3 and "bench service" not in err  # no config, no service: the bench itself, not found
