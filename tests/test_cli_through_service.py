@@ -1,7 +1,7 @@
 """The CLI through the bench service: with a service running, `kiosk recover`, `flash`, `update`, `inspect`,
-`history`, `report` and `device-history` ask it (the same documents and exit statuses as alone), the other bench
-commands refuse instead of driving the bench behind its back, ``--simulate`` keeps to a private bench, and Ctrl+C on a
-`kiosk recover` stops the run it started in the service."""
+the mode commands, `led`, `history`, `report` and `device-history` ask it (the same documents and exit statuses
+as alone), the other bench commands refuse instead of driving the bench behind its back, ``--simulate`` keeps to
+a private bench, and Ctrl+C on a `kiosk recover` stops the run it started in the service."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def test_a_journal_or_library_other_than_the_services_is_refused_for_recover(ser
 
 
 def test_bench_commands_that_cannot_go_through_the_service_refuse_while_it_runs(service, capsys, short_dir):
-    for argv in (["restore", "--swd"], ["list"], ["dfu"], ["led"], ["backup", "restore", "1"]):
+    for argv in (["restore", "--swd"], ["list"], ["backup", "restore", "1"]):
         status, _, err = cli(capsys, *argv, "--config", str(short_dir / "none.toml"))
         assert status == 2, argv
         assert "owns the bench" in err and "systemctl stop particle-kiosk-bench" in err, argv
@@ -205,10 +205,10 @@ def test_no_service_and_no_simulate_means_the_bench_of_the_config(capsys, short_
 SPEC = "app-crash@boron,healthy@p2"
 
 
-def alone(capsys, service, tmp_path, *argv: str) -> tuple[int, str, str]:
+def alone(capsys, service, tmp_path, *argv: str, files: bool = True) -> tuple[int, str, str]:
     """The same command on a private simulated bench like the service's, with the service's library."""
-    return cli(capsys, *argv, "--simulate", SPEC, "--library", str(service.engine.library.root), "--journal",
-               str(tmp_path / "alone.sqlite"))  # fmt: skip
+    mine = ["--library", str(service.engine.library.root), "--journal", str(tmp_path / "alone.sqlite")]
+    return cli(capsys, *argv, "--simulate", SPEC, *(mine if files else []))
 
 
 def steps(doc: dict) -> list:
@@ -315,3 +315,35 @@ def test_tests_talk_to_no_bench_service_of_the_host_unless_they_start_one(capsys
     assert path != Path(DEFAULT_SOCKET) and not path.exists() and through_service._probe(path) == "none"
     status, _, err = cli(capsys, "list", "--config", str(short_dir / "none.toml"))
     assert status == 3 and "bench service" not in err  # no config, no service: the bench itself, not found
+
+
+def test_mode_commands_through_the_service_give_what_they_give_alone(service, capsys, tmp_path):
+    status, out, err = cli(capsys, "dfu", "--slot", "2", "--json")
+    assert status == 0 and "kiosk dfu: through the bench service on" in err
+    served = json.loads(out)
+    a_status, a_out, _ = alone(capsys, service, tmp_path, "dfu", "--slot", "2", "--json", files=False)
+    by_itself = json.loads(a_out)
+    assert a_status == status and served.keys() == by_itself.keys()
+    for key in ("slot", "command", "requested", "reached", "ok", "via", "platform"):
+        assert served[key] == by_itself[key], key
+    assert [a["method"] for a in served["attempts"]] == [a["method"] for a in by_itself["attempts"]]
+    status, out, _ = cli(capsys, "reset", "--slot", "2")
+    assert status == 0 and out.splitlines()[-1].startswith("slot 2: normal reached via ")
+    with BenchClient(service.socket_path, client="touchscreen", role="touchscreen").connect() as screen:
+        screen.call("slot.recover", {"slot": 1})
+        status, _, err = cli(capsys, "dfu", "--slot", "1")
+        assert status == 2 and "busy" in err  # the touchscreen's run has the slot
+    assert cli(capsys, "dfu", "--slot", "9")[0] == 2
+
+
+def test_led_through_the_service_reads_what_led_reads_alone(service, capsys, tmp_path):
+    status, out, err = cli(capsys, "led", "--slot", "2", "--json", "--watch", "3")
+    assert status == 0 and "kiosk led: through the bench service on" in err
+    served = json.loads(out)
+    a_status, a_out, _ = alone(capsys, service, tmp_path, "led", "--slot", "2", "--json", "--watch", "3", files=False)
+    by_itself = json.loads(a_out)
+    assert a_status == status and served.keys() == by_itself.keys() and served["slot"] == 2
+    status, out, _ = cli(capsys, "led", "--slot", "2", "--watch", "3")
+    a_status, a_out, _ = alone(capsys, service, tmp_path, "led", "--slot", "2", "--watch", "3", files=False)
+    assert status == a_status == 0 and out.startswith("slot 2: ") and a_out.startswith("slot 2: ")
+    assert cli(capsys, "led", "--slot", "2", "--watch", "0")[0] == 2  # out of range: refused

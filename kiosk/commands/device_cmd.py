@@ -156,7 +156,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK if any(r["device_id"] for r in rows) else EXIT_NOT_FOUND
 
 
+def _served(args: argparse.Namespace, what: str, ask: Callable) -> dict | None:
+    """The command's answer from the bench service when one runs (it owns the bench); None: none runs."""
+    from kiosk.commands import through_service
+
+    client = through_service.connect(args)
+    if client is None:
+        return None
+    with client:
+        through_service.announce(client, what)
+        return ask(args, client)
+
+
 def cmd_mode(args: argparse.Namespace) -> int:
+    from kiosk.commands import through_service
+
+    served = _served(args, f"kiosk {args.operation}", through_service.mode)
+    if served is not None:
+        return _print_mode(args, served)
     operation, _ = MODE_COMMANDS[args.operation]
     with open_bench(args) as bench:
         slot = _slot(bench, args.slot)
@@ -170,32 +187,45 @@ def cmd_mode(args: argparse.Namespace) -> int:
             raise CommandError(str(exc), EXIT_REFUSED) from None
         except Cancelled:
             raise CommandError("stopped; buttons released", EXIT_FAILED) from None
+    return _print_mode(args, result.to_json())
+
+
+def _print_mode(args: argparse.Namespace, result: dict) -> int:
+    """A mode command's result (ModeResult JSON, from this bench or the service's) as the command prints it."""
     if args.json:
-        emit({"slot": args.slot, "command": args.operation, **result.to_json()})
+        emit({"slot": args.slot, "command": args.operation, **{k: v for k, v in result.items() if k != "slot"}})
     else:
-        for attempt in result.attempts:
-            print(f"  {attempt.method}: {attempt.outcome}")
-        if result.ok:
-            print(f"slot {args.slot}: {result.reached} reached via {result.via} ({result.elapsed_s:.1f} s)")
+        for attempt in result["attempts"]:
+            print(f"  {attempt['method']}: {attempt['outcome']}")
+        if result["ok"]:
+            print(f"slot {args.slot}: {result['reached']} reached via {result['via']} ({result['elapsed_s']:.1f} s)")
         else:
-            print(f"slot {args.slot}: {args.operation} FAILED: the device is in {result.reached or 'an unknown state'}")
-    return EXIT_OK if result.ok else EXIT_FAILED
+            print(f"slot {args.slot}: {args.operation} FAILED: the device is in "
+                  f"{result['reached'] or 'an unknown state'}")  # fmt: skip
+    return EXIT_OK if result["ok"] else EXIT_FAILED
 
 
 def cmd_led(args: argparse.Namespace) -> int:
     from hw.led_classifier import minimum_watch_s
+    from kiosk.commands import through_service
 
-    with open_bench(args) as bench:
-        slot = _slot(bench, args.slot)
-        watch = args.watch if args.watch is not None else minimum_watch_s("sos")
-        try:
-            reading = slot.led.watch(watch)
-        except LedUnavailable as exc:
-            raise CommandError(str(exc), EXIT_NOT_FOUND) from None
-    if args.json:
-        emit({"slot": args.slot, **reading.to_json()})
+    served = _served(args, "kiosk led", through_service.led)
+    if served is not None:
+        text = served.pop("text")
+        served.pop("slot", None)
     else:
-        print(f"slot {args.slot}: {reading.describe()}")
+        with open_bench(args) as bench:
+            slot = _slot(bench, args.slot)
+            watch = args.watch if args.watch is not None else minimum_watch_s("sos")
+            try:
+                reading = slot.led.watch(watch)
+            except LedUnavailable as exc:
+                raise CommandError(str(exc), EXIT_NOT_FOUND) from None
+        served, text = reading.to_json(), reading.describe()
+    if args.json:
+        emit({"slot": args.slot, **served})
+    else:
+        print(f"slot {args.slot}: {text}")
     return EXIT_OK
 
 

@@ -2,8 +2,9 @@
 
 Two programs must never drive the same slot, so a command that would open the real bench (no ``--simulate``)
 first looks for a bench service on its socket (``--socket``, else ``$KIOSK_SOCKET``, else
-/run/particle-kiosk/bench.sock). When one answers, `kiosk recover`, `flash`, `update`, `inspect`, `history`,
-`report` and `device-history` go through it (the same output, text or ``--json``, and the same exit status as
+/run/particle-kiosk/bench.sock). When one answers, `kiosk recover`, `flash`, `update`, `inspect`, the mode
+commands (`dfu`, `safe-mode`, `listen`, `reset`, `cold-boot`), `led`, `history`, `report` and `device-history`
+go through it (the same output, text or ``--json``, and the same exit status as
 when they open the bench themselves; a flash's files are read by the service, on the same host); the other
 bench commands refuse, saying so, rather than move buttons behind the service's back. When none answers, they
 open the bench as before. ``--simulate`` always means a private simulated bench of the command's own: it never
@@ -107,8 +108,8 @@ def refuse_if_served(args: argparse.Namespace) -> None:
     raise CommandError(
         f"the bench service on {client.socket_path} owns the bench ({words}); `{command_name(args)}` does not go "
         "through it, and it does not open the bench behind the service's back (two programs must never drive "
-        "the same slot). Use the touchscreen, or `kiosk recover` / `flash` / `update` / `inspect` (they go "
-        f"through the service), or stop the service first ({START_HINT})",
+        "the same slot). Use the touchscreen, or `kiosk recover` / `flash` / `update` / `inspect` / `dfu` / "
+        f"`led` (they go through the service), or stop the service first ({START_HINT})",
         EXIT_REFUSED,
     )
 
@@ -522,3 +523,40 @@ def flash_event_printer(json_out: bool):
             print(f"      {event['outcome']}{': ' + detail if detail else ''}", file=sys.stderr)
 
     return show
+
+
+# -- kiosk dfu|safe-mode|listen|reset|cold-boot, kiosk led -------------------------------------------------------
+def _slot_failure(exc: Exception) -> CommandError:
+    """slot.mode's or slot.led's error with the exit status the command gives alone."""
+    from kiosk.service import wire
+    from kiosk.service.client import ServiceError
+
+    if isinstance(exc, ServiceError) and exc.code == wire.REFUSED and isinstance(exc.data, dict):
+        if exc.data.get("reason") in ("no-device", "no-led"):
+            return CommandError(exc.message, EXIT_NOT_FOUND)
+        if exc.data.get("reason") == "stopped":
+            return CommandError(exc.message, EXIT_FAILED)
+    return failure(exc, refused_status=EXIT_REFUSED)
+
+
+def mode(args: argparse.Namespace, client) -> dict[str, Any]:
+    """The mode command in the service (it moves the buttons, inside its hazard guard): the ModeResult JSON."""
+    from kiosk.service.client import ServiceError, ServiceUnavailable
+
+    try:
+        return client.call("slot.mode", {"slot": args.slot, "mode": args.operation}, timeout=600)
+    except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
+        raise _slot_failure(exc) from None
+
+
+def led(args: argparse.Namespace, client) -> dict[str, Any]:
+    """The slot's LED reading from the service (which samples it): the reading JSON and its words (``text``)."""
+    from kiosk.service.client import ServiceError, ServiceUnavailable
+
+    params: dict[str, Any] = {"slot": args.slot}
+    if args.watch is not None:
+        params["watch_s"] = args.watch
+    try:
+        return client.call("slot.led", params, timeout=(args.watch or 60.0) + 60.0)
+    except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
+        raise _slot_failure(exc) from None

@@ -34,6 +34,8 @@ MAX_RUNS = 1000  # runs in one history.runs answer
 MAX_SCAN = 5000  # the newest runs a partial device id is looked for in
 WRONG_PIN_DELAY_S = 1.0  # a wrong PIN waits this long before it is answered (guessing takes its time)
 TRANSPORTS = ("auto", "usb", "serial")
+MODES = ("dfu", "safe-mode", "listen", "reset", "cold-boot")  # slot.mode: as kiosk.commands.device_cmd's
+MAX_LED_WATCH_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ class Api:
             "slot.stop": Method(self.stop, True),
             "recovery.result": Method(self.recovery_result, False),
             "slot.inspect": Method(self.inspect, True),
+            "slot.mode": Method(self.mode, True),
+            "slot.led": Method(self.led, False),
             "flash.plan": Method(self.flash_plan, True),
             "flash.start": Method(self.flash_start, True),
             "flash.result": Method(self.flash_result, False),
@@ -219,6 +223,20 @@ class Api:
 
     def inspect(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         return self.engine.inspect(self._slot(params))
+
+    def mode(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        slot = self._slot(params)
+        operation = param(params, "mode", str)
+        if operation not in MODES:
+            raise RpcError(wire.INVALID_PARAMS, f"mode must be one of {', '.join(MODES)}")
+        return {"slot": slot, **self.engine.change_mode(slot, operation)}
+
+    def led(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        slot = self._slot(params)
+        watch = param(params, "watch_s", (int, float), required=False)
+        if watch is not None and not 0 < watch <= MAX_LED_WATCH_S:
+            raise RpcError(wire.INVALID_PARAMS, f"watch_s is more than 0 and at most {MAX_LED_WATCH_S:g} seconds")
+        return {"slot": slot, **self.engine.read_led(slot, watch)}
 
     def flash_plan(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         from firmware.plan import Transport

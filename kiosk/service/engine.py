@@ -326,6 +326,56 @@ class KioskBackend:
                 "modules": [m.to_json() for m in modules],
                 "text": inspection.describe(device.platform, modules, source, str(self.library.root))}  # fmt: skip
 
+    def change_mode(self, slot_number: int, operation: str) -> dict[str, Any]:
+        """``kiosk dfu|safe-mode|listen|reset|cold-boot`` on the slot, in this thread (a clock actor), as the
+        command does alone: the ModeResult as JSON. The slot is busy meanwhile (a recovery or flash is refused);
+        PlanInputError says why nothing was done ("no-device", "stopped"), ValueError when the hazard guard
+        refuses."""
+        from hw.clock import Cancelled
+        from hw.hazard import HazardRefused
+        from hw.usb_identity import UsbAccessError
+        from kiosk import modes
+        from kiosk.commands.device_cmd import MODE_COMMANDS
+
+        if operation not in MODE_COMMANDS:
+            raise ValueError(f"no mode command {operation!r}; they are: {', '.join(MODE_COMMANDS)}")
+        if slot_number not in self._slot_locks:
+            raise LookupError(f"there is no slot {slot_number} on this bench")
+        lock = self._slot_locks[slot_number]
+        with lock:
+            if self.closed:
+                raise SlotBusyError("the bench is closing: nothing new starts")
+            if self._busy.get(slot_number):
+                raise SlotBusyError(f"slot {slot_number} is busy with a {self._busy[slot_number]}: wait, or press Stop")
+            self._busy[slot_number] = "mode change"
+        try:
+            with self.bench.clock.actor():
+                result = MODE_COMMANDS[operation][0](self.bench.slot(slot_number))
+        except (modes.DeviceNotFound, UsbAccessError) as exc:
+            raise PlanInputError(str(exc), reason="no-device") from None
+        except HazardRefused as exc:
+            raise ValueError(str(exc)) from None
+        except Cancelled:
+            raise PlanInputError("stopped; buttons released", reason="stopped") from None
+        finally:
+            with lock:
+                self._busy.pop(slot_number, None)
+        return result.to_json()
+
+    def read_led(self, slot_number: int, watch_s: float | None) -> dict[str, Any]:
+        """What the slot's status LED shows over ``watch_s`` (None: a whole SOS cycle), as ``kiosk led`` reads
+        it: the reading as JSON and its words (``text``). Only looks: it may run beside anything."""
+        from hw.gpio import LedUnavailable
+        from hw.led_classifier import minimum_watch_s
+
+        slot = self.bench.slot(slot_number)
+        with self.bench.clock.actor():
+            try:
+                reading = slot.led.watch(minimum_watch_s("sos") if watch_s is None else watch_s)
+            except LedUnavailable as exc:
+                raise PlanInputError(str(exc), reason="no-led") from None
+        return {**reading.to_json(), "text": reading.describe()}
+
     # -- pollers -----------------------------------------------------------------------------------
     def poll_usb(self, stop: threading.Event) -> None:
         """Until ``stop``: look at every idle slot's USB port and post what changed (a device plugged in)."""
