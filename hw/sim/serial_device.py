@@ -78,7 +78,7 @@ _TERMIOS2 = struct.Struct("=4IB19s2I")
 _SPEEDS = {getattr(termios, name): int(name[1:]) for name in dir(termios) if name[:1] == "B" and name[1:].isdigit()}
 
 ACTIVE_TICK_S = 0.002  # device seconds between looks at the line while bytes flow
-IDLE_TICK_S = 0.5  # ... and when nothing has happened for ACTIVE_FOR_S (the kiosk's own acts wake it at once)
+IDLE_TICK_S = 2.0  # ... and when nothing has happened for ACTIVE_FOR_S (the kiosk's own acts wake it at once)
 ACTIVE_FOR_S = 0.5
 NAK_TIMEOUT_S = 5.0  # the device waits this long for each byte of a transfer
 MAX_ERRORS = 5  # more errors than this and the device cancels (CA CA)

@@ -24,7 +24,7 @@ from kiosk.service.posts import LedSeen
 
 SWATCH_EVERY_S = 0.5  # real seconds between looks at each LED for its swatch
 CLASSIFY_EVERY_S = 2.0  # real seconds between classifications of a window that changed shape ...
-CLASSIFY_AT_MOST_S = 8.0  # ... doubling up to this while each says what the last said (a crash loop's SOS)
+CLASSIFY_AT_MOST_S = 16.0  # ... doubling up to this while each says what the last said (a crash loop's SOS)
 LED_WINDOW_S = 15.0  # device seconds of samples a classification reads: long enough for SOS codes up to 8
 DARK_MOMENT_S = 2.0  # device seconds: dark longer than any dark moment of a steady pattern is the LED going off
 #: Patterns that show steadily in their colour on the swatch once the classifier is sure of them.
