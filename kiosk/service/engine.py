@@ -200,18 +200,26 @@ class KioskBackend:
     def busy(self, slot: int) -> str | None:
         return self._busy.get(slot)
 
+    def _slot_lock(self, slot: int) -> threading.Lock:
+        """The lock that decides who may start something on ``slot``; LookupError for a slot the bench lacks."""
+        if slot not in self._slot_locks:
+            raise LookupError(f"there is no slot {slot} on this bench")
+        return self._slot_locks[slot]
+
+    def _check_free(self, slot: int, advice: str) -> None:
+        """Under the slot's lock: refuse while the bench closes or the slot is busy (``advice`` ends the words)."""
+        if self.closed:
+            raise SlotBusyError("the bench is closing: nothing new starts")
+        if self._busy.get(slot):
+            raise SlotBusyError(f"slot {slot} is busy with a {self._busy[slot]}{advice}")
+
     def start_recovery(self, slot: int) -> int:
         """Start the ladder on ``slot``; its run id. A thread waits for the verdict and posts SlotIdle."""
         from kiosk.runner import AlreadyRunning
 
-        if slot not in self._slot_locks:
-            raise LookupError(f"there is no slot {slot} on this bench")
-        lock = self._slot_locks[slot]
+        lock = self._slot_lock(slot)
         with lock:
-            if self.closed:
-                raise SlotBusyError("the bench is closing: nothing new starts")
-            if self._busy.get(slot):
-                raise SlotBusyError(f"slot {slot} is busy with a {self._busy[slot]}: press Stop first")
+            self._check_free(slot, ": press Stop first")
             try:
                 run_id = self.runner.start(slot)
             except AlreadyRunning as exc:
@@ -339,14 +347,9 @@ class KioskBackend:
 
         if operation not in MODE_COMMANDS:
             raise ValueError(f"no mode command {operation!r}; they are: {', '.join(MODE_COMMANDS)}")
-        if slot_number not in self._slot_locks:
-            raise LookupError(f"there is no slot {slot_number} on this bench")
-        lock = self._slot_locks[slot_number]
+        lock = self._slot_lock(slot_number)
         with lock:
-            if self.closed:
-                raise SlotBusyError("the bench is closing: nothing new starts")
-            if self._busy.get(slot_number):
-                raise SlotBusyError(f"slot {slot_number} is busy with a {self._busy[slot_number]}: wait, or press Stop")
+            self._check_free(slot_number, ": wait, or press Stop")
             self._busy[slot_number] = "mode change"
         try:
             with self.bench.clock.actor():
@@ -541,14 +544,9 @@ class KioskBackend:
     def _begin_flash(self, slot_number: int, plan: FlashPlan, device_id: str | None, *, background: bool,
                      command: str | None = None) -> int | None:  # fmt: skip
         bench = self.bench
-        if slot_number not in self._slot_locks:
-            raise LookupError(f"there is no slot {slot_number} on this bench")
-        lock = self._slot_locks[slot_number]
+        lock = self._slot_lock(slot_number)
         with lock:
-            if self.closed:
-                raise SlotBusyError("the bench is closing: nothing new starts")
-            if self._busy.get(slot_number):
-                raise SlotBusyError(f"slot {slot_number} is busy with a {self._busy[slot_number]}")
+            self._check_free(slot_number, "")
             self._busy[slot_number] = "manual flash"
             cancel = bench.clock.event()
             self._flash_cancel[slot_number] = cancel
