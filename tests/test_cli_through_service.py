@@ -94,7 +94,7 @@ def test_a_journal_or_library_other_than_the_services_is_refused_for_recover(ser
 
 
 def test_bench_commands_that_cannot_go_through_the_service_refuse_while_it_runs(service, capsys, short_dir):
-    for argv in (["restore", "--swd"], ["list"], ["backup", "restore", "1"]):
+    for argv in (["restore", "--swd"], ["backup", "restore", "1"]):
         status, _, err = cli(capsys, *argv, "--config", str(short_dir / "none.toml"))
         assert status == 2, argv
         assert "owns the bench" in err and "systemctl stop particle-kiosk-bench" in err, argv
@@ -347,3 +347,47 @@ def test_led_through_the_service_reads_what_led_reads_alone(service, capsys, tmp
     a_status, a_out, _ = alone(capsys, service, tmp_path, "led", "--slot", "2", "--watch", "3", files=False)
     assert status == a_status == 0 and out.startswith("slot 2: ") and a_out.startswith("slot 2: ")
     assert cli(capsys, "led", "--slot", "2", "--watch", "0")[0] == 2  # out of range: refused
+
+
+# -- kiosk list, kiosk restore --swd, kiosk backup restore through the service -----------------------------------
+@pytest.mark.parametrize("spec, exit_status", [("healthy@boron,dead@p2", 0), ("dead@boron", 3)])
+def test_list_through_the_service_prints_what_list_prints_alone(short_dir, capsys, monkeypatch, spec, exit_status):
+    """The same bytes on stdout and the same exit status, for a device that answers and a slot with none (a
+    bench with no device at all is exit 3)."""
+    service = service_on(short_dir, spec, speed=50.0)
+    monkeypatch.setenv("KIOSK_SOCKET", str(service.socket_path))
+    try:
+        for argv in (["list", "--json"], ["list"]):
+            status, out, err = cli(capsys, *argv)
+            a_status, a_out, a_err = cli(capsys, *argv, "--simulate", spec)
+            assert "kiosk list: through the bench service on" in err and "bench service" not in a_err
+            assert status == a_status == exit_status, err
+            assert out == a_out, argv  # the same rows, in the same words
+        rows = json.loads(cli(capsys, "list", "--json")[1])
+    finally:
+        service.close()
+    if exit_status == 0:
+        assert [(r["platform"], r["mode"], r["device_os"]) for r in rows] == [("boron", "normal", "6.1.1"),
+                                                                            (None, None, None)]  # fmt: skip
+    else:
+        assert [r["device_id"] for r in rows] == [None]
+
+
+def test_list_through_the_service_does_not_ask_a_busy_slots_device(service, capsys, monkeypatch):
+    from kiosk.commands import device_cmd
+
+    looked: list[int] = []
+    real = device_cmd.device_row
+    monkeypatch.setattr(device_cmd, "device_row", lambda bench, slot: looked.append(slot.index) or real(bench, slot))
+    with BenchClient(service.socket_path, client="touchscreen", role="touchscreen").connect() as screen:
+        screen.call("slot.recover", {"slot": 1})
+        status, out, err = cli(capsys, "list", "--json")
+        text_status, text, _ = cli(capsys, "list")
+        screen.call("slot.stop", {"slot": 1})
+    assert status == text_status == 0, err
+    rows = json.loads(out)
+    assert looked == [2, 2]  # slot 1 recovers: its device is asked nothing, not even looked for on USB
+    assert rows[0]["busy_with"] == "recovery" and rows[0]["device_os"] is None and rows[0]["slot"] == 1
+    assert "busy_with" not in rows[1] and rows[1]["device_os"]
+    assert "slot 1: " in text and "busy with a recovery: the device is not asked now" in text
+    assert text.splitlines()[1].startswith("slot 2: ") and "Device OS " in text.splitlines()[1]

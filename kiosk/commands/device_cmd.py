@@ -129,26 +129,40 @@ def _device_os(bench: Bench, slot: Slot, device: object) -> str | None:
     return None
 
 
+def device_row(bench: Bench, slot: Slot) -> dict:
+    """One row of `kiosk list` (alone, and in the bench service for an idle slot): the slot's device as USB
+    shows it (waited for as long as a device takes to enumerate) and its Device OS where it answers control
+    request 30; UsbAccessError when USB cannot be opened."""
+    device = modes.wait_for_device(slot, modes.FIND_TIMEOUT_S)
+    if device is None:
+        return {"slot": slot.index, "device_id": None, "platform": None, "mode": None, "device_os": None,
+                "port": slot.usb_port}  # fmt: skip
+    return {"slot": slot.index, "device_id": device.device_id, "platform": device.platform.name,
+            "mode": device.mode, "device_os": _device_os(bench, slot, device), "port": device.port_path}  # fmt: skip
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = []
-    with open_bench(args) as bench:
-        try:
-            for slot in bench.slots:
-                device = modes.wait_for_device(slot, modes.FIND_TIMEOUT_S)
-                if device is None:
-                    rows.append({"slot": slot.index, "device_id": None, "platform": None, "mode": None,
-                                 "device_os": None, "port": slot.usb_port})  # fmt: skip
-                    continue
-                rows.append({"slot": slot.index, "device_id": device.device_id, "platform": device.platform.name,
-                             "mode": device.mode, "device_os": _device_os(bench, slot, device),
-                             "port": device.port_path})  # fmt: skip
-        except UsbAccessError as exc:
-            raise CommandError(str(exc), EXIT_NOT_FOUND) from None
+    from kiosk.commands import through_service
+
+    served = _served(args, "kiosk list", through_service.list_devices)
+    if served is not None:
+        rows = served["slots"]
+    else:
+        with open_bench(args) as bench:
+            try:
+                rows = [device_row(bench, slot) for slot in bench.slots]
+            except UsbAccessError as exc:
+                raise CommandError(str(exc), EXIT_NOT_FOUND) from None
     if args.json:
         emit(rows)
     else:
         for r in rows:
-            if r["device_id"] is None:
+            if r.get("busy_with"):  # only through the service: a slot it runs something on is not asked
+                known = f"{r['device_id']}  {r['platform'] or '?':9} {r['mode'] or 'not on USB':7} " \
+                    if r["device_id"] else ""  # fmt: skip
+                print(f"slot {r['slot']}: {known}busy with a {r['busy_with']}: the device is not asked now "
+                      f"(port {r['port'] or 'any'})")  # fmt: skip
+            elif r["device_id"] is None:
                 print(f"slot {r['slot']}: no device (port {r['port'] or 'any'})")
             else:
                 print(f"slot {r['slot']}: {r['device_id']}  {r['platform']:9} {r['mode']:7} "

@@ -26,6 +26,7 @@ from kiosk.commands.common import EXIT_FAILED, EXIT_NOT_FOUND, EXIT_REFUSED, Com
 
 SOCKET_ENV = "KIOSK_SOCKET"
 PROBE_TIMEOUT_S = 2.0
+LIST_WAIT_S = 600.0  # `kiosk list` in the service: each slot's look, and a start waiting on one, and then some
 STOP_WAIT_S = 60.0  # after Ctrl+C or the hour: how long the stopped runs get to release buttons and end
 START_HINT = "sudo systemctl stop particle-kiosk-bench"
 
@@ -532,11 +533,21 @@ def _slot_failure(exc: Exception) -> CommandError:
     from kiosk.service.client import ServiceError
 
     if isinstance(exc, ServiceError) and exc.code == wire.REFUSED and isinstance(exc.data, dict):
-        if exc.data.get("reason") in ("no-device", "no-led"):
+        if exc.data.get("reason") in ("no-device", "no-led", "usb-access"):
             return CommandError(exc.message, EXIT_NOT_FOUND)
         if exc.data.get("reason") == "stopped":
             return CommandError(exc.message, EXIT_FAILED)
     return failure(exc, refused_status=EXIT_REFUSED)
+
+
+def list_devices(args: argparse.Namespace, client) -> dict[str, Any]:
+    """`kiosk list` in the service (it looks at each idle slot as the command does alone): ``{"slots": rows}``."""
+    from kiosk.service.client import ServiceError, ServiceUnavailable
+
+    try:
+        return client.call("bench.devices", {}, timeout=LIST_WAIT_S)
+    except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
+        raise _slot_failure(exc) from None
 
 
 def mode(args: argparse.Namespace, client) -> dict[str, Any]:

@@ -89,6 +89,7 @@ class Api:
             "subscribe": Method(self.subscribe, False),
             "unsubscribe": Method(self.unsubscribe, False),
             "bench.state": Method(self.bench_state, False),
+            "bench.devices": Method(self.devices, True),
             "slot.recover": Method(self.recover, True),
             "slot.stop": Method(self.stop, True),
             "recovery.result": Method(self.recovery_result, False),
@@ -209,6 +210,15 @@ class Api:
         if self.board.state(slot) is None:
             raise RpcError(wire.NOT_FOUND, f"there is no slot {slot} on this bench")
         return slot
+
+    def devices(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        def known(slot: int) -> dict[str, Any]:  # a busy slot's device as its run's events last showed it
+            state = self.board.state(slot)
+            if state is None:
+                return {}
+            return {"device_id": state.device_id, "platform": state.platform, "mode": state.usb_mode}
+
+        return {"slots": self.engine.list_devices(known)}
 
     def recover(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         return {"run_id": self.engine.start_recovery(self._slot(params))}

@@ -241,8 +241,11 @@ class KioskBackend:
         verdict = run.result.verdict if run.result else "error"
         detail = run.result.detail if run.result else (run.error or "the ladder ended without a verdict")
         if run.run_id is not None:  # kept before SlotIdle: a client that hears the verdict may ask for it at once
-            document = {"slot": slot, "run_id": run.run_id, **run.result.to_json()} if run.result else \
-                {"slot": slot, "run_id": run.run_id, "verdict": "error", "detail": detail}
+            document = (
+                {"slot": slot, "run_id": run.run_id, **run.result.to_json()}
+                if run.result
+                else {"slot": slot, "run_id": run.run_id, "verdict": "error", "detail": detail}
+            )
             with self._results_lock:
                 self._results[run.run_id] = document
                 while len(self._results) > RESULTS_KEPT:
@@ -333,6 +336,40 @@ class KioskBackend:
                 "library": str(self.library.root), "library_problems": hashes.problems,
                 "modules": [m.to_json() for m in modules],
                 "text": inspection.describe(device.platform, modules, source, str(self.library.root))}  # fmt: skip
+
+    def list_devices(self, known: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
+        """``kiosk list``'s rows, one per slot, as the command makes them alone (``device_row``).
+
+        An idle slot is looked at as the command looks: its device waited for on USB and asked its Device OS
+        (control request 30). The look holds the slot's lock, so a recovery, flash or mode change pressed on that
+        slot meanwhile waits for it (a few seconds at most: the device's enumeration time and one request's
+        timeout) instead of starting beside it or being refused. A busy slot (a recovery, a flash, a mode change,
+        an SWD restore) is not looked at: no control request may reach a device another operation is writing or
+        switching, and even a USB look could catch it mid-way. Its row is what the service last saw of it
+        (``known(slot)``: device id, platform, USB mode), ``device_os`` null, and ``busy_with`` says what runs.
+        PlanInputError (``reason`` "usb-access") when USB cannot be opened."""
+        from hw.usb_identity import UsbAccessError
+        from kiosk.commands.device_cmd import device_row
+
+        if self.closed:
+            raise SlotBusyError("the bench is closing: nothing new starts")
+        bench = self.bench
+        rows: list[dict[str, Any]] = []
+        for slot in bench.slots:
+            with self._slot_lock(slot.index):
+                busy = self._busy.get(slot.index)
+                if busy is None:
+                    try:
+                        with bench.clock.actor():
+                            rows.append(device_row(bench, slot))
+                    except UsbAccessError as exc:
+                        raise PlanInputError(str(exc), reason="usb-access") from None
+                    continue
+            seen = known(slot.index)
+            rows.append({"slot": slot.index, "device_id": seen.get("device_id"), "platform": seen.get("platform"),
+                         "mode": seen.get("mode"), "device_os": None, "port": slot.usb_port,
+                         "busy_with": busy})  # fmt: skip
+        return rows
 
     def change_mode(self, slot_number: int, operation: str) -> dict[str, Any]:
         """``kiosk dfu|safe-mode|listen|reset|cold-boot`` on the slot, in this thread (a clock actor), as the
@@ -597,8 +634,11 @@ class KioskBackend:
         verdict, detail, report = "flash-failed", "", None
         try:
             # the customer's app is read back and kept (beside the journal) before anything is written over it
-            keep = BackupKeeper(journal, run_id, cancel=cancel).callback(device_id, plan.device.platform) \
-                if journal is not None and run_id is not None else None
+            keep = (
+                BackupKeeper(journal, run_id, cancel=cancel).callback(device_id, plan.device.platform)
+                if journal is not None and run_id is not None
+                else None
+            )
             with bench.clock.actor():
                 report = FlashExecutor(slot, plan, self.bus, cancel, on_user_part_overwrite=keep).run()
             detail = flash_words(report)
@@ -663,4 +703,3 @@ def flash_words(report: ExecutionReport) -> str:
 
 def modes_word(mode: str | None) -> str:
     return {"normal": "running", "dfu": "in DFU mode", "listening": "listening"}.get(mode or "", "not on USB")
-
