@@ -82,7 +82,7 @@ def parse_hex(text: str | bytes) -> HexImage:
             raise HexError(f"line {number}: record length does not match its byte count")
         if sum(record) & 0xFF:
             raise HexError(f"line {number}: checksum mismatch (the file is corrupt)")
-        count, offset, kind, payload = record[0], int.from_bytes(record[1:3], "big"), record[3], record[4:-1]
+        count, offset, kind, payload = record[0], record[1] << 8 | record[2], record[3], record[4:-1]
         if kind == _DATA:
             chunks.append((base + offset, payload))
             total += count
@@ -104,14 +104,23 @@ def parse_hex(text: str | bytes) -> HexImage:
 
 
 def _merge(chunks: list[tuple[int, bytes]]) -> tuple[Segment, ...]:
+    # Joined once per run of touching chunks: appending to a bytes object chunk by chunk copies the whole
+    # segment each time, which made a 1 MB restore image take seconds to read.
     segments: list[Segment] = []
+    run: list[bytes] = []
+    run_start = run_end = 0
     for address, data in sorted(chunks):
-        if segments and address < segments[-1].end:
+        if run and address < run_end:
             raise HexError(f"data at 0x{address:08x} overlaps earlier data")
-        if segments and address == segments[-1].end:
-            segments[-1] = Segment(segments[-1].address, segments[-1].data + data)
-        else:
-            segments.append(Segment(address, data))
+        if run and address > run_end:
+            segments.append(Segment(run_start, b"".join(run)))
+            run = []
+        if not run:
+            run_start = run_end = address
+        run.append(data)
+        run_end += len(data)
+    if run:
+        segments.append(Segment(run_start, b"".join(run)))
     return tuple(segments)
 
 

@@ -882,15 +882,16 @@ class DfuDevice:
 
     @contextmanager
     def _cpu(self) -> Iterator[None]:
-        """Adds the host CPU seconds of the outermost public call to ``stats.cpu_s``."""
+        """Adds the host CPU seconds of the outermost public call to ``stats.cpu_s`` (the calling thread's: other
+        slots flashing at the same time do not count)."""
         self._cpu_depth += 1
-        start = time.process_time() if self._cpu_depth == 1 else 0.0
+        start = time.thread_time() if self._cpu_depth == 1 else 0.0
         try:
             yield
         finally:
             self._cpu_depth -= 1
             if self._cpu_depth == 0:
-                self.stats.cpu_s += time.process_time() - start
+                self.stats.cpu_s += time.thread_time() - start
 
 
 def _as_state(value: int) -> DfuState | None:
