@@ -64,14 +64,22 @@ class ModuleFlag(IntFlag):
     PREFIX_EXTENSIONS = 0x10
 
 
+# Plain int keys and constants: ``int & IntFlag`` builds an enum member each time, which the parser (run on every
+# file the library imports, and on every flipped bit of the property tests) paid for millions of times.
 FLAG_NAMES: dict[int, str] = {
-    ModuleFlag.DROP_MODULE_INFO: "drop-module-info",
-    ModuleFlag.COMPRESSED: "compressed",
-    ModuleFlag.COMBINED: "combined",
-    ModuleFlag.ENCRYPTED: "encrypted",
-    ModuleFlag.PREFIX_EXTENSIONS: "prefix-extensions",
+    int(flag): name
+    for flag, name in (
+        (ModuleFlag.DROP_MODULE_INFO, "drop-module-info"),
+        (ModuleFlag.COMPRESSED, "compressed"),
+        (ModuleFlag.COMBINED, "combined"),
+        (ModuleFlag.ENCRYPTED, "encrypted"),
+        (ModuleFlag.PREFIX_EXTENSIONS, "prefix-extensions"),
+    )
 }
 KNOWN_FLAGS = sum(FLAG_NAMES)
+_COMPRESSED = int(ModuleFlag.COMPRESSED)
+_COMBINED = int(ModuleFlag.COMBINED)
+_PREFIX_EXTENSIONS = int(ModuleFlag.PREFIX_EXTENSIONS)
 
 
 class ExtensionType(IntEnum):
@@ -158,6 +166,8 @@ def _decode_security_mode(p: bytes) -> dict[str, Any]:
     return {"mode": {0: "none", 1: "protected"}.get(mode, f"mode-{mode}"), "certificate_length": len(p) - 1}
 
 
+_EXTENSION_NAMES: dict[int, str] = {int(t): t.name.lower().replace("_", "-") for t in ExtensionType}
+
 _DECODERS: dict[int, tuple[int, Callable[[bytes], dict[str, Any]]]] = {
     # type: (minimum payload size, decoder)
     ExtensionType.END: (0, lambda p: {"padding": len(p)}),
@@ -186,10 +196,7 @@ class Extension:
 
     @property
     def name(self) -> str:
-        try:
-            return ExtensionType(self.type).name.lower().replace("_", "-")
-        except ValueError:
-            return f"type-0x{self.type:04x}"
+        return _EXTENSION_NAMES.get(self.type) or f"type-0x{self.type:04x}"
 
     def decode_problem(self) -> str | None:
         """Why the payload does not fit its type, or None."""
@@ -395,7 +402,7 @@ def _score(data: bytes, offset: int) -> _Candidate:
     start, end, _res, flags, _ver, platform, function, _idx, dep1, dep2 = PREFIX_STRUCT.unpack_from(data, offset)
     deps = [Dependency(*_DEPENDENCY.unpack(d)) for d in (dep1, dep2)]
     length = end - start + CRC_SIZE
-    fits = length <= len(data) if flags & ModuleFlag.COMBINED else length == len(data)
+    fits = length <= len(data) if flags & _COMBINED else length == len(data)
     plausible = (
         end > start
         and max(MIN_MODULE_SIZE, offset + PREFIX_SIZE) <= length <= MAX_MODULE_SIZE
@@ -578,7 +585,7 @@ def parse_module(data: bytes) -> Module:
         problems.append(problem)
 
     declared = end - start + CRC_SIZE
-    if flags & ModuleFlag.COMBINED and declared < len(data):
+    if flags & _COMBINED and declared < len(data):
         data = data[:declared]  # another module follows; see split_modules()
     elif declared != len(data):
         kind = "truncated" if declared > len(data) else "padded or followed by other data"
@@ -586,13 +593,13 @@ def parse_module(data: bytes) -> Module:
 
     prefix_exts: tuple[Extension, ...] = ()
     body_start = offset + PREFIX_SIZE
-    if flags & ModuleFlag.PREFIX_EXTENSIONS:
+    if flags & _PREFIX_EXTENSIONS:
         limit = len(data) - CRC_SIZE - SUFFIX_BASE_SIZE
         prefix_exts, body_start, _ = _parse_extensions(data, body_start, limit, problems, "prefix", True)
 
     suffix = _parse_suffix(data, body_start, problems)
     compression = None
-    if flags & ModuleFlag.COMPRESSED:
+    if flags & _COMPRESSED:
         compression = _parse_compression(data, body_start, problems)
 
     size = len(data)
@@ -680,7 +687,7 @@ def split_modules(data: bytes) -> list[Module]:
     """Every module in a file: one, or several for COMBINED files (each but the last flagged)."""
     modules = [parse_module(data)]
     offset = modules[0].size
-    while modules[-1].flags & ModuleFlag.COMBINED and not modules[-1].problems and offset < len(data):
+    while modules[-1].flags & _COMBINED and not modules[-1].problems and offset < len(data):
         modules.append(parse_module(data[offset:]))
         offset += modules[-1].size
     return modules
