@@ -175,6 +175,7 @@ async def test_a_manual_flash_refused_by_the_planner_shows_why_and_writes_nothin
         garbage = next(k for w, k in keys.items() if "garbage" in w)
         choices.toggle(photon)
         choices.toggle(garbage)
+        await pilot.pause()  # the longer refusal moved the buttons: click where Check is now, not where it was
         await pilot.click("#check")
         await wait_until(pilot, lambda: "not a Particle module" in str(app.screen.query_one("#plan-result").render()),
                          20, "the bad-file message")  # fmt: skip
