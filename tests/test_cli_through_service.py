@@ -19,7 +19,7 @@ import pytest
 
 from kiosk.cli import main
 from kiosk.journal import Journal
-from kiosk.service.client import BenchClient
+from kiosk.service.client import BenchClient, ServiceError
 from tests.test_service import ROOT, service_on, wait_for
 
 
@@ -94,7 +94,7 @@ def test_a_journal_or_library_other_than_the_services_is_refused_for_recover(ser
 
 
 def test_bench_commands_that_cannot_go_through_the_service_refuse_while_it_runs(service, capsys, short_dir):
-    for argv in (["restore", "--swd"], ["backup", "restore", "1"]):
+    for argv in (["backup", "restore", "1"],):
         status, _, err = cli(capsys, *argv, "--config", str(short_dir / "none.toml"))
         assert status == 2, argv
         assert "owns the bench" in err and "systemctl stop particle-kiosk-bench" in err, argv
@@ -391,3 +391,120 @@ def test_list_through_the_service_does_not_ask_a_busy_slots_device(service, caps
     assert "busy_with" not in rows[1] and rows[1]["device_os"]
     assert "slot 1: " in text and "busy with a recovery: the device is not asked now" in text
     assert text.splitlines()[1].startswith("slot 2: ") and "Device OS " in text.splitlines()[1]
+
+
+@pytest.fixture
+def swd_service(short_dir, monkeypatch):
+    """A service whose slot 1 has a device with no bootloader (only SWD brings it back) and slot 2 a protected
+    one; the library has the boron's restore image."""
+    started = service_on(short_dir, "missing-bootloader@boron,protected@boron", speed=50.0)
+    monkeypatch.setenv("KIOSK_SOCKET", str(started.socket_path))
+    yield started
+    started.close()
+
+
+def swd_alone(capsys, service, tmp_path, *argv: str) -> tuple[int, str, str]:
+    return cli(capsys, "restore", "--swd", *argv, "--simulate", "missing-bootloader@boron,protected@boron",
+               "--library", str(service.engine.library.root))  # fmt: skip
+
+
+def test_swd_restore_through_the_service_gives_what_it_gives_alone(swd_service, capsys, tmp_path):
+    status, out, err = cli(capsys, "restore", "--swd", "--platform", "boron", "--json")
+    assert status == 0, err
+    assert "kiosk restore: through the bench service on" in err
+    served = json.loads(out)
+    a_status, a_out, _ = swd_alone(capsys, swd_service, tmp_path, "--platform", "boron", "--json")
+    by_itself = json.loads(a_out)
+    assert a_status == status and served.keys() == by_itself.keys()
+    for key in ("slot", "ok", "platform", "image", "final_usb_mode"):
+        assert served[key] == by_itself[key], key
+    assert served["ok"] is True and served["final_usb_mode"] == "normal"
+    step, alone_step = served["steps"][0], by_itself["steps"][0]
+    assert step.keys() == alone_step.keys()
+    for key in ("module", "file", "mechanism", "bytes", "outcome", "mass_erased", "notes", "device_busy_s"):
+        assert step[key] == alone_step[key], key
+    # the text: the phases on stderr as they begin, the same words at the end; not a journal run, as alone
+    status, out, err = cli(capsys, "restore", "--swd", "--platform", "boron")
+    a_status, a_out, a_err = swd_alone(capsys, swd_service, tmp_path, "--platform", "boron")
+    assert status == a_status == 0
+    phases = [line for line in err.splitlines() if line.startswith("  ")]
+    assert phases and phases == [line for line in a_err.splitlines() if line.startswith("  ")]
+    assert out == a_out and out.startswith("slot 1: restored ")
+    assert Journal(swd_service.engine.journal_path).runs() == []
+    state = swd_service.board.state(1)  # the card showed the write and says how it went
+    assert state.verdict == "flashed" and "restored " in state.verdict_detail and not state.running
+
+
+def test_swd_restore_through_the_service_is_refused_as_alone(swd_service, capsys, tmp_path):
+    # slot 2's protected device panics over and over: while it reboots it answers no control request, so only
+    # in DFU mode (the protection string) is its protection sure to be read; the command alone asks it at once
+    assert cli(capsys, "dfu", "--slot", "2")[0] == 0
+    refusals = (
+        ["--slot", "2"],  # Device Protection: exit 2
+        [],  # no device on USB and no --platform: exit 2
+        ["--platform", "p2"],  # pyOCD has no target for the P2: exit 1, with a document
+        ["--platform", "nonesuch"],  # exit 2
+        ["--platform", "boron", "--device-os", "9.9.9"],  # no restore image of that release: exit 2
+        ["--platform", "boron", "--probe", "no-such-probe"],  # not the probe named: exit 3
+    )
+    for argv in refusals:
+        served = cli(capsys, "restore", "--swd", *argv)
+        by_itself = swd_alone(capsys, swd_service, tmp_path, *argv)
+        assert served[0] == by_itself[0] != 0, argv
+        assert served[2].splitlines()[-1] == by_itself[2].splitlines()[-1], argv  # the same words
+        served = cli(capsys, "restore", "--swd", *argv, "--json")
+        by_itself = swd_alone(capsys, swd_service, tmp_path, *argv, "--json")
+        assert served[0] == by_itself[0] and served[1] == by_itself[1], argv  # a failed restore's document too
+    assert "Device Protection is on" in cli(capsys, "restore", "--swd", "--slot", "2")[2]
+    assert cli(capsys, "restore", "--swd", "--platform", "boron", "--probe", "no-such-probe")[0] == 3
+    assert cli(capsys, "restore", "--swd", "--slot", "9")[0] == 2  # no such slot, as alone
+    assert not any(swd_service.board.state(n).running for n in (1, 2))
+
+
+def test_swd_restore_on_a_slot_another_client_runs_is_refused(service, capsys):
+    with BenchClient(service.socket_path, client="touchscreen", role="touchscreen").connect() as screen:
+        screen.call("slot.recover", {"slot": 1})
+        status, _, err = cli(capsys, "restore", "--swd", "--platform", "boron", "--slot", "1")
+        assert status == 2 and "busy with a recovery" in err
+
+
+def test_an_swd_restore_through_the_service_keeps_its_slot_busy_and_ctrl_c_stops_it(short_dir):
+    """The real command in its own process: while it restores, the slot is busy for every other client (a
+    recovery or mode change refused, `kiosk list` does not ask it); Ctrl+C stops the restore it started."""
+    from kiosk.service.wire import BUSY
+
+    service = service_on(short_dir, "missing-bootloader@boron,healthy@p2", speed=1.0)
+    heard: list[tuple[str, dict]] = []
+    try:
+        watcher = BenchClient(service.socket_path, client="test", role="touchscreen", subscribe=True,
+                              on_notification=lambda m, p: heard.append((m, p))).connect()  # fmt: skip
+        env = {**os.environ, "KIOSK_SOCKET": str(service.socket_path), "PYTHONPATH": str(ROOT)}
+        command = [sys.executable, "-m", "kiosk.cli", "restore", "--swd", "--platform", "boron"]
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: any(m == "slot.event" and p["slot"] == 1 and p["event"]["event"] == "Progress"
+                                 for m, p in heard), 60, "the restore to begin writing")  # fmt: skip
+            busy = next(p for m, p in heard if m == "slot.busy")
+            assert (busy["slot"], busy["busy_with"], busy["state"]["activity"]) == (1, "restore over SWD",
+                                                                                      "running")  # fmt: skip
+            for method, params in (("slot.recover", {"slot": 1}), ("slot.mode", {"slot": 1, "mode": "reset"})):
+                with pytest.raises(ServiceError) as refused:
+                    watcher.call(method, params)
+                assert refused.value.code == BUSY and "busy with a restore over SWD" in refused.value.message
+            rows = watcher.call("bench.devices", {}, timeout=60)["slots"]
+            assert rows[0]["busy_with"] == "restore over SWD" and "busy_with" not in rows[1]
+            proc.send_signal(signal.SIGINT)
+            _out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        assert proc.returncode == 1 and "stopped" in err, err
+        wait_for(lambda: any(m == "slot.idle" for m, _ in heard), 30, "the restore's end")
+        idle = next(p for m, p in heard if m == "slot.idle")
+        assert idle["slot"] == 1 and idle["verdict"] == "stopped"
+        assert watcher.call("slot.recover", {"slot": 1})["run_id"]  # the slot is free again
+        watcher.call("slot.stop", {"slot": 1})
+        watcher.close()
+    finally:
+        service.close()

@@ -15,6 +15,7 @@ import argparse
 import sqlite3
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from firmware.intelhex import HexError
@@ -344,70 +345,123 @@ def cmd_update(args: argparse.Namespace) -> int:
         return _run(args, slot, device, facts, wanted, Transport.AUTO, bench, extra)
 
 
+class RestoreRefused(CommandError):
+    """An SWD restore that did not happen, or failed: the words, the exit status, ``reason`` (a key of
+    :data:`RESTORE_REFUSALS`) and, when the restore itself failed, the document ``--json`` prints."""
+
+    def __init__(self, message: str, reason: str, document: dict | None = None):
+        super().__init__(message, RESTORE_REFUSALS[reason])
+        self.reason = reason
+        self.document = document
+
+
+#: Why an SWD restore did not happen -> the exit status `kiosk restore --swd` gives (alone and through the service).
+RESTORE_REFUSALS = {
+    "unknown-platform": EXIT_REFUSED,  # --platform names none
+    "no-platform": EXIT_REFUSED,  # the device is not on USB and --platform is not given
+    "other-platform": EXIT_REFUSED,  # --platform is not what USB says
+    "protected": EXIT_REFUSED,  # Device Protection: a restore would erase it open
+    "no-image": EXIT_REFUSED,  # the library has no restore image for it
+    "no-swd": EXIT_NOT_FOUND,  # the slot has no debugger wired
+    "not-found": EXIT_NOT_FOUND,  # no probe, not the probe named, or no target power (with a document)
+    "swd-failed": EXIT_FAILED,  # the restore failed on the way (with a document)
+}
+
+
+def swd_restore(slot: Slot, library: Callable[[], FirmwareLibrary], *, platform_name: str | None,
+                device_os: str | None, probe: str | None, progress: Callable[[int, int, str], None],
+                begin: Callable[[int], None] = lambda _size: None, cancel=None) -> dict:  # fmt: skip
+    """`kiosk restore --swd` on ``slot`` (a clock actor), alone and in the bench service: check first (the
+    platform, Device Protection, the library's restore image, a debugger on the slot), then ``begin(bytes)``,
+    program the image and wait for the device to run; the document ``--json`` prints. RestoreRefused says why
+    not. ``cancel`` (a clock event) stops every wait (hw.clock.Cancelled)."""
+    device = modes.wait_for_device(slot, modes.FIND_TIMEOUT_S, cancel=cancel)
+    try:
+        platform = platform_by_name(platform_name) if platform_name else (device.platform if device else None)
+    except UnknownPlatformError as exc:
+        raise RestoreRefused(str(exc), "unknown-platform") from None
+    if platform is None:
+        raise RestoreRefused("the device does not show on USB, so the kiosk cannot tell which platform it is: say "
+                             "it with --platform (e.g. --platform boron)", "no-platform")  # fmt: skip
+    if device is not None and device.platform.id != platform.id:
+        raise RestoreRefused(f"--platform {platform.name}, but USB says the device is a {device.platform.name}",
+                             "other-platform")  # fmt: skip
+    if device is not None and gather_facts(slot, device).protected:
+        raise RestoreRefused("Device Protection is on: a restore would have to erase it open, which the kiosk never "
+                             "does. Ask the product's owner for service mode", "protected")  # fmt: skip
+    try:
+        source, image = library().swd_image(platform, device_os)
+    except (LibraryError, HexError) as exc:
+        raise RestoreRefused(str(exc), "no-image") from None
+    if slot.swd is None:
+        raise RestoreRefused("this slot has no SWD debugger wired", "no-swd")
+    begin(sum(len(data) for _address, data in image_segments(image)))
+    started, cpu = slot.clock.now(), time.process_time()
+    try:
+        result = restore(slot.swd, platform, image, unique_id=probe or slot.swd_probe_id, allow_unlock=False,
+                         progress=progress, cancel=cancel)  # fmt: skip
+    except SwdError as exc:
+        document = {"slot": slot.index, "ok": False, "platform": platform.name, "image": source,
+                    "error": type(exc).__name__, "detail": str(exc)}  # fmt: skip
+        reason = "not-found" if isinstance(exc, NoProbe | ProbeNotFound | NoTargetPower) else "swd-failed"
+        raise RestoreRefused(str(exc), reason, document) from None
+    back = modes.wait_for_device(slot, 15.0, cancel=cancel)
+    elapsed = slot.clock.now() - started
+    step = {
+        "module": "restore image", "file": source, "mechanism": "swd", "bytes": result.bytes_written,
+        "outcome": "written", "mass_erased": result.mass_erased, "notes": list(result.notes),
+        "usb_transfers": 0, "host_cpu_s": round(time.process_time() - cpu, 4),
+        "device_busy_s": round(sum(device_busy_s(platform, "swd", len(d), a) for a, d in image_segments(image)), 4),
+        "elapsed_s": round(elapsed, 4),
+    }  # fmt: skip
+    return {"slot": slot.index, "ok": back is not None and back.mode == "normal", "platform": platform.name,
+            "image": source, "final_usb_mode": back.mode if back else None, "steps": [step]}  # fmt: skip
+
+
+def restore_words(document: dict) -> str:
+    """The line `kiosk restore --swd` prints once the image is written."""
+    mode = document["final_usb_mode"]
+    where = f"running ({mode} mode on USB)" if mode else "not on USB"
+    return f"slot {document['slot']}: restored {document['steps'][0]['bytes']} bytes over SWD; the device is {where}"
+
+
+def phase_printer(json_out: bool) -> Callable[[int, int, str], None]:
+    """The progress lines `kiosk restore --swd` prints: each phase once, as it begins."""
+    shown: set[str] = set()
+
+    def progress(done: int, total: int, phase: str) -> None:
+        if not json_out and phase not in shown:
+            shown.add(phase)
+            print(f"  {phase} ({total} bytes)", file=sys.stderr)
+
+    return progress
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     """Program the platform's restore image over SWD, then wait for the device to run."""
-    with open_bench(args) as bench:
-        slot = _slot(bench, args.slot)
-        device = modes.wait_for_device(slot, modes.FIND_TIMEOUT_S)
-        try:
-            platform = platform_by_name(args.platform) if args.platform else (device.platform if device else None)
-        except UnknownPlatformError as exc:
-            raise CommandError(str(exc), EXIT_REFUSED) from None
-        if platform is None:
-            raise CommandError(
-                "the device does not show on USB, so the kiosk cannot tell which platform it is: say it with "
-                "--platform (e.g. --platform boron)",
-                EXIT_REFUSED,
-            )
-        if device is not None and device.platform.id != platform.id:
-            raise CommandError(f"--platform {platform.name}, but USB says the device is a {device.platform.name}")
-        if device is not None and gather_facts(slot, device).protected:
-            raise CommandError(
-                "Device Protection is on: a restore would have to erase it open, which the kiosk never does. "
-                "Ask the product's owner for service mode",
-                EXIT_REFUSED,
-            )
-        library = _library(args, bench)
-        try:
-            source, image = library.swd_image(platform, args.device_os)
-        except (LibraryError, HexError) as exc:
-            raise CommandError(str(exc), EXIT_REFUSED) from None
-        if slot.swd is None:
-            raise CommandError("this slot has no SWD debugger wired", EXIT_NOT_FOUND)
-        started, cpu = slot.clock.now(), time.process_time()
-        shown: set[str] = set()
+    from kiosk.commands import through_service
 
-        def progress(done: int, total: int, phase: str) -> None:
-            if not args.json and phase not in shown:
-                shown.add(phase)
-                print(f"  {phase} ({total} bytes)", file=sys.stderr)
-
-        try:
-            result = restore(slot.swd, platform, image, unique_id=args.probe or slot.swd_probe_id,
-                             allow_unlock=False, progress=progress)  # fmt: skip
-        except SwdError as exc:
-            status = EXIT_NOT_FOUND if isinstance(exc, NoProbe | ProbeNotFound | NoTargetPower) else EXIT_FAILED
-            if args.json:
-                emit({"slot": slot.index, "ok": False, "platform": platform.name, "image": source,
-                      "error": type(exc).__name__, "detail": str(exc)})  # fmt: skip
-            raise CommandError(str(exc), status) from None
-        back = modes.wait_for_device(slot, 15.0)
-        elapsed = slot.clock.now() - started
-        ok = back is not None and back.mode == "normal"
-        step = {
-            "module": "restore image", "file": source, "mechanism": "swd", "bytes": result.bytes_written,
-            "outcome": "written", "mass_erased": result.mass_erased, "notes": list(result.notes),
-            "usb_transfers": 0, "host_cpu_s": round(time.process_time() - cpu, 4),
-            "device_busy_s": round(sum(device_busy_s(platform, "swd", len(d), a) for a, d in image_segments(image)), 4),
-            "elapsed_s": round(elapsed, 4),
-        }  # fmt: skip
-    if args.json:
-        emit({"slot": slot.index, "ok": ok, "platform": platform.name, "image": source,
-              "final_usb_mode": back.mode if back else None, "steps": [step]})  # fmt: skip
+    client = through_service.connect(args, subscribe=True)
+    if client is not None:
+        with client:
+            through_service.announce(client, "kiosk restore")
+            document = through_service.swd_restore(args, client)
     else:
-        where = f"running ({back.mode} mode on USB)" if back else "not on USB"
-        print(f"slot {slot.index}: restored {result.bytes_written} bytes over SWD; the device is {where}")
-    return EXIT_OK if ok else EXIT_FAILED
+        with open_bench(args) as bench:
+            slot = _slot(bench, args.slot)
+            try:
+                document = swd_restore(slot, lambda: _library(args, bench), platform_name=args.platform,
+                                       device_os=args.device_os, probe=args.probe,
+                                       progress=phase_printer(args.json))  # fmt: skip
+            except RestoreRefused as exc:
+                if args.json and exc.document is not None:
+                    emit(exc.document)
+                raise
+    if args.json:
+        emit(document)
+    else:
+        print(restore_words(document))
+    return EXIT_OK if document["ok"] else EXIT_FAILED
 
 
 def cmd_send_ymodem(args: argparse.Namespace) -> int:

@@ -526,6 +526,76 @@ def flash_event_printer(json_out: bool):
     return show
 
 
+# -- kiosk restore --swd -----------------------------------------------------------------------------------------
+RESTORE_WAIT_S = 2 * 3600.0  # the slowest SWD restore (a mass erase and a whole image at a slow clock), and then some
+
+
+def swd_restore(args: argparse.Namespace, client) -> dict[str, Any]:
+    """`kiosk restore --swd` in the service (it owns the probe; the slot is busy meanwhile): the phases told as
+    the service publishes them, the document ``--json`` prints, or the refusal with the exit status the command
+    gives alone. Ctrl+C stops the restore this command started."""
+    import threading
+
+    from kiosk.commands.flash_cmd import RESTORE_REFUSALS, RestoreRefused, phase_printer
+    from kiosk.service import wire
+    from kiosk.service.client import ServiceError, ServiceUnavailable
+
+    try:
+        check_same_files(args, client.call("bench.state", timeout=10))
+    except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
+        raise failure(exc) from None
+    params = {"slot": args.slot, **{k: v for k, v in (("platform", args.platform), ("device_os", args.device_os),
+                                                      ("probe", args.probe)) if v is not None}}  # fmt: skip
+    answer: dict[str, Any] = {}
+
+    def ask() -> None:  # in a thread: this one tells the progress and takes Ctrl+C
+        try:
+            answer["value"] = client.call("slot.restore", params, timeout=RESTORE_WAIT_S)
+        except Exception as exc:
+            answer["error"] = exc
+
+    events: queue.Queue = client.events
+    show = phase_printer(args.json)
+
+    def tell(until_done: threading.Thread) -> None:
+        while True:
+            try:
+                method, note = events.get(timeout=0.2)
+            except queue.Empty:
+                if not until_done.is_alive():
+                    return
+                continue
+            event = note.get("event") or {}
+            if method == "slot.event" and note.get("slot") == args.slot and event.get("event") == "Progress":
+                show(event["done"], event["total"], event["phase"])
+
+    worker = threading.Thread(target=ask, name="kiosk-restore", daemon=True)
+    worker.start()
+    try:
+        tell(worker)
+    except KeyboardInterrupt:  # what this command started is this command's to stop
+        try:
+            client.call("slot.stop", {"slot": args.slot}, timeout=10)
+            worker.join(STOP_WAIT_S)
+        except Exception:  # the service may be gone: nothing more to stop from here
+            pass
+        raise
+    worker.join()
+    exc = answer.get("error")
+    if exc is None:
+        return answer["value"]
+    if isinstance(exc, ServiceError) and exc.code == wire.REFUSED and isinstance(exc.data, dict):
+        reason = exc.data.get("reason")
+        if reason in RESTORE_REFUSALS:
+            document = exc.data.get("document")
+            if args.json and isinstance(document, dict):
+                from kiosk.commands.common import emit
+
+                emit(document)
+            raise RestoreRefused(exc.message, reason, document)
+    raise _slot_failure(exc)
+
+
 # -- kiosk dfu|safe-mode|listen|reset|cold-boot, kiosk led -------------------------------------------------------
 def _slot_failure(exc: Exception) -> CommandError:
     """slot.mode's or slot.led's error with the exit status the command gives alone."""

@@ -96,6 +96,7 @@ class Api:
             "slot.inspect": Method(self.inspect, True),
             "slot.mode": Method(self.mode, True),
             "slot.led": Method(self.led, False),
+            "slot.restore": Method(self.restore, True),
             "flash.plan": Method(self.flash_plan, True),
             "flash.start": Method(self.flash_start, True),
             "flash.result": Method(self.flash_result, False),
@@ -240,6 +241,11 @@ class Api:
         if operation not in MODES:
             raise RpcError(wire.INVALID_PARAMS, f"mode must be one of {', '.join(MODES)}")
         return {"slot": slot, **self.engine.change_mode(slot, operation)}
+
+    def restore(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
+        slot = self._slot(params)
+        options = {name: param(params, name, str, required=False) for name in ("platform", "device_os", "probe")}
+        return self.engine.swd_restore(slot, **options)
 
     def led(self, session: Session, params: dict[str, Any]) -> dict[str, Any]:
         slot = self._slot(params)

@@ -113,7 +113,7 @@ class KioskBackend:
         self._runner_lock = None
         self._slot_locks: dict[int, threading.Lock] = {}
         self._busy: dict[int, str] = {}
-        self._flash_cancel: dict[int, Any] = {}
+        self._cancels: dict[int, Any] = {}  # per busy slot but a recovery: the clock event its Stop sets
         self._workers: dict[int, threading.Thread] = {}  # per slot: the thread watching a run or writing a flash
         self._last_progress: dict[int, float] = {}
         self._closed = threading.Event()
@@ -156,7 +156,7 @@ class KioskBackend:
             for run in (self.runner.run(s.index) for s in self.bench.slots):
                 if run is not None:
                     run.thread.join(30.0)
-        for cancel in list(self._flash_cancel.values()):
+        for cancel in list(self._cancels.values()):
             cancel.set()
         for worker in list(self._workers.values()):  # each posts its slot's verdict and finishes its journal run
             if worker is not threading.current_thread():
@@ -280,10 +280,12 @@ class KioskBackend:
             worker.join()
 
     def stop(self, slot: int) -> bool:
-        """Stop whatever runs on ``slot`` (the ladder or a manual flash); it ends promptly, buttons released."""
+        """Stop whatever runs on ``slot`` (the ladder, a manual flash, an SWD restore); it ends promptly, buttons
+        released."""
         with self._slot_locks[slot]:
-            if self._busy.get(slot) == "manual flash":
-                cancel = self._flash_cancel.get(slot)
+            busy = self._busy.get(slot)
+            if busy is not None and busy != "recovery":
+                cancel = self._cancels.get(slot)
                 if cancel is not None:
                     cancel.set()
                     return True
@@ -401,6 +403,67 @@ class KioskBackend:
             with lock:
                 self._busy.pop(slot_number, None)
         return result.to_json()
+
+    def swd_restore(self, slot_number: int, *, platform: str | None = None, device_os: str | None = None,
+                    probe: str | None = None) -> dict[str, Any]:  # fmt: skip
+        """``kiosk restore --swd`` on the slot, in this thread (a clock actor), as the command does alone (and, as
+        alone, not a journal run): the document ``--json`` prints. The slot is busy meanwhile ("restore over SWD": a
+        recovery, flash or mode change on it is refused, and Stop cancels the restore's waits); the cards hear
+        slot.busy once the checks passed and the write begins, and slot.idle with "flashed", "flash-failed" or
+        "stopped" after it. PlanInputError says why not: ``reason`` as ``kiosk.commands.flash_cmd``'s
+        RESTORE_REFUSALS (with ``document`` when the restore itself failed), or "stopped"."""
+        from hw.clock import Cancelled
+        from hw.usb_identity import UsbAccessError
+        from kiosk.commands.flash_cmd import RestoreRefused, restore_words
+        from kiosk.commands.flash_cmd import swd_restore as restore_slot
+        from kiosk.events import Progress, StepStarted
+
+        lock = self._slot_lock(slot_number)
+        bench = self.bench
+        with lock:
+            self._check_free(slot_number, ": wait, or press Stop")
+            self._busy[slot_number] = "restore over SWD"
+            cancel = bench.clock.event()
+            self._cancels[slot_number] = cancel
+        began: list[bool] = []
+        verdict, detail = "flash-failed", ""
+        phase: list[str] = []
+
+        def begin(size: int) -> None:  # the checks passed: the write begins, and every card shows it
+            began.append(True)
+            self.post(SlotBusy(slot_number, "restore over SWD", None))
+            self.bus.publish(StepStarted(slot_number, 0, 1, "restore image", "swd", size))
+
+        def progress(done: int, total: int, what: str) -> None:
+            if phase[-1:] != [what]:  # a new phase always reaches the clients (the CLI tells each one)
+                phase.append(what)
+                self._last_progress.pop(slot_number, None)
+            self.bus.publish(Progress(slot_number, 0, done, total, what))
+
+        try:
+            with bench.clock.actor():
+                document = restore_slot(bench.slot(slot_number), lambda: self.library, platform_name=platform,
+                                        device_os=device_os, probe=probe, progress=progress, begin=begin,
+                                        cancel=cancel)  # fmt: skip
+            verdict = "flashed" if document["ok"] else "flash-failed"
+            detail = restore_words(document).split(": ", 1)[1]
+            return document
+        except RestoreRefused as exc:
+            detail = str(exc)
+            raise PlanInputError(str(exc), reason=exc.reason, document=exc.document) from None
+        except UsbAccessError as exc:
+            detail = str(exc)
+            raise PlanInputError(str(exc), reason="no-device") from None
+        except Cancelled:
+            verdict, detail = "stopped", "stopped; the SWD restore did not finish"
+            raise PlanInputError("stopped; the SWD restore did not finish, buttons released",
+                                 reason="stopped") from None  # fmt: skip
+        finally:
+            with lock:
+                self._busy.pop(slot_number, None)
+                self._cancels.pop(slot_number, None)
+            if began:
+                self.post(SlotIdle(slot_number, verdict, detail, None))
 
     def read_led(self, slot_number: int, watch_s: float | None) -> dict[str, Any]:
         """What the slot's status LED shows over ``watch_s`` (None: a whole SOS cycle), as ``kiosk led`` reads
@@ -586,7 +649,7 @@ class KioskBackend:
             self._check_free(slot_number, "")
             self._busy[slot_number] = "manual flash"
             cancel = bench.clock.event()
-            self._flash_cancel[slot_number] = cancel
+            self._cancels[slot_number] = cancel
         journal = self.journal
         slot = bench.slot(slot_number)
         try:
@@ -597,7 +660,7 @@ class KioskBackend:
         except Exception:
             with lock:
                 self._busy.pop(slot_number, None)
-                self._flash_cancel.pop(slot_number, None)
+                self._cancels.pop(slot_number, None)
             raise
         self.post(SlotBusy(slot_number, "manual flash", run_id))
         if not background:
@@ -656,7 +719,7 @@ class KioskBackend:
                 self._keep_flash_result(slot_number, plan, run_id, verdict, detail, report)
             with lock:
                 self._busy.pop(slot_number, None)
-                self._flash_cancel.pop(slot_number, None)
+                self._cancels.pop(slot_number, None)
                 self._workers.pop(slot_number, None)
             self.post(SlotIdle(slot_number, verdict, detail, run_id))
 

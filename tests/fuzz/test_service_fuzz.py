@@ -27,17 +27,18 @@ from kiosk.service.service import BenchService
 from kiosk.service.wire import INVALID_PARAMS, INVALID_REQUEST, MAX_FRAME, METHOD_NOT_FOUND, PARSE_ERROR
 from tests.fuzz import fuzz_settings
 
-METHODS = ["hello", "unlock", "subscribe", "unsubscribe", "bench.state", "slot.recover", "slot.stop", "slot.inspect",
-           "flash.plan", "flash.start", "library.list", "history.runs", "history.run", "history.latest",
-           "device.history.get", "device.history.set", "report", "nope", ""]  # fmt: skip
+METHODS = ["hello", "unlock", "subscribe", "unsubscribe", "bench.state", "bench.devices", "slot.recover", "slot.stop",
+           "slot.inspect", "slot.restore", "flash.plan", "flash.start", "library.list", "history.runs", "history.run",
+           "history.latest", "device.history.get", "device.history.set", "report", "nope", ""]  # fmt: skip
 #: Params of the wrong type for every name a method reads: the service must refuse them before acting.
 WRONG = st.one_of(st.none(), st.booleans(), st.floats(allow_nan=True), st.text(max_size=8), st.lists(st.integers(),
                   max_size=3), st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))  # fmt: skip
 NAMES = ["slot", "run_id", "plan_id", "device_id", "modules", "transport", "platform", "limit", "part", "answers",
-         "pin", "client", "role"]  # fmt: skip
+         "pin", "client", "role", "device_os", "probe"]  # fmt: skip
 leaves = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10)
 json_values = st.recursive(
-    leaves, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    leaves,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=12,
 )
 PING = json.dumps({"jsonrpc": "2.0", "id": "ping", "method": "bench.state"}).encode() + b"\n"
@@ -132,8 +133,12 @@ def test_random_json(served, value):
 
 
 @fuzz_settings(80)
-@given(method=st.sampled_from(METHODS), params=st.dictionaries(st.sampled_from(NAMES), WRONG, max_size=3),
-       request_id=st.one_of(st.integers(), st.text(max_size=5)), role=st.sampled_from(["touchscreen", "remote", None]))
+@given(
+    method=st.sampled_from(METHODS),
+    params=st.dictionaries(st.sampled_from(NAMES), WRONG, max_size=3),
+    request_id=st.one_of(st.integers(), st.text(max_size=5)),
+    role=st.sampled_from(["touchscreen", "remote", None]),
+)
 def test_requests_with_wrong_types(served, method, params, request_id, role):
     service, bystander, _ = served
     with contextlib.closing(raw(service)) as sock:
@@ -206,4 +211,3 @@ def test_a_client_that_hangs_up_mid_call_harms_nobody(served):
             sock.sendall(json.dumps(hello).encode() + b"\n" + json.dumps(call).encode() + b"\n")
     still_serving(service, bystander)
     assert service.server.clients >= 1
-
