@@ -13,6 +13,7 @@ Source: ../shared/reference/usb-serial-protocols.md section 1.2.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -68,6 +69,7 @@ class MemoryMap:
         return bool(self.segments) and not any(s.writable for s in self.segments)
 
 
+@functools.lru_cache(maxsize=256)  # a device names the same few maps at every open; a map is immutable
 def parse_memory_map(text: str) -> MemoryMap:
     """Parse a DfuSe alt-setting string; raise MemoryMapError naming what is malformed."""
     if not text.startswith("@"):

@@ -18,7 +18,7 @@ import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import total_ordering
+from functools import lru_cache, total_ordering
 from pathlib import Path
 
 #: Device OS 6.0.0 removed YModem from the listening-mode console and the 28800 baud trigger.
@@ -87,6 +87,10 @@ class DeviceOsVersion:
 
     @classmethod
     def parse(cls, text: str) -> DeviceOsVersion:
+        return _parse_version(text)
+
+    @classmethod
+    def _parse(cls, text: str) -> DeviceOsVersion:
         match = _SEMVER.match(text.strip())
         if not match:
             raise VersionError(f"{text!r} is not a Device OS version (expected e.g. 5.3.1 or 1.5.4-rc.1)")
@@ -107,6 +111,11 @@ class DeviceOsVersion:
     def __str__(self) -> str:
         base = f"{self.major}.{self.minor}.{self.patch}"
         return base + ("-" + ".".join(str(p) for p in self.prerelease) if self.prerelease else "")
+
+
+@lru_cache(maxsize=1024)  # releases are named again and again (every catalogue look-up); a version is immutable
+def _parse_version(text: str) -> DeviceOsVersion:
+    return DeviceOsVersion._parse(text)
 
 
 _BY_SYSTEM: dict[int, list[str]] = {}

@@ -250,25 +250,33 @@ def _fit(
     """Shift ``tmpl`` by delta in ``[-search, search]`` to explain the most samples (at ``xs`` seconds from
     the template's origin, each allowed ``tol`` of timing error): ``(unexplained, best delta)``, or None
     once more than ``limit`` samples are unexplainable at any shift (the caller's rival is better)."""
+    # The classifier's hot loop (every SOS code and phase is fitted to every window): written for speed, with
+    # the arithmetic of each bound kept in one order, so a sample on an edge counts the same every time.
     starts_out: list[float] = []
     ends_out: list[float] = []
     always = hopeless = 0
     cycle = tmpl.cycle
+    floor = math.floor
+    neg_search = -search
     for x, v in zip(xs, vs, strict=True):
         seg_starts, seg_ends = tmpl.starts[v], tmpl.ends[v]
         if cycle:
             xm = x % cycle
-            shifts = range(math.floor((xm - search - tol) / cycle), math.floor((xm + search + tol) / cycle) + 1)
+            shifts = range(floor((xm - search - tol) / cycle), floor((xm + search + tol) / cycle) + 1)
         else:
             xm, shifts = x, range(1)
+        below, above = xm - search - tol, xm + search + tol
         good: list[tuple[float, float]] = []
         for k in shifts:
             off = k * cycle if cycle else 0.0
-            lo, hi = xm - search - tol - off, xm + search + tol - off
-            for i in range(bisect_right(seg_ends, lo), bisect_left(seg_starts, hi)):
+            for i in range(bisect_right(seg_ends, below - off), bisect_left(seg_starts, above - off)):
                 # The sample fits with the template shifted by delta while its time window meets the segment.
-                d0 = max(-search, xm - seg_ends[i] - off - tol)
-                d1 = min(search, xm - seg_starts[i] - off + tol)
+                d0 = xm - seg_ends[i] - off - tol
+                d1 = xm - seg_starts[i] - off + tol
+                if d0 < neg_search:
+                    d0 = neg_search
+                if d1 > search:
+                    d1 = search
                 if d0 < d1:
                     good.append((d0, d1))
         if not good:
@@ -276,16 +284,28 @@ def _fit(
             if hopeless > limit:
                 return None
             continue
-        good.sort()
-        merged = [list(good[0])]
-        for d0, d1 in good[1:]:
-            if d0 <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], d1)
+        if len(good) == 1:
+            d0, d1 = good[0]
+            if d0 <= neg_search and d1 >= search:
+                always += 1
             else:
-                merged.append([d0, d1])
-        if len(merged) == 1 and merged[0][0] <= -search and merged[0][1] >= search:
+                starts_out.append(d0)
+                ends_out.append(d1)
+            continue
+        good.sort()
+        m0, m1 = good[0]
+        merged: list[tuple[float, float]] = []
+        for d0, d1 in good[1:]:
+            if d0 <= m1:
+                if d1 > m1:
+                    m1 = d1
+            else:
+                merged.append((m0, m1))
+                m0, m1 = d0, d1
+        if not merged and m0 <= neg_search and m1 >= search:
             always += 1
             continue
+        merged.append((m0, m1))
         for d0, d1 in merged:
             starts_out.append(d0)
             ends_out.append(d1)
