@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from kiosk.cli import main
-from kiosk.journal import Journal
+from kiosk.journal import BACKUP_MEDIA_TYPE, Journal
 from kiosk.service.client import BenchClient, ServiceError
 from tests.test_service import ROOT, service_on, wait_for
 
@@ -93,15 +93,13 @@ def test_a_journal_or_library_other_than_the_services_is_refused_for_recover(ser
     assert cli(capsys, "recover", "--slot", "2", "--journal", journal)[0] == 0  # its own journal, named: fine
 
 
-def test_bench_commands_that_cannot_go_through_the_service_refuse_while_it_runs(service, capsys, short_dir):
-    for argv in (["backup", "restore", "1"],):
-        status, _, err = cli(capsys, *argv, "--config", str(short_dir / "none.toml"))
-        assert status == 2, argv
-        assert "owns the bench" in err and "systemctl stop particle-kiosk-bench" in err, argv
-    # no service on the socket: the command opens the bench itself (here: no config, exit 3 as ever)
-    status, _, err = cli(capsys, "list", "--socket", str(short_dir / "nobody.sock"), "--config",
-                         str(short_dir / "none.toml"))  # fmt: skip
-    assert status == 3 and "owns the bench" not in err
+def test_bench_commands_open_the_bench_themselves_when_no_service_answers(service, capsys, short_dir):
+    """A service runs, but not on the socket the command names: each command opens the bench itself (here: no
+    config, exit 3 as ever), and none says it goes through a service."""
+    nobody = ["--socket", str(short_dir / "nobody.sock"), "--config", str(short_dir / "none.toml")]
+    for argv in (["list"], ["restore", "--swd"], ["backup", "restore", "1"], ["dfu"], ["flash", "tinker"]):
+        status, _, err = cli(capsys, *argv, *nobody)
+        assert status == 3 and "bench service" not in err, (argv, err)
 
 
 def test_simulate_keeps_to_a_private_bench_beside_a_running_service(service, capsys, tmp_path):
@@ -508,3 +506,138 @@ def test_an_swd_restore_through_the_service_keeps_its_slot_busy_and_ctrl_c_stops
         watcher.close()
     finally:
         service.close()
+
+
+BACKUP_SPEC = "app-crash@boron,dead@p2"
+
+
+@pytest.fixture
+def backup_service(short_dir, monkeypatch):
+    """A service whose slot 1 device crashes in its app (the recovery keeps the app, then writes Tinker over it)
+    and whose slot 2 shows nothing on USB."""
+    started = service_on(short_dir, BACKUP_SPEC, speed=50.0)
+    monkeypatch.setenv("KIOSK_SOCKET", str(started.socket_path))
+    yield started
+    started.close()
+
+
+@pytest.fixture
+def one_bench(monkeypatch):
+    """Alone, every command of a test on one simulated bench, so the next finds the device as the last left it."""
+    from kiosk.bench import simulated_bench
+
+    made: list = []
+
+    def same(spec, speed=None):
+        if not made:
+            made.append(simulated_bench(spec, speed))
+            made.append(made[0].close)
+            made[0].close = lambda: None
+        return made[0]
+
+    monkeypatch.setattr("kiosk.commands.device_cmd.simulated_bench", same)
+    yield
+    if made:
+        made[1]()
+
+
+def test_backup_restore_through_the_service_gives_what_it_gives_alone(backup_service, one_bench, capsys, tmp_path):
+    journal = str(tmp_path / "alone.sqlite")
+    mine = ["--simulate", BACKUP_SPEC, "--journal", journal]
+
+    def recovered(*alone: str) -> str:  # the recovery keeps the crashing app, then writes Tinker over it
+        doc = json.loads(cli(capsys, "recover", "--slot", "1", "--json", *alone)[1])
+        assert doc["verdict"] == "recovered"
+        return str(doc["run_id"])
+
+    library = ["--library", str(backup_service.engine.library.root)]  # the same Tinker, kept in its turn
+    run, alone_run = recovered(), recovered(*mine, *library)
+    status, out, err = cli(capsys, "backup", "restore", run, "--slot", "1", "--json")
+    assert status == 0, err
+    assert "kiosk backup restore: through the bench service on" in err
+    served = json.loads(out)
+    a_status, a_out, _ = cli(capsys, "backup", "restore", alone_run, "--slot", "1", "--json", *mine)
+    by_itself = json.loads(a_out)
+    assert a_status == status and served.keys() == by_itself.keys()
+    for key in ("refused", "platform", "command", "ok", "final_usb_mode"):
+        assert served[key] == by_itself[key], key
+    assert served["command"] == "backup restore" and served["restoring_run"] == int(run)
+    assert [r["sha256"] for r in served["restoring"]] == [r["sha256"] for r in by_itself["restoring"]]
+    assert steps(served) == steps(by_itself) and outcomes(served) == outcomes(by_itself)
+    assert set(outcomes(served)) == {"written"} and served["final_usb_mode"] == "normal"
+    assert len(served["backups"]) == len(by_itself["backups"]) == 1  # what it wrote over (Tinker) is kept too
+    with Journal(backup_service.engine.journal_path) as kept:  # a run of its own in the service's journal
+        restored = kept.run(served["run_id"])
+    assert (restored["kind"], restored["verdict"]) == ("manual flash", "flashed")
+    assert {"command": "backup restore"} in [o["data"] for o in restored["observations"] if o["kind"] == "command"]
+    # the text (the crashing app is back: recovered again first): what it restores where, the progress, the end
+    run, alone_run = recovered(), recovered(*mine, *library)
+    served = cli(capsys, "backup", "restore", run, "--slot", "1")
+    by_itself = cli(capsys, "backup", "restore", alone_run, "--slot", "1", *mine)
+    assert served[0] == by_itself[0] == 0
+    said = served[2].splitlines()[1:]  # after the line that says it goes through the service
+    assert said[0].startswith(f"Restoring the app kept by run {run} to Boron ") and said[0].endswith(" in slot 1")
+    assert said[0] == by_itself[2].splitlines()[0].replace(f"run {alone_run} ", f"run {run} ")
+    here, there = str(Path(backup_service.engine.journal_path).parent), str(tmp_path)  # each journal's folder
+    assert [line.replace(here, "J") for line in said[1:]] == [line.replace(there, "J") for line in
+                                                              by_itself[2].splitlines()[1:]]  # fmt: skip
+    assert any(line.startswith("  1/") for line in said)
+    assert served[1].splitlines()[-1].split(" (")[0] == by_itself[1].splitlines()[-1].split(" (")[0] == "slot 1: done"
+
+
+def test_backup_restore_through_the_service_is_refused_as_alone(backup_service, one_bench, capsys, tmp_path):
+    run = str(json.loads(cli(capsys, "recover", "--slot", "1", "--json")[1])["run_id"])
+    empty = str(json.loads(cli(capsys, "recover", "--slot", "2", "--json")[1])["run_id"])  # a run that kept nothing
+    journal = tmp_path / "alone.sqlite"
+    mine = ["--simulate", BACKUP_SPEC, "--journal", str(journal)]
+    assert cli(capsys, "recover", "--slot", "1", *mine)[0] == 0
+    assert cli(capsys, "recover", "--slot", "2", *mine)[0] != 0
+    for argv in (["99"], [empty], [run, "--slot", "2"]):  # no such run, a run without a backup, no device: exit 3
+        served, by_itself = cli(capsys, "backup", "restore", *argv), cli(capsys, "backup", "restore", *argv, *mine)
+        assert served[0] == by_itself[0] == 3, (argv, served[2])
+        words = served[2].splitlines()[-1].replace(str(backup_service.engine.journal_path), "J")
+        assert words == by_itself[2].splitlines()[-1].replace(str(journal), "J"), argv
+        doc = json.loads(cli(capsys, "backup", "restore", *argv, "--json")[1])
+        alone_doc = json.loads(cli(capsys, "backup", "restore", *argv, "--json", *mine)[1])
+        assert (doc["ok"], doc["refused"], doc["status"]) == (alone_doc["ok"], alone_doc["refused"], 3), argv
+    # a backup kept from another device than the one in the slot: refused, nothing written, the same words
+    served_journal = backup_service.engine.journal_path
+    for path in (served_journal, journal):
+        with Journal(path) as kept:
+            backup = kept.backups(run_id=int(run))[0]
+            fake = kept.start_run(1, "0" * 24, "boron", kind="manual flash")
+            facts = {k: v for k, v in backup.items() if k not in ("artifact_id", "run_id", "created_at", "slot")}
+            kept.add_artifact(fake, "other.bin", json.dumps({**facts, "device_id": "0" * 24}), BACKUP_MEDIA_TYPE)
+    served, by_itself = cli(capsys, "backup", "restore", str(fake)), cli(capsys, "backup", "restore", str(fake), *mine)
+    assert served[0] == by_itself[0] == 2
+    assert served[2].splitlines()[-1] == by_itself[2].splitlines()[-1]
+    assert f"run {fake}'s backup is of device {'0' * 24}, but the device in slot 1 is " in served[2]
+    with Journal(served_journal) as kept:
+        backup = kept.backups(run_id=int(run))[0]
+    # a changed file, then a missing one
+    path = Path(served_journal).parent / backup["file"]
+    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    status, _, err = cli(capsys, "backup", "restore", run, "--slot", "1")
+    assert status == 2 and "no longer has the SHA-256" in err and "nothing was written" in err
+    path.unlink()
+    assert cli(capsys, "backup", "restore", run, "--slot", "1")[0] == 3
+    assert cli(capsys, "backup", "restore", run, "--slot", "9")[0] == 2  # no such slot
+    assert cli(capsys, "backup", "restore", run, "--journal", str(journal))[0] == 2  # not the service's journal
+
+
+def test_backup_restore_on_a_slot_another_client_runs_is_refused(backup_service, capsys):
+    run = str(json.loads(cli(capsys, "recover", "--slot", "1", "--json")[1])["run_id"])
+    # the device in slot 1 runs Tinker now (a recovery of it ends at once): slot 2's, which shows nothing on
+    # USB, takes the ladder a while
+    heard: list[tuple[str, dict]] = []
+    with BenchClient(backup_service.socket_path, client="touchscreen", role="touchscreen", subscribe=True,
+                     on_notification=lambda m, p: heard.append((m, p))).connect() as screen:  # fmt: skip
+        for json_out in ([], ["--json"]):  # each while the touchscreen's recovery has just begun on the slot
+            heard.clear()
+            screen.call("slot.recover", {"slot": 2})
+            status, out, err = cli(capsys, "backup", "restore", run, "--slot", "2", *json_out)
+            screen.call("slot.stop", {"slot": 2})
+            wait_for(lambda: any(m == "slot.idle" for m, _ in heard), 30, "the recovery to stop")
+            assert status == 2 and "busy with a recovery" in err
+            if json_out:
+                assert json.loads(out)["refused"] is True and json.loads(out)["status"] == 2

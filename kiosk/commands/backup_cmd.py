@@ -117,46 +117,87 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise
 
 
-def _restore(args: argparse.Namespace) -> int:
-    if not args.simulate:  # the bench and its journal are the service's while one runs: say so first
-        from kiosk.commands.through_service import refuse_if_served
+class BackupRefused(CommandError):
+    """A backup that is not put back: the words, the exit status, and ``reason`` (a key of BACKUP_REFUSALS)."""
 
-        refuse_if_served(args)
+    def __init__(self, message: str, reason: str):
+        super().__init__(message, BACKUP_REFUSALS[reason])
+        self.reason = reason
+
+
+#: Why `kiosk backup restore` puts nothing back -> its exit status (alone and through the bench service).
+BACKUP_REFUSALS = {
+    "no-run": EXIT_NOT_FOUND,  # the journal has no such run
+    "no-backup": EXIT_NOT_FOUND,  # the run kept no app
+    "backup-missing": EXIT_NOT_FOUND,  # the file is gone
+    "backup-changed": EXIT_REFUSED,  # the file is there but not what came off the device (or cannot be read)
+    "backup-not-a-module": EXIT_REFUSED,
+    "other-device": EXIT_REFUSED,  # the device in the slot is not the one the app came from
+}
+
+
+def kept_modules(journal, run_id: int) -> tuple[list[dict[str, Any]], list[tuple[str, Any]]]:
+    """The backups run ``run_id`` kept (newest first, as the journal lists them) and their modules in the order
+    they were kept, each file checked against the SHA-256 the journal recorded; BackupRefused says why not."""
+    backups = journal.backups(run_id=run_id)
+    if not backups:
+        if not any(r["id"] == run_id for r in journal.runs(limit=None)):
+            raise BackupRefused(f"there is no run {run_id} in {journal.path}: `kiosk backup list` lists the runs "
+                                "that kept an app", "no-run")  # fmt: skip
+        raise BackupRefused(f"run {run_id} kept no app (nothing was written over one, or the device had no readable "
+                            "app): `kiosk backup list` lists the runs that did", "no-backup")  # fmt: skip
+    wanted = []
+    for b in reversed(backups):  # in the order they were kept
+        path, problem = _check(journal, b)
+        if problem is not None:
+            raise BackupRefused(f"refused: {problem}; nothing was written",
+                                "backup-missing" if not path.exists() else "backup-changed")  # fmt: skip
+        try:
+            wanted.append((str(path), parse_module(path.read_bytes())))
+        except NotAModuleError as exc:
+            raise BackupRefused(f"refused: {path} is not a module ({exc}); nothing was written",
+                                "backup-not-a-module") from None  # fmt: skip
+    return backups, wanted
+
+
+def check_device(run_id: int, backups: list[dict[str, Any]], slot: int, device_id: str | None) -> str:
+    """The device in ``slot`` (its id, lower case) when it is the one the backups were kept from; else
+    BackupRefused ("other-device")."""
+    kept_from = {b.get("device_id") for b in backups}
+    here = (device_id or "").lower()
+    if here not in kept_from:
+        whose = ", ".join(sorted(str(d) for d in kept_from))
+        raise BackupRefused(f"refused: run {run_id}'s backup is of device {whose}, but the device in slot {slot} is "
+                            f"{here or 'one without an id'}; nothing was written. Put device {whose} in the slot",
+                            "other-device")  # fmt: skip
+    return here
+
+
+def restoring(run_id: int, backups: list[dict[str, Any]]) -> dict[str, Any]:
+    """What `kiosk backup restore` says of the backups it puts back (its JSON's ``restoring_run``, ``restoring``)."""
+    return {"restoring_run": run_id,
+            "restoring": [{k: b.get(k) for k in ("file", "sha256", "version", "index")} for b in backups]}  # fmt: skip
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from kiosk.commands import through_service
+
+    client = through_service.connect(args, subscribe=True)
+    if client is not None:  # the bench and its journal are the service's: it checks and flashes
+        with client:
+            through_service.announce(client, "kiosk backup restore")
+            return through_service.flash(args, client, backup_run=args.run_id)
     journal = _journal(args)
     try:
-        backups = journal.backups(run_id=args.run_id)
-        if not backups:
-            if not any(r["id"] == args.run_id for r in journal.runs(limit=None)):
-                raise CommandError(f"there is no run {args.run_id} in {journal.path}: `kiosk backup list` lists the "
-                                   "runs that kept an app", EXIT_NOT_FOUND)  # fmt: skip
-            raise CommandError(f"run {args.run_id} kept no app (nothing was written over one, or the device had "
-                               "no readable app): `kiosk backup list` lists the runs that did",
-                               EXIT_NOT_FOUND)  # fmt: skip
-        wanted = []
-        for b in reversed(backups):  # in the order they were kept
-            path, problem = _check(journal, b)
-            if problem is not None:
-                status = EXIT_NOT_FOUND if not path.exists() else EXIT_REFUSED
-                raise CommandError(f"refused: {problem}; nothing was written", status)
-            try:
-                wanted.append((str(path), parse_module(path.read_bytes())))
-            except NotAModuleError as exc:
-                raise CommandError(f"refused: {path} is not a module ({exc}); nothing was written") from None
+        backups, wanted = kept_modules(journal, args.run_id)
     finally:
         journal.close()
-    kept_from = {b.get("device_id") for b in backups}
     with open_bench(args) as bench:
         slot = _slot(bench, args.slot)
         device, facts = identify(slot)
-        here = (device.device_id or "").lower()
-        if here not in kept_from:
-            whose = ", ".join(sorted(str(d) for d in kept_from))
-            raise CommandError(f"refused: run {args.run_id}'s backup is of device {whose}, but the device in slot "
-                               f"{slot.index} is {here or 'one without an id'}; nothing was written. Put device "
-                               f"{whose} in the slot", EXIT_REFUSED)  # fmt: skip
+        here = check_device(args.run_id, backups, slot.index, device.device_id)
         if not args.json:
             print(f"Restoring the app kept by run {args.run_id} to {facts.platform.display_name} {here} in slot "
                   f"{slot.index}", file=sys.stderr)  # fmt: skip
-        extra = {"command": "backup restore", "restoring_run": args.run_id,
-                 "restoring": [{k: b.get(k) for k in ("file", "sha256", "version", "index")} for b in backups]}
+        extra = {"command": "backup restore", **restoring(args.run_id, backups)}
         return _run(args, slot, device, facts, wanted, Transport.AUTO, bench, extra)

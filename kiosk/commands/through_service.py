@@ -346,10 +346,11 @@ class ServiceJournal:
 FLASH_WAIT_S = 3 * 3600.0  # a Device OS update over YModem at its slowest, and then some
 
 
-def flash(args: argparse.Namespace, client, *, update: bool = False) -> int:
-    """`kiosk flash FILE...` (or `kiosk update`) in the service: planned there (it reads the files: the same
-    host), refused in the words and with the exit status the command gives alone, else written there with the
-    progress told as the service publishes it, and the same result printed."""
+def flash(args: argparse.Namespace, client, *, update: bool = False, backup_run: int | None = None) -> int:
+    """`kiosk flash FILE...` (or `kiosk update`, or `kiosk backup restore RUN`: ``backup_run``) in the service:
+    planned there (it reads the files: the same host; a backup's from its journal), refused in the words and
+    with the exit status the command gives alone, else written there with the progress told as the service
+    publishes it, and the same result printed."""
     from firmware.plan import Transport
     from kiosk.commands import flash_cmd
     from kiosk.commands.common import EXIT_OK, emit
@@ -360,11 +361,13 @@ def flash(args: argparse.Namespace, client, *, update: bool = False) -> int:
         check_same_files(args, client.call("bench.state", timeout=10))
     except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
         raise failure(exc) from None
-    command = "update" if update else "flash"
-    transport = Transport.AUTO if update else args.transport
+    command = "update" if update else ("backup restore" if backup_run is not None else "flash")
+    transport = Transport.AUTO if update or backup_run is not None else args.transport
     params: dict[str, Any] = {"slot": args.slot, "transport": transport.value, "skip_installed": True}
     if update:
         params["update"] = {"device_os": _release(args.device_os)}
+    elif backup_run is not None:
+        params["backup"] = {"run_id": backup_run}
     else:
         params["modules"] = [_module(item) for item in args.files]
     try:
@@ -372,6 +375,12 @@ def flash(args: argparse.Namespace, client, *, update: bool = False) -> int:
     except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
         raise _plan_failure(exc) from None
     extra: dict[str, Any] = {"command": command}
+    if backup_run is not None:
+        about = planned.get("backup") or {}
+        extra.update({"restoring_run": about.get("restoring_run"), "restoring": list(about.get("restoring") or [])})
+        if not args.json:
+            print(f"Restoring the app kept by run {backup_run} to {planned.get('platform_display')} "
+                  f"{(planned.get('device_id') or '').lower()} in slot {args.slot}", file=sys.stderr)  # fmt: skip
     if update:
         about = planned.get("update") or {}
         extra.update({"device_os": about.get("device_os"), "skipped": list(about.get("skipped") or []),
@@ -479,7 +488,11 @@ def _plan_failure(exc: Exception) -> CommandError:
     from kiosk.service.client import ServiceError
 
     if isinstance(exc, ServiceError) and exc.code == wire.REFUSED and isinstance(exc.data, dict):
+        from kiosk.commands.backup_cmd import BACKUP_REFUSALS, BackupRefused
+
         reason, name, error = exc.data.get("reason"), exc.data.get("file"), exc.data.get("error")
+        if reason in BACKUP_REFUSALS:  # `kiosk backup restore`: the service's words are the command's
+            return BackupRefused(exc.message, reason)
         if reason == "no-device":
             return CommandError(exc.message, EXIT_NOT_FOUND)
         if reason == "unreadable":

@@ -263,7 +263,13 @@ class Api:
             raise RpcError(wire.INVALID_PARAMS, f"transport must be one of {', '.join(TRANSPORTS)}")
         skip = param(params, "skip_installed", bool, required=False, default=False)
         update = param(params, "update", dict, required=False)
-        if update is not None:  # a Device OS update: the library's release for the device's platform
+        backup = param(params, "backup", dict, required=False)
+        if backup is not None:  # the apps a run kept, put back (`kiosk backup restore`)
+            run_id = backup.get("run_id")
+            if not isinstance(run_id, int) or isinstance(run_id, bool):
+                raise RpcError(wire.INVALID_PARAMS, 'backup is {"run_id": 41}: the run that kept the app')
+            manual = self.engine.plan_manual(slot, [], Transport(transport), skip_installed=skip, backup_run=run_id)
+        elif update is not None:  # a Device OS update: the library's release for the device's platform
             release = update.get("device_os")
             if release is not None and not isinstance(release, str):
                 raise RpcError(wire.INVALID_PARAMS, 'update is {"device_os": "6.1.1"} or {"device_os": null}')
@@ -415,4 +421,4 @@ def describe(manual: ManualPlan) -> dict[str, Any]:
             "suggestion": manual.suggestion.value if manual.suggestion is not None else None,
             "platform": manual.platform, "platform_display": manual.platform_display,
             "device_id": manual.device_id, "already_on_device": list(manual.already),
-            "update": manual.update}  # fmt: skip
+            "update": manual.update, "backup": manual.backup}  # fmt: skip

@@ -78,6 +78,7 @@ class ManualPlan:
     device_id: str | None = None
     already: list[dict[str, Any]] = field(default_factory=list)  # steps left out: the device has them (JSON)
     update: dict[str, Any] | None = None  # a Device OS update: {"device_os", "skipped", "lacks"}
+    backup: dict[str, Any] | None = None  # a backup put back: {"restoring_run", "restoring": [...]}
 
     @property
     def refused(self) -> bool:
@@ -565,12 +566,16 @@ class KioskBackend:
         skip_installed: bool = False,
         update: bool = False,
         release: str | None = None,
+        backup_run: int | None = None,
     ) -> ManualPlan:
         """Check a manual flash before anything is written: the plan, or every reason it is refused.
 
         ``skip_installed``: leave out what the device has already (same version and hash), as `kiosk flash`
         does; ``update``: the modules are the library's Device OS ``release`` (None: the newest) for the
-        device's platform, as `kiosk update` takes them (``sources`` is then ignored)."""
+        device's platform, as `kiosk update` takes them (``sources`` is then ignored); ``backup_run``: the
+        modules are the apps that run kept in the journal, as `kiosk backup restore` takes them: every file
+        checked against its SHA-256 first, and the device in the slot must be the one they came from
+        (PlanInputError with ``reason`` as ``kiosk.commands.backup_cmd``'s BACKUP_REFUSALS)."""
         from firmware.plan import PlanRefused, plan_flash
         from hw.usb_identity import UsbAccessError
         from kiosk import modes
@@ -578,12 +583,16 @@ class KioskBackend:
         from kiosk.executor import skip_installed as leave_out_installed
         from kiosk.facts import gather_facts
 
-        if not sources and not update:
+        if not sources and not update and backup_run is None:
             raise ValueError("choose at least one module first")
         bench = self.bench
         slot = bench.slot(slot_number)
         if self._busy.get(slot_number):
             raise SlotBusyError(f"slot {slot_number} is busy with a {self._busy[slot_number]}: wait, or press Stop")
+        backups: list[dict[str, Any]] = []
+        kept: list[tuple[str, Module]] = []
+        if backup_run is not None:  # the journal first, as the command alone: nothing on the bench is asked yet
+            backups, kept = self._backups(backup_run)
         with bench.clock.actor():
             try:
                 device = modes.identify(slot)
@@ -597,17 +606,26 @@ class KioskBackend:
                 version = _system_version_in_flash(slot, device)  # what the bootloader would find, read only
                 if version is not None:
                     facts = DeviceFacts(facts.platform, version, facts.modules, facts.mode, facts.protected)
-        words_update = None
+        words_update = words_backup = None
         if update:
             sources, words_update = self._update_sources(facts, release)
-        wanted = self._load(sources, facts)
+        if backup_run is not None:
+            from kiosk.commands.backup_cmd import BackupRefused, check_device, restoring
+
+            try:
+                check_device(backup_run, backups, slot_number, device.device_id)
+            except BackupRefused as exc:
+                raise PlanInputError(str(exc), reason=exc.reason) from None
+            wanted, words_backup = kept, restoring(backup_run, backups)
+        else:
+            wanted = self._load(sources, facts)
         version = facts.system_version
         from firmware.versions import describe_system_version
 
         os_words = f"Device OS {describe_system_version(version)}" if version else "Device OS unknown"
         words = f"{facts.platform.display_name} {device.device_id or ''} · {os_words} · {modes_word(device.mode)}"
         about = {"platform": facts.platform.name, "platform_display": facts.platform.display_name,
-                 "device_id": device.device_id, "update": words_update}  # fmt: skip
+                 "device_id": device.device_id, "update": words_update, "backup": words_backup}  # fmt: skip
         try:
             plan = plan_flash(facts, wanted, transport)
         except PlanRefused as refused:
@@ -617,6 +635,17 @@ class KioskBackend:
             plan, skipped = leave_out_installed(plan, facts.modules)
             already = [{**s.to_json(), "why": ALREADY_ON_DEVICE} for s in skipped]
         return ManualPlan(slot_number, plan, [], words, **about, already=already)
+
+    def _backups(self, run_id: int) -> tuple[list[dict[str, Any]], list[tuple[str, Module]]]:
+        """The apps run ``run_id`` kept, from the journal, each file checked (kiosk.commands.backup_cmd)."""
+        from kiosk.commands.backup_cmd import BackupRefused, kept_modules
+
+        if self.journal is None:
+            raise ValueError("this kiosk keeps no journal, so it kept no app to put back")
+        try:
+            return kept_modules(self.journal, run_id)
+        except BackupRefused as exc:
+            raise PlanInputError(str(exc), reason=exc.reason) from None
 
     def _update_sources(self, facts: Any, release: str | None) -> tuple[list[Source], dict[str, Any]]:
         """The library's Device OS ``release`` for the device, as sources (the encrypted parts left out: the
