@@ -1,7 +1,7 @@
-"""The CLI through the bench service: with a service running, `kiosk recover`, `flash`, `update`, `inspect`,
-the mode commands, `led`, `history`, `report` and `device-history` ask it (the same documents and exit statuses
-as alone), the other bench commands refuse instead of driving the bench behind its back, ``--simulate`` keeps to
-a private bench, and Ctrl+C on a `kiosk recover` stops the run it started in the service."""
+"""The CLI through the bench service: with a service running, `kiosk recover`, `flash`, `update`, `restore --swd`,
+`backup restore`, `list`, `inspect`, the mode commands, `led`, `history`, `report` and `device-history` ask it (the
+same documents and exit statuses as alone, a busy slot refused), ``--simulate`` keeps to a private bench, with no
+service answering each opens the bench itself, and Ctrl+C stops what the command started in the service."""
 
 from __future__ import annotations
 

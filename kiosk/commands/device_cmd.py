@@ -73,12 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 @contextlib.contextmanager
 def open_bench(args: argparse.Namespace) -> Iterator[Bench]:
-    """The bench the arguments ask for; CommandError with exit 2 or 3 when it cannot be had, and exit 2 when a
-    bench service owns the real bench (this command must not drive it behind the service's back)."""
-    if not args.simulate:
-        from kiosk.commands.through_service import refuse_if_served
-
-        refuse_if_served(args)
+    """The bench the arguments ask for; CommandError with exit 2 or 3 when it cannot be had. Every command that
+    opens it has asked for a bench service first (kiosk.commands.through_service) and goes through one that
+    answers, so this is the bench of a command that found none."""
     try:
         if args.simulate:
             bench = simulated_bench(args.simulate, args.speed)

@@ -1,14 +1,16 @@
 """The CLI through the bench service: when `kiosk service` runs, it owns the bench, and the commands ask it.
 
-Two programs must never drive the same slot, so a command that would open the real bench (no ``--simulate``)
+Two programs must never drive the same slot, so every command that would open the real bench (no ``--simulate``)
 first looks for a bench service on its socket (``--socket``, else ``$KIOSK_SOCKET``, else
-/run/particle-kiosk/bench.sock). When one answers, `kiosk recover`, `flash`, `update`, `inspect`, the mode
-commands (`dfu`, `safe-mode`, `listen`, `reset`, `cold-boot`), `led`, `history`, `report` and `device-history`
-go through it (the same output, text or ``--json``, and the same exit status as
-when they open the bench themselves; a flash's files are read by the service, on the same host); the other
-bench commands refuse, saying so, rather than move buttons behind the service's back. When none answers, they
-open the bench as before. ``--simulate`` always means a private simulated bench of the command's own: it never
-touches the service.
+/run/particle-kiosk/bench.sock). When one answers, the command goes through it: `kiosk recover`, `flash`,
+`update`, `restore --swd`, `backup restore`, `list`, `inspect`, the mode commands (`dfu`, `safe-mode`, `listen`,
+`reset`, `cold-boot`), `led`, `history`, `report` and `device-history`, with the same output, text or ``--json``,
+and the same exit status as when they open the bench themselves (a flash's files are read by the service, on
+the same host; a backup is read from the service's journal). A slot another client runs something on is refused
+as busy (exit 2); Ctrl+C stops what the command started there. When none answers, they open the bench as
+before. A socket this user may not open is refused (the bench may be the service's), never taken for "no
+service". ``--simulate`` always means a private simulated bench of the command's own: it never touches the
+service.
 """
 
 from __future__ import annotations
@@ -97,22 +99,6 @@ def connect(args: argparse.Namespace, *, subscribe: bool = False):
         raise CommandError(f"something listens on {path} but is not a bench service that answers ({exc}); "
                            "the kiosk does not open the bench beside it", EXIT_FAILED) from None  # fmt: skip
     return client
-
-
-def refuse_if_served(args: argparse.Namespace) -> None:
-    """For the bench commands that cannot go through the service: refuse while one runs (it owns the bench)."""
-    client = connect(args)
-    if client is None:
-        return
-    with client:
-        words = (client.hello or {}).get("bench") or "the bench"
-    raise CommandError(
-        f"the bench service on {client.socket_path} owns the bench ({words}); `{command_name(args)}` does not go "
-        "through it, and it does not open the bench behind the service's back (two programs must never drive "
-        "the same slot). Use the touchscreen, or `kiosk recover` / `flash` / `update` / `inspect` / `dfu` / "
-        f"`led` (they go through the service), or stop the service first ({START_HINT})",
-        EXIT_REFUSED,
-    )
 
 
 def announce(client, what: str) -> None:
