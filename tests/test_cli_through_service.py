@@ -641,3 +641,34 @@ def test_backup_restore_on_a_slot_another_client_runs_is_refused(backup_service,
             assert status == 2 and "busy with a recovery" in err
             if json_out:
                 assert json.loads(out)["refused"] is True and json.loads(out)["status"] == 2
+
+
+def test_ctrl_c_on_a_mode_command_through_the_service_stops_the_change_it_started(short_dir):
+    """`kiosk dfu` in its own process, on a device that refuses the control request (so MODE is held through
+    RESET): the touchscreen hears the slot busy, and Ctrl+C lets MODE go at once."""
+    service = service_on(short_dir, "protected@boron", speed=1.0)
+    buttons = service.engine.bench.slot(1).buttons
+    heard: list[tuple[str, dict]] = []
+    try:
+        watcher = BenchClient(service.socket_path, client="test", role="touchscreen", subscribe=True,
+                              on_notification=lambda m, p: heard.append((m, p))).connect()  # fmt: skip
+        env = {**os.environ, "KIOSK_SOCKET": str(service.socket_path), "PYTHONPATH": str(ROOT)}
+        command = [sys.executable, "-m", "kiosk.cli", "dfu", "--slot", "1"]
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_for(lambda: buttons.mode.pressed, 60, "MODE held for the DFU mode")
+            assert [p["busy_with"] for m, p in heard if m == "slot.busy"] == ["mode change"]
+            proc.send_signal(signal.SIGINT)
+            _out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        assert proc.returncode == 1 and "stopped" in err, err
+        wait_for(lambda: any(m == "slot.idle" for m, _ in heard), 10, "the mode change's end")
+        assert not buttons.mode.pressed and not buttons.reset.pressed
+        idle = next(p for m, p in heard if m == "slot.idle")
+        assert idle["state"]["rung_detail"] == "dfu stopped; buttons released"
+        watcher.close()
+    finally:
+        service.close()

@@ -268,3 +268,51 @@ async def test_a_touchscreen_killed_mid_flash_leaves_the_run_to_the_service_and_
             link.close()
     finally:
         service.close()
+
+
+def test_a_mode_change_keeps_its_slot_busy_for_every_client_and_slot_stop_interrupts_it(short_dir):
+    """slot.mode on a device that refuses the control request (Device Protection), so the buttons do it: every
+    client hears the slot busy, a recovery there is refused, and slot.stop from another client ends the change
+    mid-hold, MODE let go at once (long before the hold would have ended)."""
+    from kiosk.service.wire import BUSY, REFUSED
+
+    service = service_on(short_dir, "protected@boron,healthy@boron", speed=1.0)
+    buttons = service.engine.bench.slot(1).buttons
+    heard: list[tuple[str, dict]] = []
+    answer: dict = {}
+    try:
+        with BenchClient(service.socket_path, client="kiosk dfu", role="cli").connect() as cli, \
+                BenchClient(service.socket_path, client="screen", role="touchscreen", subscribe=True,
+                            on_notification=lambda m, p: heard.append((m, p))).connect() as screen:  # fmt: skip
+
+            def change() -> None:
+                try:
+                    answer["value"] = cli.call("slot.mode", {"slot": 1, "mode": "dfu"}, timeout=60)
+                except ServiceError as exc:
+                    answer["error"] = exc
+
+            worker = threading.Thread(target=change)
+            worker.start()
+            wait_for(lambda: buttons.mode.pressed, 30, "MODE held (the control request was refused)")
+            busy = next(p for m, p in heard if m == "slot.busy")
+            assert (busy["slot"], busy["busy_with"], busy["state"]["activity"]) == (1, "mode change", "running")
+            assert busy["state"]["rung_detail"].startswith("Put the device in DFU mode")
+            with pytest.raises(ServiceError) as refused:
+                screen.call("slot.recover", {"slot": 1})
+            assert refused.value.code == BUSY and "busy with a mode change" in refused.value.message
+            pressed_at = time.monotonic()
+            assert screen.call("slot.stop", {"slot": 1}) == {"stopping": True}
+            worker.join(30)
+            assert not worker.is_alive() and time.monotonic() - pressed_at < 2.0
+            assert not buttons.mode.pressed and not buttons.reset.pressed  # let go, inside the hazard guard
+            exc = answer.get("error")
+            assert exc is not None and exc.code == REFUSED and exc.data == {"reason": "stopped"}, answer
+            wait_for(lambda: any(m == "slot.idle" for m, _ in heard), 10, "the slot idle again")
+            idle = next(p for m, p in heard if m == "slot.idle")
+            assert idle["verdict"] is None and idle["state"]["activity"] == "idle"
+            assert idle["state"]["rung_detail"] == "dfu stopped; buttons released"
+            assert screen.call("slot.stop", {"slot": 1}) == {"stopping": False}  # nothing runs now
+            done = cli.call("slot.mode", {"slot": 2, "mode": "reset"}, timeout=60)  # another slot, undisturbed
+            assert done["ok"] and service.board.state(2).rung_detail.startswith("reset: normal reached via ")
+    finally:
+        service.close()

@@ -16,6 +16,7 @@ service.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import queue
 import socket
@@ -620,13 +621,18 @@ def list_devices(args: argparse.Namespace, client) -> dict[str, Any]:
 
 
 def mode(args: argparse.Namespace, client) -> dict[str, Any]:
-    """The mode command in the service (it moves the buttons, inside its hazard guard): the ModeResult JSON."""
+    """The mode command in the service (it moves the buttons, inside its hazard guard): the ModeResult JSON.
+    Ctrl+C stops the mode change this command started (buttons released, power back after the drain time)."""
     from kiosk.service.client import ServiceError, ServiceUnavailable
 
     try:
         return client.call("slot.mode", {"slot": args.slot, "mode": args.operation}, timeout=600)
     except (ServiceError, ServiceUnavailable, TimeoutError) as exc:
         raise _slot_failure(exc) from None
+    except KeyboardInterrupt:  # what this command started is this command's to stop
+        with contextlib.suppress(Exception):  # the service may be gone: nothing more to stop from here
+            client.call("slot.stop", {"slot": args.slot}, timeout=10)
+        raise
 
 
 def led(args: argparse.Namespace, client) -> dict[str, Any]:

@@ -111,7 +111,7 @@ class Board:
             return "slot.device", {"slot": item.slot, "device_id": item.device_id, "platform": item.platform,
                                    "mode": item.mode, "change": change}, new  # fmt: skip
         if isinstance(item, SlotBusy):
-            new = slot_states.started(state, item.busy_with, item.run_id)
+            new = slot_states.started(state, item.busy_with, item.run_id, item.detail)
             return "slot.busy", {"slot": item.slot, "busy_with": item.busy_with, "run_id": item.run_id}, new
         if isinstance(item, SlotIdle):
             new = slot_states.finish(state, item.verdict, item.detail, item.run_id)

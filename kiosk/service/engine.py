@@ -376,9 +376,12 @@ class KioskBackend:
 
     def change_mode(self, slot_number: int, operation: str) -> dict[str, Any]:
         """``kiosk dfu|safe-mode|listen|reset|cold-boot`` on the slot, in this thread (a clock actor), as the
-        command does alone: the ModeResult as JSON. The slot is busy meanwhile (a recovery or flash is refused);
-        PlanInputError says why nothing was done ("no-device", "stopped"), ValueError when the hazard guard
-        refuses."""
+        command does alone: the ModeResult as JSON. The slot is busy meanwhile ("mode change": a recovery, flash
+        or another mode change is refused) and every card shows it (slot.busy, then slot.idle with what came of
+        it, no verdict: a mode change is no run). Stop cancels its waits through the clock (hw.clock.Cancelled):
+        the buttons are let go in their own ``finally``, power comes back once the drain time is over, and the
+        hazard guard checks every press as ever. PlanInputError says why nothing was done ("no-device",
+        "stopped"), ValueError when the hazard guard refuses."""
         from hw.clock import Cancelled
         from hw.hazard import HazardRefused
         from hw.usb_identity import UsbAccessError
@@ -387,22 +390,36 @@ class KioskBackend:
 
         if operation not in MODE_COMMANDS:
             raise ValueError(f"no mode command {operation!r}; they are: {', '.join(MODE_COMMANDS)}")
+        change, words = MODE_COMMANDS[operation]
         lock = self._slot_lock(slot_number)
         with lock:
             self._check_free(slot_number, ": wait, or press Stop")
             self._busy[slot_number] = "mode change"
+            cancel = self.bench.clock.event()
+            self._cancels[slot_number] = cancel
+        self.post(SlotBusy(slot_number, "mode change", None, f"{words[:1].upper()}{words[1:]}…"))
+        outcome = "the mode change failed"
         try:
             with self.bench.clock.actor():
-                result = MODE_COMMANDS[operation][0](self.bench.slot(slot_number))
+                result = change(self.bench.slot(slot_number), cancel)
+            if result.ok:
+                outcome = f"{operation}: {result.reached} reached via {result.via} ({result.elapsed_s:.1f} s)"
+            else:
+                outcome = f"{operation} FAILED: the device is in {result.reached or 'an unknown state'}"
         except (modes.DeviceNotFound, UsbAccessError) as exc:
+            outcome = str(exc)
             raise PlanInputError(str(exc), reason="no-device") from None
         except HazardRefused as exc:
+            outcome = f"refused: {exc}"
             raise ValueError(str(exc)) from None
         except Cancelled:
+            outcome = f"{operation} stopped; buttons released"
             raise PlanInputError("stopped; buttons released", reason="stopped") from None
         finally:
             with lock:
                 self._busy.pop(slot_number, None)
+                self._cancels.pop(slot_number, None)
+            self.post(SlotIdle(slot_number, None, outcome, None))
         return result.to_json()
 
     def swd_restore(self, slot_number: int, *, platform: str | None = None, device_os: str | None = None,

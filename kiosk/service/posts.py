@@ -43,16 +43,19 @@ class DeviceSeen:
 
 @dataclass(frozen=True)
 class SlotBusy:
-    """A recovery or a manual flash has begun on a slot (its run id, once the journal gave one)."""
+    """A recovery, a manual flash, a restore over SWD or a mode change has begun on a slot (its run id, once the
+    journal gave one; ``detail``: what the card says it does, when no event will)."""
 
     slot: int
     busy_with: str
     run_id: int | None
+    detail: str | None = None
 
 
 @dataclass(frozen=True)
 class SlotIdle:
-    """A slot's run has ended: the verdict it gave (None when the events carried it) and why."""
+    """A slot's run has ended: the verdict it gave (None when the events carried it, or for a mode change, which
+    gives none) and why (for a mode change: what came of it)."""
 
     slot: int
     verdict: str | None

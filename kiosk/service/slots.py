@@ -145,7 +145,7 @@ class SlotState:
     led: dict[str, Any] | None = None  # the latest LedReading.to_json()
     sos: dict[str, Any] | None = None  # the last whole SOS reading this run (code, name, meaning)
     activity: str = "idle"  # idle, starting, running, stopping, flashing
-    busy_with: str | None = None  # "recovery" or "manual flash" while activity is not idle
+    busy_with: str | None = None  # "recovery", "manual flash", "restore over SWD" or "mode change" (the last one)
     rungs: dict[str, str] = field(default_factory=lambda: dict.fromkeys(RUNGS, "waiting"))
     rung_detail: str = ""
     progress: FlashProgress | None = None
@@ -339,16 +339,22 @@ def _handlers() -> dict[type, Any]:
 
 
 def finish(state: SlotState, verdict: str | None, detail: str | None, run_id: int | None) -> SlotState:
-    """The card once the worker has ended: idle, with the verdict (an error if the ladder gave none)."""
+    """The card once the worker has ended: idle, with the verdict (an error if the ladder gave none); with no
+    verdict (a mode change gives none) ``detail`` says what came of it."""
     if state.verdict is None and verdict is not None:
         state = replace(state, verdict=verdict, verdict_detail=detail or "")
+    elif verdict is None and detail:
+        state = replace(state, rung_detail=detail)
     return replace(state, activity="idle", progress=None, run_id=None, last_run_id=run_id or state.last_run_id)
 
 
-def started(state: SlotState, busy_with: str, run_id: int | None) -> SlotState:
-    """A recovery or a manual flash has begun (the card is fresh unless the run's first events came first)."""
+def started(state: SlotState, busy_with: str, run_id: int | None, detail: str | None = None) -> SlotState:
+    """A recovery, a manual flash, a restore over SWD or a mode change has begun (the card is fresh unless the
+    run's first events came first); ``detail``: what it does, in words, until its events say more."""
     if state.activity == "idle":
         state = fresh_run(state, busy_with)
+    if detail:
+        state = replace(state, rung_detail=detail)
     activity = state.activity if state.activity == "stopping" else "running"
     return replace(state, activity=activity, busy_with=busy_with, run_id=run_id if run_id is not None else state.run_id)
 

@@ -171,12 +171,17 @@ def bar_text(state: SlotState, roomy: bool, tick: int, width: int) -> Text:
     return Text()
 
 
+#: What a busy card says it does before the work's own events say more.
+BUSY_WORDS = {"recovery": "recovering…", "manual flash": "flashing…", "restore over SWD": "restoring over SWD…",
+              "mode change": "changing its mode…"}  # fmt: skip
+
+
 def verdict_text(state: SlotState) -> tuple[Text, Text, Text, str | None]:
     """The verdict as three parts: a headline, the instruction a technician acts on (which the card always
     shows whole), and what was found (shown as far as there is room); and the tone (good, attention, bad,
     neutral; None: no verdict yet). While a slot works, the headline is what it is doing."""
     if state.running:
-        detail = state.rung_detail or ("recovering…" if state.busy_with == "recovery" else "flashing…")
+        detail = state.rung_detail or BUSY_WORDS.get(state.busy_with or "", "working…")
         return Text(detail, style="italic"), Text(), Text(), None
     if state.verdict is not None:
         words = VERDICTS.get(state.verdict) or VERDICTS["error"]
@@ -188,12 +193,13 @@ def verdict_text(state: SlotState) -> tuple[Text, Text, Text, str | None]:
         action = instruction(state.verdict, state.verdict_action, state.verdict_again, state.usb_errors,
                              AGAIN_TOUCHSCREEN)  # fmt: skip
         return head, Text(action, style="bold"), Text(state.verdict_detail, style="italic"), words.tone
+    done = Text(state.rung_detail, style="italic") if state.busy_with == "mode change" else Text()  # what came of it
     if state.present is False:
         return Text("○ No device on USB: plug a device in.", style="bold"), Text("A dark device? Press RECOVER."), \
-            Text(), None  # fmt: skip
+            done, None  # fmt: skip
     if state.present is None:
-        return Text("looking for a device…", style="italic"), Text(), Text(), None
-    return Text("● Ready: press RECOVER", style="bold"), Text(), Text(), None
+        return Text("looking for a device…", style="italic"), Text(), done, None
+    return Text("● Ready: press RECOVER", style="bold"), Text(), done, None
 
 
 def card_lines(state: SlotState, roomy: bool, tick: int, width: int, height: int,
@@ -216,6 +222,7 @@ def card_lines(state: SlotState, roomy: bool, tick: int, width: int, height: int
     led_short = led_text(state, False)
     led_short.no_wrap, led_short.overflow = True, "ellipsis"
     rungs_long = wrap(ladder_text(state, True)) if roomy else []
+
     def bar_lines(long: bool) -> list[Text]:
         bar = bar_text(state, long, tick, width)
         return wrap(bar) if bar.plain else ([Text()] if state.running else [])
@@ -232,7 +239,7 @@ def card_lines(state: SlotState, roomy: bool, tick: int, width: int, height: int
         left -= extra
         return True
 
-    ladder = state.busy_with != "manual flash"  # a flash by hand is no recovery: its rungs would all say waiting
+    ladder = state.busy_with in (None, "recovery")  # by hand (a flash, a restore, a mode change) is no recovery
     if ladder:
         take("rungs", [ladder_text(state, False)])
     take("led", [led_short])
