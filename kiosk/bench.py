@@ -204,8 +204,11 @@ def simulated_bench(spec: str, speed: float | None = None) -> Bench:
         buttons, power, led, closers = _slot_drivers(cfg, clock, GuardLimits(), 50.0, factory, EdgeLedSensor)
         power.on()  # the device is plugged in when the bench starts
         probe_id = f"sim-swd-{n + 1:04d}"
+        # Device OS in protected mode sets an nRF52's UICR.APPROTECT: its debug port opens only by a mass erase
+        # (reference: led-buttons-restore.md, SWD), which the kiosk never asks for; the simulator locks it too.
+        swd_faults = ("dead",) * device.faults.dead + ("locked",) * _locked_over_swd(device)
         probe = SimSwdProbe(
-            clock, unique_id=probe_id, faults=("dead",) if device.faults.dead else (),
+            clock, unique_id=probe_id, faults=swd_faults,
             device_platform=device.platform, is_powered=device.swd_powered, on_erased=device.swd_erased,
             on_programmed=device.swd_programmed, on_reset=device.swd_reset,
         )  # fmt: skip
@@ -214,3 +217,8 @@ def simulated_bench(spec: str, speed: float | None = None) -> Bench:
                           serial_lister=serial_lister(device), swd=probe, swd_probe_id=probe_id,
                           _closers=closers))  # fmt: skip
     return Bench(slots, clock, simulated=True)
+
+
+def _locked_over_swd(device) -> bool:
+    """A protected nRF52 (Gen3): Device Protection leaves its debug port locked (APPROTECT)."""
+    return device.faults.protected and device.platform.mcu.name == "nrf52840"

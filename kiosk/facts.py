@@ -1,6 +1,9 @@
 """What the kiosk can learn about the device in a slot before planning a flash: its platform, mode,
 Device OS version, modules and protection, asked gently (control requests in normal mode, the DFU
 protection string in DFU mode). Anything it cannot learn stays None, which the planner treats as unknown.
+``protected`` is True only when the device said so: one that did not answer (a crash loop between two looks)
+may be protected all the same. What stops harm then is the device itself (a protected device refuses writes
+over USB, and a protected nRF52's debug port is locked, which no restore here mass-erases open).
 """
 
 from __future__ import annotations

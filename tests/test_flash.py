@@ -312,6 +312,27 @@ def test_swd_restore_refused_on_a_protected_device(capsys):
     assert status == 2 and "Device Protection is on" in capsys.readouterr().err
 
 
+def test_swd_restore_of_a_protected_device_whose_protection_went_unseen_is_stopped_by_its_locked_debug_port(
+    capsys, captured_bench, monkeypatch
+):
+    """A protected Boron in its crash loop may not answer the control request that shows its protection; its
+    debug port is locked (APPROTECT) all the same, and the restore never mass-erases it open."""
+    from firmware.plan import DeviceFacts
+    from kiosk.commands import flash_cmd
+
+    def unanswered(slot, device):
+        return DeviceFacts(device.platform, None, None, mode=device.mode, protected=False)
+
+    monkeypatch.setattr(flash_cmd, "gather_facts", unanswered)
+    status = main(["restore", "--swd", "--simulate", "protected@boron"])
+    err = capsys.readouterr().err
+    assert status == 1 and "locked (APPROTECT" in err and "mass erase" in err
+    device = captured_bench[0].slot(1).device
+    with device.clock.actor():
+        modules = device.modules.values()
+        assert all(m.valid_integrity for m in modules) and sum(len(m.data) for m in modules) > 100_000  # not erased
+
+
 @pytest.mark.parametrize("platform", ["boron", "photon", "p2"])
 def test_tinker_first_update_takes_only_in_the_other_order(platform):
     """tinker-first: the update alone is written and verified but does not take, and the executor says so;
