@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from textual.widgets import Input
+from textual.widgets import DataTable, Input
 
 from firmware.builder import build_module
 from firmware.platforms import Function
@@ -55,6 +55,10 @@ async def settle(pilot) -> None:
     for field in pilot.app.screen.query(Input):
         field.cursor_blink = False
     await pilot.app.workers.wait_for_complete()
+    # A table sizes its columns to its rows when it is next idle; on a loaded machine that can come after two
+    # pauses, and the frame would show the columns still cut to their headers.
+    await wait_until(pilot, lambda: not any(t._require_update_dimensions for t in pilot.app.screen.query(DataTable)),
+                     20, "the tables sized to their rows")  # fmt: skip
     await pilot.pause()
     await pilot.pause()
 
