@@ -27,7 +27,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum, IntFlag
-from typing import Any
+from typing import Any, NamedTuple
 
 from firmware.platforms import (
     FUNCTION_NAMES,
@@ -50,6 +50,7 @@ COMPRESSION_HEADER_SIZE = 8
 
 PREFIX_STRUCT = struct.Struct("<IIBBHHBB4s4s")  # module_info_t
 _DEPENDENCY = struct.Struct("<BBH")
+_NO_DEPENDENCY = bytes(_DEPENDENCY.size)
 _EXT_HEADER = struct.Struct("<HH")
 _COMPRESSION = struct.Struct("<HBBI")
 
@@ -386,8 +387,7 @@ _SEARCH_LIMIT = 8192
 MAX_MODULE_SIZE = 16 * 1024 * 1024  # larger than any Particle flash region
 
 
-@dataclass(frozen=True)
-class _Candidate:
+class _Candidate(NamedTuple):  # a tuple: one is made for every offset tried, up to thousands per file
     offset: int
     score: int  # 7 = every check holds
     plausible: bool  # addresses ordered, a sane length, dependencies zeroed where empty
@@ -400,14 +400,16 @@ def _score(data: bytes, offset: int) -> _Candidate:
     if offset < 0 or offset + PREFIX_SIZE > len(data):
         return _Candidate(offset, -1, False, False, False)
     start, end, _res, flags, _ver, platform, function, _idx, dep1, dep2 = PREFIX_STRUCT.unpack_from(data, offset)
-    deps = [Dependency(*_DEPENDENCY.unpack(d)) for d in (dep1, dep2)]
     length = end - start + CRC_SIZE
     fits = length <= len(data) if flags & _COMBINED else length == len(data)
+    # dep1/dep2 are the raw 4 bytes of a dependency: its function is the first, and one without a function
+    # must be all zeros (Dependency.is_empty), read here without building a Dependency per offset tried
     plausible = (
         end > start
         and max(MIN_MODULE_SIZE, offset + PREFIX_SIZE) <= length <= MAX_MODULE_SIZE
         and function != 0
-        and all(d.function != 0 or d.is_empty for d in deps)
+        and (dep1[0] != 0 or dep1 == _NO_DEPENDENCY)
+        and (dep2[0] != 0 or dep2 == _NO_DEPENDENCY)
     )
     known_platform = platform_by_id(platform) is not None
     known_function = function in FUNCTION_NAMES
@@ -415,8 +417,8 @@ def _score(data: bytes, offset: int) -> _Candidate:
         plausible,
         known_platform,
         known_function,
-        deps[0].function in FUNCTION_NAMES,
-        deps[1].function in FUNCTION_NAMES,
+        dep1[0] in FUNCTION_NAMES,
+        dep2[0] in FUNCTION_NAMES,
         fits,
         not flags & ~KNOWN_FLAGS,
     )
