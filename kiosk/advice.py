@@ -24,6 +24,7 @@ DEFAULT_ACTIONS: dict[str, str] = {
     "needs-owner": "The product's owner must act first",
     "damaged-hardware": "Work through the checklist in the report",
     "stopped": "",  # the detail says buttons released, power on; the sentence is only how to start again
+    "interrupted": "",  # the bench service stopped mid-run: the run's record is kept; start it again
     "flashed": "The chosen modules are on the device and it runs",
     "flash-failed": "Nothing more was written; read the line below",
     "error": "The kiosk itself failed on this slot: see the report",
@@ -32,7 +33,7 @@ DEFAULT_ACTIONS: dict[str, str] = {
 AGAIN_TOUCHSCREEN = "press RECOVER"
 AGAIN_REPORT = "recover it again"
 #: Verdicts after which starting again is the obvious next thing, whatever the ladder said.
-RESTARTABLE = frozenset({"stopped"})
+RESTARTABLE = frozenset({"stopped", "interrupted"})
 
 
 def again_cli(slot: int) -> str:

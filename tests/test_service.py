@@ -176,7 +176,11 @@ def test_sigterm_stops_a_run_cleanly_and_a_killed_service_leaves_it_interrupted(
     try:
         wait_for(lambda: is_running(sock) or again.poll() is not None, 60, "the third service")
         with BenchClient(sock, role="cli").connect() as cli:
-            assert second in cli.call("bench.state")["interrupted"]
+            state = cli.call("bench.state")
+            assert second in state["interrupted"]
+            card = next(s for s in state["slots"] if s["index"] == 1)  # the card says so, not "ready"
+            assert card["verdict"] == "interrupted" and card["last_run_id"] == second
+            assert f"run {second} was cut off" in card["verdict_detail"]
     finally:
         again.send_signal(signal.SIGTERM)
         again.communicate(timeout=60)

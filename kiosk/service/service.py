@@ -12,6 +12,7 @@ told), and only then does the socket close.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from kiosk.service.api import Api, RemotePolicy
@@ -61,9 +62,16 @@ class BenchService:
             self.engine.close()
             raise
         states = []
+        cut_off = self._interrupted_by_slot()
         for slot in bench.slots:
             hint = slot.device.platform.name if slot.device is not None else None
-            states.append(SlotState(slot.index, slot.name, platform_hint=hint, led_sensor=bool(slot.led.available)))
+            state = SlotState(slot.index, slot.name, platform_hint=hint, led_sensor=bool(slot.led.available))
+            if slot.index in cut_off:  # the card says so, not "ready" as if nothing had happened
+                run_id = cut_off[slot.index]
+                state = replace(state, verdict="interrupted", last_run_id=run_id,
+                                verdict_detail=f"run {run_id} was cut off: the bench service stopped mid-run "
+                                "(its record is kept)")  # fmt: skip
+            states.append(state)
         self.board.reset(states)
         try:
             self.server.start()
@@ -84,6 +92,18 @@ class BenchService:
             poll(self._stop_pollers)
         except Exception as exc:  # a poller's fault is told, the service goes on
             self.board.post(Notice(f"the {name} poller stopped: {type(exc).__name__}: {exc}", "error"))
+
+    def _interrupted_by_slot(self) -> dict[int, int]:
+        """The slot of each run the previous service left unfinished (the newest per slot)."""
+        out: dict[int, int] = {}
+        for run_id in sorted(self.engine.interrupted):
+            try:
+                slot = self.engine.journal.run(run_id).get("slot")
+            except LookupError:
+                continue
+            if isinstance(slot, int):
+                out[slot] = run_id
+        return out
 
     def close(self, reason: str = "the bench service is stopping") -> None:
         """Stop every run cleanly, then the pollers, then the socket."""

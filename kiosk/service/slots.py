@@ -79,6 +79,7 @@ VERDICTS: dict[str, VerdictWords] = {
     "needs-owner": VerdictWords("!", "NEEDS THE OWNER", "attention"),
     "damaged-hardware": VerdictWords("✘", "DAMAGED HARDWARE", "bad"),
     "stopped": VerdictWords("■", "STOPPED", "neutral"),
+    "interrupted": VerdictWords("■", "INTERRUPTED", "attention"),  # the bench service stopped mid-run
     "flashed": VerdictWords("✔", "FLASHED", "good"),
     "flash-failed": VerdictWords("✘", "FLASH FAILED", "bad"),
     "error": VerdictWords("✘", "KIOSK FAULT", "bad"),
