@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import events
 from textual.app import App
@@ -283,6 +283,11 @@ class KioskApp(App[None]):
         main = self.main_screen
         for card in main.query("SlotCard") if main is not None else ():
             card.advance()
+
+    def notify(self, message: str, *, markup: bool = False, **kwargs: Any) -> None:
+        """Textual's toast, but plain text by default: the kiosk's words carry paths, `[remote] control` and
+        the service's own messages, which as markup lost their brackets (and could fail to parse)."""
+        super().notify(message, markup=markup, **kwargs)
 
     def on_notice(self, message: Notice) -> None:
         self.notify(message.text, severity=message.severity, timeout=8)

@@ -46,12 +46,31 @@ async def test_a_remote_screen_is_refused_until_the_pin_unlocks_it_and_its_recov
             await pilot.click("#act-1")
             await wait_until(pilot, lambda: any(m == "slot.busy" for m, _ in heard), 10, "the other client to hear it")
             await wait_until(pilot, lambda: app.states[1].running, 10, "the remote card running")
+            await wait_until(pilot, lambda: "STOP" in str(app.screen.query_one("#act-1").label), 10, "the STOP button")
+            await pilot.pause()
             await pilot.click("#act-1")  # Stop, from the remote screen
             await wait_until(pilot, lambda: any(m == "slot.idle" for m, _ in heard), 30, "the run to stop")
             idle = next(p for m, p in heard if m == "slot.idle")
             assert idle["state"]["verdict"] == "stopped"
     finally:
         other.close()
+        link.close()
+        harness.link.close()
+        harness.close()
+
+
+async def test_a_view_only_screen_says_why_in_the_services_own_words_brackets_and_all(tmp_path):
+    _touch, harness = make_app(tmp_path, "app-crash@boron", speed=1.0)  # the default: remote screens only look
+    app, link = remote_on(harness, tmp_path, "app-crash@boron")
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(pilot)
+            await pilot.click("#act-1")
+            shown = lambda: " ".join(n.message for n in app._notifications)  # noqa: E731
+            await wait_until(pilot, lambda: "view-only" in shown(), 10, "the refusal")
+            assert "the kiosk's config ([remote] control)" in shown()  # not eaten as a markup tag
+            assert not harness.engine.busy(1)
+    finally:
         link.close()
         harness.link.close()
         harness.close()
