@@ -29,3 +29,23 @@ def _isolated_from_the_users_kiosk(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("PARTICLE_KIOSK_LIBRARY", raising=False)
     # not /run/particle-kiosk/bench.sock, nor a KIOSK_SOCKET the developer's shell exports: no one listens here
     monkeypatch.setenv("KIOSK_SOCKET", str(home / "no-service" / "bench.sock"))
+
+
+# Tests that take seconds each, started first: with pytest-xdist handing tests out as workers come free, a long
+# one started last would leave the other workers idle while it finishes (the order never changes a result).
+LONG_RUNNING = (
+    "tests/test_serial_integration.py::test_send_ymodem_command_into_lrzsz",
+    "tests/test_module_properties.py",
+    "tests/fuzz/",
+    "tests/test_ladder.py::test_four_slots",
+    "tests/tui/test_startup.py",
+    "tests/tui/test_library_history.py",
+    "tests/test_recover_cli.py",
+    "tests/test_cli_through_service.py",
+    "tests/test_durability.py",
+    "tests/test_service.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: not item.nodeid.startswith(LONG_RUNNING))
