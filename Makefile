@@ -74,3 +74,4 @@ bench: $(STAMP) tools
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache
+	find kiosk hw firmware tests -name __pycache__ -prune -exec rm -rf {} +
