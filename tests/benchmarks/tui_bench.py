@@ -57,8 +57,8 @@ else:
     from kiosk.commands.tui_cmd import build_app
     args = argparse.Namespace(simulate="app-crash@boron,corrupt-system@photon,missing-bootloader@boron,frozen@p2",
                               speed=3.0, config=Path("none"), journal=Path(sys.argv[4]) / "j.sqlite", library=None)
-    if kind == "kiosk-config":  # the example bench config on gpiozero's mock pins: no simulator, no devices
-        args.simulate, args.config, args.library = None, Path(sys.argv[5]), Path(sys.argv[4]) / "library"
+    if kind == "kiosk-config":  # the example bench config on gpiozero's mock pins: no simulator, no devices; its
+        args.simulate, args.config, args.socket = None, Path(sys.argv[5]), Path(sys.argv[6])  # service is running
     app, backend = build_app(args)
 first = {}
 display = app._display
@@ -113,12 +113,50 @@ def _child(kind: str, hold: float, folder: str, compile_each_start: bool = False
     if kind == "kiosk-config":
         env["GPIOZERO_PIN_FACTORY"] = "mock"
     example = str(Path(__file__).parents[2] / "deploy/kiosk.example.toml")
+    if kind == "kiosk-config":
+        return _config_child(hold, folder, env, example)
     out = subprocess.run([sys.executable, "-c", _CHILD, kind, repr(time.time()), str(hold), folder, example],
                          capture_output=True, text=True, env=env, timeout=120, check=True)  # fmt: skip
     figures = json.loads(out.stdout.strip().splitlines()[-1])
     if kind != "bare" and (figures["first_screen"] != "MainScreen" or not figures["cards"]):
         raise AssertionError(f"the kiosk's first frame is not the main screen with its slot cards: {figures}")
     return figures
+
+
+def _config_child(hold: float, folder: str, env: dict[str, str], example: str) -> dict:
+    """The touchscreen on the example bench config: its bench service (`kiosk service --config`, gpiozero's mock
+    pins) started first, as systemd starts it on a bench, then the touchscreen as its client; the figures are the
+    client's, with the service's peak resident memory beside them (``service_rss_kib``)."""
+    from kiosk.service.client import is_running
+
+    socket_path = Path(folder) / "config-bench.sock"
+    log = Path(folder) / "config-service.log"
+    with log.open("w") as err:
+        service = subprocess.Popen([sys.executable, "-m", "kiosk.cli", "service", "--config", example, "--library",
+                                    str(Path(folder) / "library"), "--journal", str(Path(folder) / "config.sqlite"),
+                                    "--socket", str(socket_path)], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=err)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not is_running(socket_path, timeout=0.5):
+            if service.poll() is not None or time.monotonic() > deadline:
+                said = log.read_text()[-200:] if service.poll() is not None else "no answer within 60 s"
+                raise subprocess.SubprocessError(f"the example bench's service did not start: {said}")
+            time.sleep(0.1)
+        out = subprocess.run([sys.executable, "-c", _CHILD, "kiosk-config", repr(time.time()), str(hold), folder,
+                              example, str(socket_path)], capture_output=True, text=True, env=env, timeout=120,
+                             check=True)  # fmt: skip
+        figures = json.loads(out.stdout.strip().splitlines()[-1])
+        with open(f"/proc/{service.pid}/status") as status:
+            figures["service_rss_kib"] = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+        return figures
+    finally:
+        service.terminate()
+        try:
+            service.wait(10)
+        except subprocess.TimeoutExpired:
+            service.kill()
+            service.wait()
 
 
 def startup_and_memory(runs: int, compile_each_start: bool = False) -> dict:
@@ -142,6 +180,7 @@ def startup_and_memory(runs: int, compile_each_start: bool = False) -> dict:
         figures["recovering"] = {"peak_rss_mib": recovering["max_rss_kib"] / 1024, "verdicts": recovering["verdicts"]}
         configured = [_child("kiosk-config", HELD_S, folder, compile_each_start) for _ in range(2)]
         figures["config"] = {"peak_rss_mib": max(run["max_rss_kib"] for run in configured) / 1024,
+                             "service_rss_mib": max(run["service_rss_kib"] for run in configured) / 1024,
                              "cards": configured[0]["cards"]}  # fmt: skip
     figures["startup_ratio"] = figures["kiosk"]["first_frame_s"] / figures["bare"]["first_frame_s"]
     figures["memory_ratio"] = figures["kiosk"]["peak_rss_mib"] / figures["bare"]["peak_rss_mib"]
@@ -300,7 +339,7 @@ def _print_startup(figures: dict) -> None:
     print(
         f"TUI peak memory on the example bench config ({figures['config']['cards']} slots, gpiozero mock pins, no "
         f"simulator, no devices) after {HELD_S:g} s: {figures['config']['peak_rss_mib']:.1f} MiB: ratio "
-        f"{figures['config_ratio']:.2f}"
+        f"{figures['config_ratio']:.2f}; its bench service {figures['config']['service_rss_mib']:.1f} MiB"
     )
 
 if __name__ == "__main__":
