@@ -56,7 +56,11 @@ REFUSAL_WINDOW_S = 0.25  # Device OS 6 sends its four CA 100 ms after the prompt
 #: Seconds to wait for a block's answer. The CLI's 70 s: NCP firmware chunks take long. It must stay above the
 #: device's own 5 s byte timeout, or a late answer is taken for the answer to a resent block.
 RESPONSE_TIMEOUT_S = 70.0
-CLOSE_TIMEOUT_S = 3.0  # a plain receiver's answer to the closing header (see _Sender.close_batch)
+#: How long a plain receiver may stay silent after the closing header (see _Sender.close_batch). lrzsz's rb
+#: flushes its input right after it writes its 'C', so a header sent at once can be destroyed; rb then asks again
+#: 10 s later (its default timeout). The window outlasts that: a receiver that got the header and exited ends
+#: the wait at once on a pty (the port hangs up), and on a UART rb's ACK arrives (it drains before it flushes).
+CLOSE_TIMEOUT_S = 15.0
 MAX_RETRIES = 10  # sends of one block beyond the first, before giving up
 MAX_NAME = 255  # bytes; the device keeps at most 256 with the NUL
 POLL_S = 0.005
@@ -318,12 +322,13 @@ class _Sender:
             raise YModemError("the receiver did not ask for the closing header")
         # The receiver has the whole file once it acknowledged the EOT. lrzsz's rb flushes its tty right after
         # its last ACK, and on a pty that can destroy the ACK before it is read (lrzsz's own sb then hangs): so a
-        # silent receiver here ends the transfer, reported as not closed, rather than failing it.
+        # receiver that hangs up or stays silent here ends the transfer, reported as not closed, rather than
+        # failing it. One that asks again ('C' or NAK: it lost the header) gets it again.
         packet = header_block("", None)
         for _ in range(self.max_retries + 1):
             try:
                 self.link.write(packet)
-                answer = self._answer(min(self.response_timeout, CLOSE_TIMEOUT_S))
+                answer = self._answer(CLOSE_TIMEOUT_S)  # the receiver's re-request interval, not the block timeout
             except SerialPortError:
                 return None, None, False  # the receiver has gone: nothing left to close
             if answer in (ACK, None):
