@@ -403,7 +403,9 @@ class EdgeLedSensor(LedSensor):
         return r, g, b
 
     def _changed(self, _pin, t: float, _state: bool) -> None:
-        if self._origin is None or self._closed:
+        # An input closing (close(), or gpiozero's __del__ of a sensor nobody closed) resets its pin's function:
+        # that is no LED edge, and the closed input can no longer be read.
+        if self._origin is None or self._closed or any(d.closed for d in self._inputs):
             return
         lit = self._lit()
         with self._lock:
