@@ -5,6 +5,7 @@ never imports the bench; a touchscreen killed mid-flash leaves the service to fi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -185,6 +186,49 @@ def test_sigterm_stops_a_run_cleanly_and_a_killed_service_leaves_it_interrupted(
         again.send_signal(signal.SIGTERM)
         again.communicate(timeout=60)
     assert Journal(journal).run(second)["status"] == "interrupted"
+
+
+_PRIVATE_PARENT = """
+import sys, time
+from kiosk.tui.private import PrivateService
+private = PrivateService(["--simulate", "app-crash@boron", "--speed", "20", "--journal", sys.argv[1]])
+print(private.process.pid, private.socket_path, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_private_service_stops_when_the_touchscreen_that_started_it_is_killed(short_dir):
+    parent = subprocess.Popen([sys.executable, "-c", _PRIVATE_PARENT, str(short_dir / "j.sqlite")],
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+    try:
+        pid, sock = parent.stdout.readline().split()
+        wait_for(lambda: is_running(Path(sock)), 60, "the private service")
+        parent.kill()  # SIGKILL: the touchscreen cannot close its service
+        parent.wait(10)
+        wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in _proc_state(pid), 30, "the service to stop")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+        parent.stdout.close()
+
+
+def _proc_state(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0]  # R, S, ... Z once it has exited
+    except OSError:
+        return "Z"
+
+
+def test_a_private_service_whose_parent_is_already_gone_does_not_start(short_dir):
+    env = {**os.environ, "KIOSK_STOP_WITH_PARENT": "1"}  # pid 1 is never our parent here
+    out = subprocess.run([sys.executable, "-m", "kiosk.cli", "service", "--simulate", "app-crash@boron", "--socket",
+                          str(short_dir / "x.sock"), "--journal", str(short_dir / "j.sqlite")], capture_output=True,
+                         text=True, env=env, cwd=ROOT, timeout=60)  # fmt: skip
+    assert out.returncode != 0 and "has already ended" in out.stderr
+    assert not (short_dir / "x.sock").exists()
 
 
 def test_the_touchscreen_and_its_client_import_nothing_of_the_bench():

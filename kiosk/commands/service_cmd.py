@@ -71,6 +71,9 @@ def remote_policy(args: argparse.Namespace):
 def cmd_service(args: argparse.Namespace) -> int:
     from kiosk.service.server import SocketInUse
     from kiosk.service.service import BenchService, BenchTaken
+    from kiosk.tui.private import stop_with_parent
+
+    stop_with_parent()
 
     socket_path = Path(args.socket or DEFAULT_SOCKET)
     service = BenchService(engine_for(args), socket_path, policy=remote_policy(args))
