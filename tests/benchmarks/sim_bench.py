@@ -186,7 +186,7 @@ def serve_pace(spec: str, speed: float, limit_s: float = 240.0) -> tuple[float, 
     import socket
     import threading
 
-    from kiosk.service.client import BenchClient, ServiceError, ServiceUnavailable
+    from kiosk.service.client import BenchClient, ServiceError, ServiceUnavailable, is_running
 
     folder = tempfile.mkdtemp()
     journal = os.path.join(folder, "serve.sqlite")
@@ -231,6 +231,13 @@ def serve_pace(spec: str, speed: float, limit_s: float = 240.0) -> tuple[float, 
         viewer.start()
         if not browsing.wait(60.0):
             return "the browser's screen did not show the kiosk within 60 s"
+        # the screen draws its cards before its bench service answers (the service may still be making its demo
+        # library): RECOVER is pressed once the service is there, as a technician would see it enabled
+        ready_by = time.monotonic() + 60.0
+        while not is_running(socket_path, timeout=0.5):
+            if time.monotonic() > ready_by or server.poll() is not None:
+                return "the bench service kiosk serve started did not answer within 60 s"
+            time.sleep(0.1)
         slots = len(spec.split(","))
         with BenchClient(socket_path, client="sim_bench").connect() as client:
             pressed = time.monotonic()
