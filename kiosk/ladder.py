@@ -322,14 +322,7 @@ class Ladder:
         if usb is None and not led.available:
             usb = modes.wait_for_device(self.slot, max(0.0, started + modes.FIND_TIMEOUT_S - self.clock.now()),
                                         None, self.cancel)  # fmt: skip
-        others = [d for d in modes.devices_on(self.slot) if usb is not None and d.device_id != usb.device_id]
-        if others:  # which one is the broken one? Only the technician can tell
-            ids = ", ".join(sorted({usb.device_id or "?", *(d.device_id or "?" for d in others)}))
-            where = "this slot's USB port" if self.slot.usb_port else (
-                "USB, and this slot names no usb_port in the bench config to tell them apart (kiosk list shows "
-                "each device's port)")  # fmt: skip
-            raise _RunEnds(f"more than one device on {where} ({ids}); nothing was done",
-                           "Unplug all but the one to recover", self.clock.now() - started)  # fmt: skip
+        self._refuse_if_crowded(usb, started)
         seen = Seen(usb, None, None)
         if usb is not None:
             if usb.mode == "dfu":  # the bootloader's yellow blink reads in under a second, and shows no SOS
@@ -364,12 +357,26 @@ class Ladder:
             self.clock.sleep(max(0.0, seen.led_from + window - self.clock.now()), self.cancel)
             seen.led = classify(led.samples_since(seen.led_from))
             self._observe("led", seen.led.to_json())
+        # Again at the end: a second device that was still booting when the first one answered has come up
+        # since (a P2 takes seconds longer than a Boron), and the module table or LED read may be the other's.
+        self._refuse_if_crowded(usb, started)
         self._observe("usb", seen.to_json())
         if seen.protected:
             raise _Protected(seen.demanded_s)
         if seen.led_suspect:
             raise _SensorSuspect(SENSOR_FOUND.format(led=seen.led.describe()), SENSOR_ACTION, seen.demanded_s)
         return seen
+
+    def _refuse_if_crowded(self, usb: ParticleUsbDevice | None, started: float) -> None:
+        """End the run (needs-technician) when another device is on this slot's port beside ``usb``."""
+        others = [d for d in modes.devices_on(self.slot) if usb is not None and d.device_id != usb.device_id]
+        if others:  # which one is the broken one? Only the technician can tell
+            ids = ", ".join(sorted({usb.device_id or "?", *(d.device_id or "?" for d in others)}))
+            where = "this slot's USB port" if self.slot.usb_port else (
+                "USB, and this slot names no usb_port in the bench config to tell them apart (kiosk list shows "
+                "each device's port)")  # fmt: skip
+            raise _RunEnds(f"more than one device on {where} ({ids}); nothing was done",
+                           "Unplug all but the one to recover", self.clock.now() - started)  # fmt: skip
 
     def _look_after(self, demanded_s: float) -> Seen:
         """look(), within a step that already demanded ``demanded_s`` device seconds (counted if the look

@@ -61,6 +61,9 @@ def _cases() -> list:
                 cases.append(pytest.param(scenario, platform, fault, id=f"{scenario}@{platform}-{fault}"))
     if not LONG:  # the short profile: every fault, each scenario on one platform in turn
         cases = [c for i, c in enumerate(cases) if i % len(PLATFORMS) == PLATFORMS.index(c.values[1])]
+        # and a second device that answers first: the slot's P2 enumerates seconds after the Boron beside it
+        # (the look saw only the Boron and called the slot healthy)
+        cases.append(pytest.param("deps-mismatch", "p2", "second-device", id="deps-mismatch@p2-second-device"))
     # what cannot happen on a platform (gen2-old on Boron and P2, protected on a Photon) is not run
     return [c for c in cases if refusal(c.values[0], c.values[1]) is None]
 
