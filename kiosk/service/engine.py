@@ -144,6 +144,7 @@ class KioskBackend:
         bench = self._open_bench()
         self.bench = bench
         self.library = self._open_library(bench)
+        _release_freed_memory()
         self.runner = RecoveryRunner(bench, self.library, self.journal, self.bus)
         self._slot_locks = {s.index: threading.Lock() for s in bench.slots}
         self.bus.subscribe(self._forward)
@@ -812,3 +813,16 @@ def flash_words(report: ExecutionReport) -> str:
 
 def modes_word(mode: str | None) -> str:
     return {"normal": "running", "dfu": "in DFU mode", "listening": "listening"}.get(mode or "", "not on USB")
+
+
+def _release_freed_memory() -> None:
+    """Give the heap that opening the bench and its library freed back to the system (glibc's malloc_trim).
+
+    Opening them passes a peak (service_bench: ~90 MiB, its simulated bench and a demo library made and read) that
+    glibc keeps as free heap for reuse, so the service, which runs for months, sat at 68-72 MiB instead of 53-56.
+    On a C library without malloc_trim this does nothing, which costs only memory.
+    """
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
