@@ -252,7 +252,7 @@ class KioskApp(App[None]):
         slots = f" · {len(self.states)} slot{'s' if len(self.states) != 1 else ''}" if self.states else ""
         # a demo says how to leave it (in the room "tap RECOVER" takes: the big buttons say that themselves)
         hint = "Ctrl+C quits the demo" if self.demo else "tap RECOVER on a slot"
-        if self.bench_ready.is_set() and not self.may_act:
+        if self.connected and not self.may_act:  # (on_connected draws the title before bench_ready is set)
             hint = "VIEW ONLY" + (": tap a button to enter the PIN" if self.bench_info.get("control") == "pin" else "")
         if self.offline_words is not None and self.bench_error is None:
             if self.demo or (self.link is not None and self.link.private is not None):

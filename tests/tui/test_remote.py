@@ -13,6 +13,10 @@ from kiosk.tui.screens.pin import PinScreen
 from tests.tui.conftest import make_app, ready, wait_until
 
 
+def _titlebar(app) -> str:
+    return str(app.main_screen.query_one("#titlebar").render())
+
+
 def remote_on(harness, folder, spec: str):
     args = argparse.Namespace(simulate=spec, speed=None, config=folder / "none.toml", journal=None, library=None,
                               socket=harness.service.socket_path, remote=True)  # fmt: skip
@@ -31,6 +35,7 @@ async def test_a_remote_screen_is_refused_until_the_pin_unlocks_it_and_its_recov
         async with app.run_test(size=(80, 24)) as pilot:
             await ready(pilot)
             assert not app.may_act and "VIEW ONLY" in app.title_text()
+            await wait_until(pilot, lambda: "VIEW ONLY" in _titlebar(app), 5, "the title bar to say VIEW ONLY")
             await pilot.click("#act-1")
             await wait_until(pilot, lambda: isinstance(app.screen, PinScreen), 10, "the PIN screen")
             assert not harness.engine.busy(1)  # refused by the service: nothing ran
@@ -43,6 +48,7 @@ async def test_a_remote_screen_is_refused_until_the_pin_unlocks_it_and_its_recov
             await pilot.click("#unlock")
             await wait_until(pilot, lambda: not isinstance(app.screen, PinScreen), 10, "the screen unlocked")
             assert app.may_act and "VIEW ONLY" not in app.title_text()
+            await wait_until(pilot, lambda: "VIEW ONLY" not in _titlebar(app), 5, "the title bar unlocked")
             await pilot.click("#act-1")
             await wait_until(pilot, lambda: any(m == "slot.busy" for m, _ in heard), 10, "the other client to hear it")
             await wait_until(pilot, lambda: app.states[1].running, 10, "the remote card running")
