@@ -139,9 +139,14 @@ def build_app(args: argparse.Namespace, *, live: bool = True):
     from kiosk.tui.link import ServiceLink
     from kiosk.tui.settings import TuiSettings
 
-    words, slots, _open_bench = bench_for(args)
-    private = None
     socket_path = getattr(args, "socket", None)
+    if socket_path is not None and not args.simulate and not Path(args.config).exists():
+        # a client of a named service needs no bench config: the service has one, and its slots come with the
+        # first answer ("Opening the bench…" until then)
+        words, slots = "", []
+    else:
+        words, slots, _open_bench = bench_for(args)
+    private = None
     if socket_path is None and args.simulate:
         from kiosk.tui.private import PrivateService
 

@@ -258,7 +258,8 @@ class KioskApp(App[None]):
             if self.demo or (self.link is not None and self.link.private is not None):
                 return f"⚠ {NOT_ANSWERING} · {self.offline_words}"
             return f"⚠ {NOT_ANSWERING} · {START_IT}"  # a real bench: what to do comes first
-        return f"PARTICLE BENCH KIOSK · {self.bench_words}{slots} · {hint}"
+        bench = f" · {self.bench_words}" if self.bench_words else ""  # none until a config-less client connects
+        return f"PARTICLE BENCH KIOSK{bench}{slots} · {hint}"
 
     def action_help_quit(self) -> None:
         # Ctrl+C: a demo on a laptop closes as any terminal program does; the bench's kiosk only says how

@@ -123,3 +123,39 @@ async def test_a_bench_that_cannot_open_replaces_the_first_frames_cards_with_why
             assert app.screen is app.main_screen
     finally:
         link.close()
+
+
+async def test_a_client_of_a_named_service_needs_no_bench_config_and_takes_its_slots_from_the_service(tmp_path):
+    import argparse
+
+    from kiosk.commands.tui_cmd import build_app
+
+    _touch, harness = make_app(tmp_path, "app-crash@boron,healthy@p2")
+    args = argparse.Namespace(simulate=None, speed=None, config=tmp_path / "no-such.toml", journal=None, library=None,
+                              socket=harness.service.socket_path, remote=False)  # fmt: skip
+    app, link = build_app(args)  # no CommandError: the service has the config
+    app.settings_file = tmp_path / "tui.json"
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            await ready(pilot)
+            await wait_until(pilot, lambda: len(app.main_screen.query(SlotCard)) == 2, 10, "the service's cards")
+            assert "Slot 2 · p2" in card_text(app, 2)
+            assert "2 slots" in app.title_text() and "simulated bench" in app.title_text()
+    finally:
+        link.close()
+        harness.link.close()
+        harness.close()
+
+
+def test_without_a_service_named_a_missing_bench_config_is_still_refused(tmp_path):
+    import argparse
+
+    import pytest
+
+    from kiosk.commands.common import CommandError
+    from kiosk.commands.tui_cmd import build_app
+
+    args = argparse.Namespace(simulate=None, speed=None, config=tmp_path / "no-such.toml", journal=None, library=None,
+                              socket=None, remote=False)  # fmt: skip
+    with pytest.raises(CommandError, match="no bench config"):
+        build_app(args)
