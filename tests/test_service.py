@@ -206,6 +206,7 @@ def test_a_private_service_stops_when_the_touchscreen_that_started_it_is_killed(
         parent.kill()  # SIGKILL: the touchscreen cannot close its service
         parent.wait(10)
         wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in _proc_state(pid), 30, "the service to stop")
+        assert not Path(sock).parent.exists()  # nobody else is left to remove its temporary folder
     finally:
         if parent.poll() is None:
             parent.kill()

@@ -71,9 +71,9 @@ def remote_policy(args: argparse.Namespace):
 def cmd_service(args: argparse.Namespace) -> int:
     from kiosk.service.server import SocketInUse
     from kiosk.service.service import BenchService, BenchTaken
-    from kiosk.tui.private import stop_with_parent
+    from kiosk.tui.private import clean_up_after_parent, stop_with_parent
 
-    stop_with_parent()
+    parent = stop_with_parent()
 
     socket_path = Path(args.socket or DEFAULT_SOCKET)
     service = BenchService(engine_for(args), socket_path, policy=remote_policy(args))
@@ -100,6 +100,7 @@ def cmd_service(args: argparse.Namespace) -> int:
             pass
         print("kiosk service: stopping every run (buttons released)", file=sys.stderr, flush=True)
         service.close()
+        clean_up_after_parent(parent, socket_path)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 STOP_TIMEOUT_S = 30.0  # a stopping service waits for each run to end, buttons released
+FOLDER_PREFIX = "kiosk-bench-"  # the temporary folder of a private service's socket and log
 
 
 #: Set in a private service's environment to the pid of the program that started it: the service stops when that
@@ -24,7 +25,7 @@ STOP_TIMEOUT_S = 30.0  # a stopping service waits for each run to end, buttons r
 PARENT_ENV = "KIOSK_STOP_WITH_PARENT"
 
 
-def stop_with_parent() -> None:
+def stop_with_parent() -> int | None:
     """(In ``kiosk service``, first thing.) If started as a private service: SIGTERM, which stops every run cleanly,
     when the program that started it dies without closing it (Linux prctl PR_SET_PDEATHSIG); SystemExit at once
     when that program is already gone. Set here rather than in a ``preexec_fn``: a preexec_fn makes Popen fork
@@ -32,20 +33,31 @@ def stop_with_parent() -> None:
     tui_bench's first frame went from 367 to about 260 ms."""
     parent = os.environ.pop(PARENT_ENV, "")
     if not parent.isdigit():
-        return
+        return None
     with contextlib.suppress(OSError, AttributeError):
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
     if os.getppid() != int(parent):  # it died before the line above: no signal will come
         raise SystemExit("kiosk service: the program that started this private service has already ended")
+    return int(parent)
+
+
+def clean_up_after_parent(parent: int | None, socket_path: Path) -> None:
+    """(In a private service that has stopped.) If the program that started it died without closing it, nobody
+    else will remove the temporary folder it made for the service (socket and log): the service does."""
+    folder = socket_path.parent
+    if parent is None or os.getppid() == parent:
+        return
+    if folder.name.startswith(FOLDER_PREFIX) and folder.parent == Path(tempfile.gettempdir()):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class PrivateService:
     """``kiosk service ARGS --socket <temporary>`` as a child process."""
 
     def __init__(self, bench_args: list[str]) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="kiosk-bench-"))
+        self.folder = Path(tempfile.mkdtemp(prefix=FOLDER_PREFIX))
         self.socket_path = self.folder / "bench.sock"
         self._log = open(self.folder / "service.log", "w+b")  # noqa: SIM115 (open until close())
         command = [sys.executable, "-m", "kiosk.cli", "service", *bench_args, "--socket", str(self.socket_path)]
