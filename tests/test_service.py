@@ -23,7 +23,7 @@ from firmware.releases import BODY
 from kiosk.commands.service_cmd import engine_for
 from kiosk.demo_library import demo_library
 from kiosk.journal import Journal
-from kiosk.service.api import RemotePolicy
+from kiosk.service.api import WRONG_PIN_DELAY_S, RemotePolicy
 from kiosk.service.client import BenchClient, ServiceError, is_running
 from kiosk.service.service import BenchService
 from kiosk.service.wire import NOT_ALLOWED
@@ -96,9 +96,11 @@ def test_a_view_only_remote_is_refused_and_a_pin_unlocks_only_its_own_connection
                 remote.call("slot.recover", {"slot": 1})
             assert refused.value.code == NOT_ALLOWED and "PIN" in refused.value.message
             assert remote.call("bench.state")["slots"][0]["activity"] == "idle"  # looking is allowed
+            asked = time.monotonic()
             with pytest.raises(ServiceError) as wrong:
                 remote.unlock("0000")
             assert wrong.value.code == NOT_ALLOWED
+            assert time.monotonic() - asked >= WRONG_PIN_DELAY_S  # guessing takes its time
             assert remote.unlock("4711")["may_act"] is True
             assert remote.call("slot.recover", {"slot": 1})["run_id"]
             with pytest.raises(ServiceError) as still:

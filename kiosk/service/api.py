@@ -13,7 +13,6 @@ import itertools
 import logging
 import os
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -175,7 +174,7 @@ class Api:
             raise RpcError(wire.REFUSED, "this kiosk takes no PIN: its config sets [remote] control to "
                            f"{self.policy.control!r}")  # fmt: skip
         if not hmac.compare_digest(pin.encode(), self.policy.pin.encode()):
-            time.sleep(WRONG_PIN_DELAY_S)
+            self.engine.wait_closed(WRONG_PIN_DELAY_S)  # a stopping service answers at once
             raise RpcError(wire.NOT_ALLOWED, "wrong PIN: this screen stays view-only")
         session.unlocked = True
 

@@ -174,6 +174,10 @@ class KioskBackend:
     def closed(self) -> bool:
         return self._closed.is_set()
 
+    def wait_closed(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for close() to begin (a host-side delay, not a device wait); True if it has."""
+        return self._closed.wait(timeout)
+
     @property
     def bus(self) -> EventBus:
         """The events of every run and flash on this bench (made on first use: kiosk.events is not needed
