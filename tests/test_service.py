@@ -202,6 +202,7 @@ time.sleep(120)
 def test_a_private_service_stops_when_the_touchscreen_that_started_it_is_killed(short_dir):
     parent = subprocess.Popen([sys.executable, "-c", _PRIVATE_PARENT, str(short_dir / "j.sqlite")],
                               stdout=subprocess.PIPE, text=True, cwd=ROOT)  # fmt: skip
+    pid = None
     try:
         pid, sock = parent.stdout.readline().split()
         wait_for(lambda: is_running(Path(sock)), 60, "the private service")
@@ -212,8 +213,9 @@ def test_a_private_service_stops_when_the_touchscreen_that_started_it_is_killed(
     finally:
         if parent.poll() is None:
             parent.kill()
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid), signal.SIGKILL)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
         parent.stdout.close()
 
 

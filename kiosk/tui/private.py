@@ -46,9 +46,9 @@ def stop_with_parent() -> int | None:
 def clean_up_after_parent(parent: int | None, socket_path: Path) -> None:
     """(In a private service that has stopped.) If the program that started it died without closing it, nobody
     else will remove the temporary folder it made for the service (socket and log): the service does."""
-    folder = socket_path.parent
     if parent is None or os.getppid() == parent:
         return
+    folder = socket_path.parent
     if folder.name.startswith(FOLDER_PREFIX) and folder.parent == Path(tempfile.gettempdir()):
         shutil.rmtree(folder, ignore_errors=True)
 
