@@ -83,6 +83,26 @@ def test_listening_by_a_3_second_hold(bench):
     assert slot.device.mode == Mode.LISTENING
 
 
+def test_two_listening_holds_are_not_one_10_s_hold(bench):
+    # found by the hazard property below: the simulated device took the second hold's MODE for the first's,
+    # 10 s after the first press, and recorded credentials cleared that a real device never clears
+    slot = bench.slot(1)
+    slot.buttons.led = None
+    slot.buttons.enter_listening()
+    bench.clock.sleep(4.0)
+    slot.buttons.enter_listening()
+    bench.clock.sleep(1.0)
+    assert slot.device.mode == Mode.LISTENING and slot.device.hazards == []
+
+
+def test_the_simulated_device_still_sees_a_real_10_s_hold_in_listening_mode(bench):
+    device = bench.slot(1).device  # the device itself: the kiosk's guard would never hold MODE this long
+    device.set_mode_low(True)
+    bench.clock.sleep(10.5)
+    device.set_mode_low(False)
+    assert [h.what for h in device.hazards] == ["MODE held 10 s in listening mode (credentials cleared)"]
+
+
 def test_runtime_hold_over_5_s_is_refused_before_any_pin_moves(bench):
     slot = bench.slot(1)
     before = list(slot.buttons.mode.pin.history)

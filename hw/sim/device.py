@@ -286,8 +286,9 @@ class SimDevice:
             if low:
                 self._mode_pressed_at = now
                 if self.mode in (Mode.NORMAL, Mode.SAFE, Mode.LISTENING):
-                    self._after(LISTEN_HOLD_S, self._runtime_hold_3s)
-                    self._after(CREDENTIAL_WIPE_S, self._runtime_hold_10s)
+                    # each timer belongs to this press: a later press must be held its own 3 s or 10 s
+                    self._after(LISTEN_HOLD_S, lambda: self._runtime_hold_3s(now))
+                    self._after(CREDENTIAL_WIPE_S, lambda: self._runtime_hold_10s(now))
                 return
             held = now - (self._mode_pressed_at or now)
             self._mode_pressed_at = None
@@ -397,12 +398,16 @@ class SimDevice:
         self._after(program.duration_s, lambda: self._start("panic"), when_mode=Mode.PANIC)
 
     # --- runtime MODE -----------------------------------------------------------------------
-    def _runtime_hold_3s(self) -> None:
-        if self._mode_low and self.mode in (Mode.NORMAL, Mode.SAFE):
+    def _held_since(self, pressed: float) -> bool:
+        """Whether MODE is still down in the press that began at ``pressed``."""
+        return self._mode_low and self._mode_pressed_at == pressed
+
+    def _runtime_hold_3s(self, pressed: float) -> None:
+        if self._held_since(pressed) and self.mode in (Mode.NORMAL, Mode.SAFE):
             self._enter_listening()
 
-    def _runtime_hold_10s(self) -> None:
-        if self._mode_low and self.mode == Mode.LISTENING:
+    def _runtime_hold_10s(self, pressed: float) -> None:
+        if self._held_since(pressed) and self.mode == Mode.LISTENING:
             self._hazard("MODE held 10 s in listening mode (credentials cleared)")
             self._credentials_cleared = True
 
